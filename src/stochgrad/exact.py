@@ -1,0 +1,273 @@
+r"""Reference gradients: exact enumeration for finite support, adaptive quadrature in one dimension.
+
+.. math::
+
+    \nabla_\theta \mathbb{E}_{p(x;\theta)}[f(x)] = \sum_{x} f(x)\, \nabla_\theta p(x;\theta)
+    \quad\text{or}\quad \int f(x)\, p(x;\theta)\, \nabla_\theta \log p(x;\theta)\, dx .
+
+These are the ground truth that every estimator is tested against (bias z-scores in
+:func:`stochgrad.compare`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import (
+    Bernoulli,
+    Binomial,
+    Categorical,
+    Distribution,
+    OneHotCategorical,
+    constraints,
+)
+
+from stochgrad import _core, _dists
+from stochgrad.estimate import Params
+
+MAX_CONFIGURATIONS = 2**20
+
+
+def _support_values(base: Distribution) -> tuple[int, Callable[[Tensor], Tensor]] | None:
+    """(number of values per coordinate, index -> sample value) for finite-support families."""
+    if isinstance(base, Bernoulli):
+        return 2, lambda idx: idx.to(base.probs.dtype)
+    if isinstance(base, OneHotCategorical):
+        k = base._categorical._num_events
+        return k, lambda idx: torch.nn.functional.one_hot(idx, k).to(base.probs.dtype)
+    if isinstance(base, Categorical):
+        return base._num_events, lambda idx: idx
+    if isinstance(base, Binomial):
+        counts = base.total_count.detach()
+        if not bool((counts == counts.round()).all()):
+            return None
+        top = int(counts.max())
+        return top + 1, lambda idx: idx.to(base.probs.dtype)
+    return None
+
+
+def _enumerate(f, d: Distribution, dist_fn, leaves, max_configurations: int):
+    base = _dists.unwrap(d)
+    spec = _support_values(base)
+    if spec is None:
+        return None
+    k, to_value = spec
+    coords = int(np.prod(base.batch_shape)) if len(base.batch_shape) else 1
+    total = k**coords
+    if total > max_configurations:
+        raise ValueError(
+            f"exact_gradient: enumerating {type(base).__name__} with batch shape "
+            f"{tuple(base.batch_shape)} needs {k}^{coords} = {total} configurations, more than "
+            f"max_configurations={max_configurations}"
+        )
+    # All joint configurations as mixed-radix digits of 0..total-1: [total, coords].
+    codes = torch.arange(total)
+    powers = k ** torch.arange(coords - 1, -1, -1)
+    idx = (codes.unsqueeze(1) // powers) % k
+    x = to_value(idx.reshape(total, *base.batch_shape))
+    if isinstance(base, Binomial):  # drop counts above a coordinate's own total
+        keep = (x <= base.total_count.detach()).reshape(total, -1).all(1)
+        x = x[keep]
+    lp = _core.sum_event(d.log_prob(x), x.shape[0])
+    fx = _core.evaluate_f(f, x, x.shape[0])
+    p = lp.exp()
+    value = (p * fx.to(p.dtype)).sum()
+    return value
+
+
+def _interval(d: Distribution) -> tuple[float, float]:
+    support = d.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if support is constraints.real:
+        return -math.inf, math.inf
+    if support in (constraints.positive, constraints.nonnegative):
+        return 0.0, math.inf
+    if support is constraints.unit_interval:
+        return 0.0, 1.0
+    lower = getattr(support, "lower_bound", None)
+    upper = getattr(support, "upper_bound", None)
+    if lower is not None or upper is not None:
+        lo = -math.inf if lower is None else float(torch.as_tensor(lower).reshape(()))
+        hi = math.inf if upper is None else float(torch.as_tensor(upper).reshape(()))
+        return lo, hi
+    raise ValueError(f"exact_gradient: cannot integrate over the support {support}")
+
+
+def _transform(lo: float, hi: float):
+    """Map t in a finite interval to x in (lo, hi): returns (t_lo, t_hi, x(t), dx/dt)."""
+    if math.isinf(lo) and math.isinf(hi):
+        return -1.0, 1.0, lambda t: t / (1 - t * t), lambda t: (1 + t * t) / (1 - t * t) ** 2
+    if math.isinf(hi):
+        return 0.0, 1.0, lambda t: lo + t / (1 - t), lambda t: 1 / (1 - t) ** 2
+    if math.isinf(lo):
+        return 0.0, 1.0, lambda t: hi - t / (1 - t), lambda t: 1 / (1 - t) ** 2
+    return lo, hi, lambda t: t, lambda t: np.ones_like(t)
+
+
+def _adaptive_gauss(
+    integrand, a: float, b: float, epsrel: float, epsabs: float = 1e-14, max_intervals: int = 20000
+) -> np.ndarray:
+    """Globally adaptive Gauss-Legendre quadrature of a vector-valued integrand, batched.
+
+    scipy's adaptive rules (quad, quad_vec) call the integrand one point at a time; here every
+    evaluation builds the distribution and its score, so all nodes of all open intervals are
+    evaluated in one batched call instead (a 20-point rule, error estimated against 10 points).
+    """
+    hi_x, hi_w = np.polynomial.legendre.leggauss(20)
+    lo_x, lo_w = np.polynomial.legendre.leggauss(10)
+    nodes = np.concatenate([hi_x, lo_x])
+
+    def rules(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mid, half = (edges[:, 0] + edges[:, 1]) / 2, (edges[:, 1] - edges[:, 0]) / 2
+        t = (mid[:, None] + half[:, None] * nodes[None, :]).reshape(-1)
+        vals = integrand(t).reshape(len(edges), len(nodes), -1)
+        hi = np.einsum("inc,n->ic", vals[:, :20], hi_w) * half[:, None]
+        lo = np.einsum("inc,n->ic", vals[:, 20:], lo_w) * half[:, None]
+        return hi, np.abs(hi - lo).max(1)
+
+    edges = np.linspace(a, b, 9)
+    edges = np.stack([edges[:-1], edges[1:]], 1)
+    values, errors = rules(edges)
+    while True:
+        total = values.sum(0)
+        tol = max(epsabs, epsrel * np.abs(total).max())
+        if errors.sum() <= tol or len(edges) >= max_intervals:
+            return total
+        split = errors > tol / (4 * len(edges))
+        if not split.any():
+            split = errors >= errors.max()
+        mids = edges[split].mean(1)
+        halves = np.concatenate(
+            [np.stack([edges[split, 0], mids], 1), np.stack([mids, edges[split, 1]], 1)]
+        )
+        new_values, new_errors = rules(halves)
+        edges = np.concatenate([edges[~split], halves])
+        values = np.concatenate([values[~split], new_values])
+        errors = np.concatenate([errors[~split], new_errors])
+
+
+def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
+    from stochgrad.estimators.score import scores_per_sample
+
+    lo, hi = _interval(d)
+    sizes = [leaf.numel() for leaf in leaves]
+    dtype = leaves[0].dtype
+    width = sum(sizes) + 1
+    shape = (*d.batch_shape, *d.event_shape)
+
+    def at(x_np: np.ndarray) -> np.ndarray:
+        """[M] points -> [M, 1 + P] values of (f p, f p grad log p)."""
+        m = len(x_np)
+        x = torch.as_tensor(x_np, dtype=dtype).reshape(m, *shape)
+        with torch.no_grad():
+            lp = d.log_prob(x).reshape(m)
+        out = np.zeros((m, width))
+        keep = torch.isfinite(lp) & (lp > -700)
+        if not bool(keep.any()):
+            return out
+        xk = x[keep]
+        k = xk.shape[0]
+        fx = _core.evaluate_f(f, xk, k).to(dtype)
+        weight = fx * lp[keep].exp()
+        s = scores_per_sample(dist_fn, d, leaves, xk)
+        flat = torch.cat([si.reshape(k, -1) for si in s], 1).detach()
+        vals = torch.cat([weight.unsqueeze(1), weight.unsqueeze(1) * flat], 1)
+        out[keep.numpy()] = vals.double().numpy()
+        return out
+
+    # Split the line around the bulk of the mass, then map each piece to a finite interval.
+    try:
+        with torch.no_grad():
+            mean, sd = float(d.mean.reshape(())), float(d.stddev.reshape(()))
+        finite = math.isfinite(mean) and math.isfinite(sd) and sd > 0
+    except (NotImplementedError, RuntimeError, ValueError):
+        finite = False
+    edges = [lo, hi]
+    if finite:
+        inner = [c for c in (mean - 12 * sd, mean, mean + 12 * sd) if lo < c < hi]
+        edges = [lo, *inner, hi]
+    total = np.zeros(width)
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        t_lo, t_hi, x_of, dx_dt = _transform(a, b)
+
+        def integrand(t: np.ndarray, x_of=x_of, dx_dt=dx_dt) -> np.ndarray:
+            return at(x_of(t)) * dx_dt(t)[:, None]
+
+        total += _adaptive_gauss(integrand, t_lo, t_hi, epsrel)
+    value = total[0]
+    grads = np.split(total[1:], np.cumsum(sizes)[:-1])
+    return value, [
+        torch.as_tensor(g, dtype=dtype).reshape(leaf.shape)
+        for g, leaf in zip(grads, leaves, strict=True)
+    ]
+
+
+def exact_gradient(
+    f: Callable,
+    dist_fn: Callable[..., Distribution],
+    params: Params,
+    *,
+    max_configurations: int = MAX_CONFIGURATIONS,
+    epsrel: float = 1e-10,
+    return_value: bool = False,
+):
+    r"""The exact gradient of :math:`\mathbb{E}_{p(x;\theta)}[f(x)]`, a reference for the estimators.
+
+    Finite support (``Bernoulli``, ``Categorical``, ``OneHotCategorical``, ``Binomial``, and
+    ``Independent`` products or batch shapes of them, up to ``max_configurations`` joint
+    configurations) is enumerated and differentiated by autograd; a one-dimensional continuous
+    distribution is integrated by adaptive quadrature (``scipy.integrate.quad_vec``) of
+    :math:`f\,p\,\nabla_\theta \log p`.
+
+    Args:
+        f: batch ``[n, ...]`` -> ``[n]``; may be a black box.
+        dist_fn: ``dist_fn(*params)`` -> distribution.
+        params: a tensor or a tuple of tensors.
+        max_configurations: the largest joint support enumerated (default :math:`2^{20}`).
+        epsrel: relative tolerance of the quadrature.
+        return_value: also return :math:`\mathbb{E}[f]`.
+
+    Returns:
+        The gradient shaped like ``params`` (a tuple for tuple params); with ``return_value``,
+        ``(value, gradient)``.
+
+    Raises:
+        ValueError: no exact reference exists for this distribution (continuous and more than
+            one-dimensional, or an unsupported discrete family), or the support is too large.
+
+    >>> import torch
+    >>> g = exact_gradient(lambda b: (b - 0.499) ** 2, lambda p: torch.distributions.Bernoulli(p),
+    ...                    torch.tensor(0.3))
+    >>> round(float(g), 6)
+    0.002
+    """
+    tensors, is_tuple = _core.as_params(params)
+    leaves = _core.leaves_of(tensors)
+    d = _core.build_dist(dist_fn, leaves)
+    value_t = _enumerate(f, d, dist_fn, leaves, max_configurations)
+    if value_t is not None:
+        grads = torch.autograd.grad(value_t, leaves, allow_unused=True)
+        grads = [
+            g if g is not None else torch.zeros_like(leaf)
+            for g, leaf in zip(grads, leaves, strict=True)
+        ]
+        value = float(value_t.detach())
+    else:
+        is_scalar = d.event_shape.numel() == 1 and d.batch_shape.numel() == 1
+        discrete = d.support.is_discrete if hasattr(d.support, "is_discrete") else False
+        if not is_scalar or discrete:
+            raise ValueError(
+                f"exact_gradient: no exact reference for {type(d).__name__} with batch shape "
+                f"{tuple(d.batch_shape)} and event shape {tuple(d.event_shape)}: enumeration "
+                "needs a finite-support family (Bernoulli, Categorical, OneHotCategorical, "
+                "Binomial), quadrature a one-dimensional continuous distribution"
+            )
+        value, grads = _quadrature(f, d, dist_fn, leaves, epsrel)
+    grads = [g.detach() for g in grads]
+    out = _core.pack(grads, is_tuple)
+    return (value, out) if return_value else out
