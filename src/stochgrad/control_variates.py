@@ -64,6 +64,10 @@ class DeltaMethod(ControlVariate):
     Needs ``f`` differentiable twice by torch autograd (the gradient and Hessian at the mean
     are taken once per call; ``D`` backward passes for ``D`` coordinates).
 
+    When ``f`` is exactly quadratic the control variate is perfect: the estimate is then exact up
+    to an :math:`O(1/n)` term from estimating :math:`\beta`, and the reported standard error
+    (computed as if the per-sample terms were independent) is not a reliable measure of it.
+
     >>> import torch, stochgrad as sg
     >>> dist_fn = lambda th: torch.distributions.Normal(th[0], th[1])
     >>> est = sg.score_function(lambda x: torch.sin(x), dist_fn, torch.tensor([0.3, 0.5]),
