@@ -21,9 +21,9 @@ def _map(fn, value):
 class GradientEstimate:
     r"""A Monte Carlo gradient estimate with its per-sample terms and their spread.
 
-    ``grad`` is the mean of ``per_sample`` over the sample axis; ``variance`` is the (unbiased)
-    variance of one per-sample term, and ``stderr = sqrt(variance / num_samples)`` the standard
-    error of ``grad``. When ``params`` was a tuple of tensors every field is a tuple in the same
+    ``grad`` is the mean of ``per_sample`` over the sample axis; ``variance`` is the unbiased
+    sample variance of one per-sample term (undefined, NaN, for a single sample), and
+    ``stderr = sqrt(variance / num_samples)`` the standard error of ``grad``. When ``params`` was a tuple of tensors every field is a tuple in the same
     order.
 
     Attributes:
