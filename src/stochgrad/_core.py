@@ -250,6 +250,72 @@ except (ImportError, AttributeError):  # pragma: no cover - other torch builds
     _ENGINE = None
 
 
+def _selection_columns(phi: Tensor, offsets: dict[int, int]) -> int | Tensor | None:
+    """Columns of the flattened params that ``phi`` selects, if it is a pure selection of a leaf.
+
+    ``Normal(th[0], th[1])`` or ``Normal(loc, scale)`` store parameters that are elements or
+    aliases of the user's tensors; their Jacobian is a 0/1 selection, applied without any
+    backward pass. Returns the column (an ``int``) for a scalar ``phi``, a ``LongTensor`` of
+    columns otherwise, and ``None`` when ``phi`` is anything else (the general path).
+    """
+    node = phi.grad_fn
+    selects: list[tuple[int, int]] = []
+    while node is not None and type(node).__name__ != "AccumulateGrad":
+        name = type(node).__name__
+        if name == "SelectBackward0":
+            selects.append((int(node._saved_dim), int(node._saved_index)))
+        elif name != "AliasBackward0":
+            return None
+        parents = [fn for fn, _ in node.next_functions if fn is not None]
+        if len(parents) != 1:
+            return None
+        node = parents[0]
+    leaf = phi if node is None else node.variable
+    offset = offsets.get(id(leaf))
+    if offset is None:
+        return None
+    shape, strides, base = list(leaf.shape), list(_contiguous_strides(leaf.shape)), offset
+    for dim, i in reversed(selects):  # replay the selections on the flat index arithmetic
+        dim %= len(shape)
+        base += (i % shape[dim]) * strides[dim]
+        del shape[dim], strides[dim]
+    if tuple(shape) != tuple(phi.shape):
+        return None
+    if not shape:
+        return base
+    index = torch.zeros((), dtype=torch.long, device=phi.device) + base
+    for size, stride in zip(shape, strides, strict=True):
+        index = index.unsqueeze(-1) + torch.arange(size, device=phi.device) * stride
+    return index.reshape(-1)
+
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for size in reversed(tuple(shape)):
+        strides.append(acc)
+        acc *= size
+    return tuple(reversed(strides))
+
+
+def _jacobian_rows(phis: Sequence[Tensor], leaves: Sequence[Tensor]) -> Tensor:
+    """``d phi / d params`` as an ``[m, P]`` matrix, one backward pass per element of ``phi``."""
+    rows = []
+    one = torch.ones((), dtype=phis[0].dtype, device=phis[0].device)
+    for p in phis:
+        flat = p if p.dim() == 0 else p.reshape(-1)
+        for k in range(flat.numel()):
+            g = _backward_row(flat if p.dim() == 0 else flat[k], one, leaves)
+            rows.append(
+                torch.cat(
+                    [
+                        (gi if gi is not None else torch.zeros_like(leaf)).reshape(-1)
+                        for gi, leaf in zip(g, leaves, strict=True)
+                    ]
+                )
+            )
+    return torch.stack(rows)
+
+
 def chain_to_params(
     phis: Sequence[Tensor],
     scores: Sequence[Tensor],
@@ -259,68 +325,90 @@ def chain_to_params(
     r"""Per-sample gradients with respect to ``leaves`` from those with respect to ``phis``.
 
     ``scores[j]`` has shape ``[n, *phis[j].shape]``; the result ``[n, *leaf.shape]`` per leaf is
-    :math:`J^\top s_i` with :math:`J = \partial \phi / \partial \theta`. For a few distribution
-    parameters the Jacobian is formed once (one backward pass per element) and applied as a
-    matrix product; otherwise per-sample vector-Jacobian products are batched in chunks.
+    :math:`J^\top s_i` with :math:`J = \partial \phi / \partial \theta`. Three routes, cheapest
+    first: parameters that merely select elements of ``params`` are scattered into place; for a
+    few other parameter elements the Jacobian is formed (one backward pass per element) and
+    applied as a matrix product; for many, per-sample vector-Jacobian products are batched in
+    chunks. Memory is ``O(n * num_params)`` on every route.
     """
-    pairs = [(p, s) for p, s in zip(phis, scores, strict=True) if p.requires_grad]
-    out_shapes = [(num_samples, *leaf.shape) for leaf in leaves]
-    if not pairs:
-        return [
-            torch.zeros(s, dtype=leaf.dtype, device=leaf.device)
-            for s, leaf in zip(out_shapes, leaves, strict=True)
-        ]
-    phis = [p for p, _ in pairs]
-    if len(pairs) == 1:
-        flat_scores = pairs[0][1].reshape(num_samples, -1)
-    else:
-        flat_scores = torch.cat([s.reshape(num_samples, -1) for _, s in pairs], dim=1)
-    m = flat_scores.shape[1]
+    n = num_samples
     sizes = [leaf.numel() for leaf in leaves]
-    if m <= _MAX_JACOBIAN_ROWS:
-        rows = []
-        one = torch.ones((), dtype=phis[0].dtype, device=phis[0].device)
-        for p in phis:
-            flat = p if p.dim() == 0 else p.reshape(-1)
-            for k in range(flat.numel()):
-                out = flat if p.dim() == 0 else flat[k]
-                g = _backward_row(out, one, leaves)
-                if len(leaves) == 1 and g[0] is not None:
-                    rows.append(g[0].reshape(-1))
-                else:
-                    rows.append(
-                        torch.cat(
-                            [
-                                (gi if gi is not None else torch.zeros_like(leaf)).reshape(-1)
-                                for gi, leaf in zip(g, leaves, strict=True)
-                            ]
-                        )
-                    )
-        jac = torch.stack(rows)  # [m, P]
-        full = flat_scores.to(jac.dtype) @ jac  # [n, P]
-        if len(leaves) == 1:
-            return [full.reshape(out_shapes[0])]
-        parts = torch.split(full, sizes, dim=1)
-        return [part.reshape(s) for part, s in zip(parts, out_shapes, strict=True)]
-    # Many distribution parameters: batched VJPs over chunks of samples.
-    outs: list[list[Tensor]] = [[] for _ in leaves]
+    total = sum(sizes)
+    dtype, device = leaves[0].dtype, leaves[0].device
+    offsets, start = {}, 0
+    for leaf, size in zip(leaves, sizes, strict=True):
+        offsets[id(leaf)] = start
+        start += size
+    full: Tensor | None = None
+    rest: list[tuple[Tensor, Tensor]] = []
+    scalar: dict[int, Tensor] = {}  # column -> scores [n] of scalar selections
+    for p, s in zip(phis, scores, strict=True):
+        if not p.requires_grad:
+            continue
+        cols = _selection_columns(p, offsets)
+        if cols is None:
+            rest.append((p, s))
+        elif isinstance(cols, int) and cols not in scalar:
+            scalar[cols] = s.reshape(n)
+        else:
+            if full is None:
+                full = torch.zeros(n, total, dtype=dtype, device=device)
+            if isinstance(cols, int):
+                cols = torch.tensor([cols], device=device)
+            full.index_add_(1, cols, s.reshape(n, -1).to(dtype))
+    if scalar:
+        if full is None and len(scalar) == total:  # every column selected once: just stack
+            full = torch.stack([scalar[c] for c in range(total)], dim=1).to(dtype)
+        else:
+            if full is None:
+                full = torch.zeros(n, total, dtype=dtype, device=device)
+            cols_t = torch.tensor(list(scalar), device=device)
+            full.index_add_(1, cols_t, torch.stack(list(scalar.values()), dim=1).to(dtype))
+    if rest:
+        flat_scores = torch.cat([s.reshape(n, -1) for _, s in rest], dim=1).to(dtype)
+        if flat_scores.shape[1] <= _MAX_JACOBIAN_ROWS:
+            contribution = flat_scores @ _jacobian_rows([p for p, _ in rest], leaves)
+        else:
+            contribution = _batched_vjps([p for p, _ in rest], flat_scores, leaves)
+        full = contribution if full is None else full + contribution
+    if full is None:
+        full = torch.zeros(n, total, dtype=dtype, device=device)
+    if len(leaves) == 1:
+        return [full.reshape(n, *leaves[0].shape)]
+    return [
+        part.reshape(n, *leaf.shape)
+        for part, leaf in zip(full.split(sizes, dim=1), leaves, strict=True)
+    ]
+
+
+def _batched_vjps(phis: Sequence[Tensor], flat_scores: Tensor, leaves: Sequence[Tensor]) -> Tensor:
+    """``[n, P]`` per-sample vector-Jacobian products, batched over chunks of samples."""
+    n = flat_scores.shape[0]
     offsets = np.cumsum([0] + [p.numel() for p in phis])
-    for start in range(0, num_samples, _VJP_CHUNK):
+    chunks = []
+    for start in range(0, n, _VJP_CHUNK):
         chunk = flat_scores[start : start + _VJP_CHUNK]
+        c = chunk.shape[0]
         cot = [
-            chunk[:, offsets[j] : offsets[j + 1]].reshape(chunk.shape[0], *p.shape)
-            for j, p in enumerate(phis)
+            chunk[:, offsets[j] : offsets[j + 1]].reshape(c, *p.shape) for j, p in enumerate(phis)
         ]
         g = torch.autograd.grad(
             phis, leaves, cot, retain_graph=True, allow_unused=True, is_grads_batched=True
         )
-        for i, (gi, leaf) in enumerate(zip(g, leaves, strict=True)):
-            outs[i].append(
-                gi
-                if gi is not None
-                else torch.zeros(chunk.shape[0], *leaf.shape, dtype=leaf.dtype, device=leaf.device)
+        chunks.append(
+            torch.cat(
+                [
+                    (
+                        gi
+                        if gi is not None
+                        else torch.zeros(c, *leaf.shape, dtype=chunk.dtype, device=chunk.device)
+                    ).reshape(c, -1)
+                    for gi, leaf in zip(g, leaves, strict=True)
+                ],
+                dim=1,
             )
-    return [torch.cat(o, dim=0) for o in outs]
+        )
+    return torch.cat(chunks, dim=0)
 
 
 def sum_event(t: Tensor, num_samples: int) -> Tensor:
