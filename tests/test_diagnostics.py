@@ -295,11 +295,6 @@ def test_table_renders_headers_and_rows(normal_cmp):
     assert format(normal_cmp.row("pathwise").grad[0], ".4g") in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diagnostics.py Comparison.table: error text goes into the table as rich markup "
-    "unescaped, so bracketed text vanishes and '[/...]' raises MarkupError",
-)
 def test_error_text_with_brackets_renders_verbatim():
     def broken(f, dist_fn, params, *, num_samples, generator=None):
         raise ValueError("x must have shape [n, d]; got [batch] [/n]")
@@ -308,11 +303,6 @@ def test_error_text_with_brackets_renders_verbatim():
     assert "[n, d]" in _render(cmp)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diagnostics.py compare: bias_z = (grad - truth) / stderr is 0/0 = nan for an "
-    "estimator with zero variance that is exactly right (measure-valued on a Bernoulli)",
-)
 def test_bias_z_finite_for_an_exact_zero_variance_estimator():
     cmp = sg.compare(
         lambda b: b,

@@ -72,6 +72,7 @@ class Comparison:
 
     def table(self, title: str = "Estimator comparison"):
         """A ``rich.table.Table`` of the rows."""
+        from rich.markup import escape
         from rich.table import Table
 
         def fmt(values, spec=".4g"):
@@ -87,10 +88,10 @@ class Comparison:
         )
         for r in self.rows:
             if r.error:
-                table.add_row(r.method, f"[red]{r.error[:70]}[/red]", *[""] * 6)
+                table.add_row(escape(r.method), f"[red]{escape(r.error[:70])}[/red]", *[""] * 6)
                 continue
             table.add_row(
-                r.method + (" (biased)" if r.biased else ""),
+                escape(r.method) + (" (biased)" if r.biased else ""),
                 fmt(r.grad),
                 fmt(r.stderr, ".2g"),
                 fmt(r.variance, ".3g"),
@@ -201,7 +202,13 @@ def compare(
             biased=est.biased,
         )
         if truth is not None:
-            row.bias_z = ((grad - truth.to(grad.dtype)) / se).tolist()
+            diff = grad - truth.to(grad.dtype)
+            # A zero-variance estimator has z = 0 when exact (to rounding) and inf otherwise.
+            exact_match = diff.abs() <= 1e-10 * (1 + truth.to(grad.dtype).abs())
+            z = torch.where(
+                se > 0, diff / torch.where(se > 0, se, torch.ones_like(se)), diff * torch.inf
+            )
+            row.bias_z = torch.where(exact_match & (se == 0), torch.zeros_like(z), z).tolist()
         rows.append(row)
     return Comparison(rows=rows, exact=None if truth is None else truth.tolist(), num_samples=n)
 

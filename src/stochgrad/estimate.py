@@ -77,6 +77,12 @@ class GradientEstimate:
             grad = _map(lambda t: t.mean(0), per_sample)
             variance = _map(lambda t: torch.full_like(t[0], float("nan")), per_sample)
         stderr = _map(lambda v: (v / n).sqrt(), variance)
+        flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
+        if not bool(torch.isfinite(flat_grad).all()):
+            raise ValueError(
+                f"{method}: the gradient estimate is not finite ({flat_grad}); a parameter may sit "
+                "on the boundary of its constraint (e.g. a probability of exactly 0 or 1)"
+            )
         return cls(
             grad=grad,
             per_sample=per_sample,

@@ -5,6 +5,11 @@ time one sample costs, :math:`\operatorname{tr}\operatorname{Var}[g_i] \cdot t`;
 variance reached per second of computation, so the comparison is fair between a cheap noisy
 estimator (score function) and an expensive quiet one (measure-valued, 2m evaluations a sample).
 
+With ``cost="time"`` (the default) the choice rests on measured wall-clock time, so on a loaded
+machine two runs with the same seed may choose differently (each choice is then reproducible from
+the seed: ``info["auto"]["chosen"]`` names it). ``cost="evaluations"`` counts evaluations of
+``f`` per sample instead, a choice that depends on the seed alone.
+
 A pathwise candidate is dropped when ``f`` is a black box or not differentiable, when its
 derivative vanishes at every sample while ``f`` varies (piecewise constant), and when its pilot
 mean disagrees with the score function's by more than 5 combined standard errors (a jump that
@@ -35,13 +40,16 @@ _CONSISTENCY_Z = 5.0
 
 
 def _pilot(
-    name: str, fn, f, dist_fn, params, n: int, g, baseline
+    name: str, fn, f, dist_fn, params, n: int, g, baseline, cost: str
 ) -> tuple[GradientEstimate, float]:
+    """One pilot run: the estimate and its cost per sample (seconds or evaluations of f)."""
     kwargs = {"baseline": baseline} if name == "score_function" else {}
-    # The first call warms caches (and is a pilot of its own); the second is timed.
+    # The first call warms caches (and is a pilot of its own); the second is measured.
     fn(f, dist_fn, params, num_samples=min(n, 64), generator=g, **kwargs)
     start = time.perf_counter()
     est = fn(f, dist_fn, params, num_samples=n, generator=g, **kwargs)
+    if cost == "evaluations":
+        return est, est.evaluations / n
     return est, (time.perf_counter() - start) / n
 
 
@@ -56,6 +64,7 @@ def estimate(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     pilot_samples: int = 1000,
+    cost: str = "time",
 ) -> GradientEstimate:
     r"""Estimate :math:`\nabla_\theta \mathbb{E}_{p(x;\theta)}[f(x)]` with a named or automatic method.
 
@@ -64,13 +73,15 @@ def estimate(
         method: ``"auto"``, ``"score_function"``, ``"pathwise"`` or ``"measure_valued"``.
         baseline: passed to the score function (``"loo"`` by default under ``"auto"``).
         pilot_samples: samples per candidate in the pilot run of ``"auto"``.
+        cost: ``"time"`` (seconds per sample, measured) or ``"evaluations"`` (evaluations of
+            ``f`` per sample: deterministic given the seed).
 
     Returns:
         The estimate of the chosen method; under ``"auto"``, ``info["auto"]`` holds the pilot
         figures (work-normalised variance per candidate, or why it was excluded).
 
     >>> import torch, stochgrad as sg
-    >>> est = sg.estimate(lambda x: (x - 2.0) ** 2,
+    >>> est = sg.estimate(lambda x: 3.0 * x,   # linear f: the pathwise terms do not vary at all
     ...                   lambda th: torch.distributions.Normal(th[0], th[1]),
     ...                   torch.tensor([0.5, 1.0]), num_samples=10_000, seed=0)
     >>> est.method
@@ -86,6 +97,8 @@ def estimate(
             f, dist_fn, params, num_samples=num_samples, generator=generator, seed=seed, **kwargs
         )
     n = _core.check_num_samples(num_samples)
+    if cost not in ("time", "evaluations"):
+        raise ValueError(f"cost must be 'time' or 'evaluations', got {cost!r}")
     if isinstance(pilot_samples, bool) or not isinstance(pilot_samples, int) or pilot_samples < 2:
         raise ValueError(f"pilot_samples must be an int >= 2, got {pilot_samples!r}")
     g = _core.make_generator(generator, seed)
@@ -97,7 +110,7 @@ def estimate(
     pilots: dict[str, GradientEstimate] = {}
     for name, fn in ESTIMATORS.items():
         try:
-            est, sec = _pilot(name, fn, f, dist_fn, params, n_pilot, g, sf_baseline)
+            est, sec = _pilot(name, fn, f, dist_fn, params, n_pilot, g, sf_baseline, cost)
         except (ValueError, TypeError, NotImplementedError) as exc:
             report[name] = {"excluded": str(exc)}
             continue
@@ -108,7 +121,7 @@ def estimate(
         pilots[name] = est
         report[name] = {
             "variance": float(variance.sum()),
-            "seconds_per_sample": sec,
+            "cost_per_sample": sec,
             "work_normalized_variance": float(variance.sum()) * sec,
         }
     if "score_function" not in pilots:
@@ -126,5 +139,10 @@ def estimate(
     chosen = min(pilots, key=lambda k: report[k]["work_normalized_variance"])
     kwargs = {"baseline": sf_baseline} if chosen == "score_function" else {}
     final = ESTIMATORS[chosen](f, dist_fn, params, num_samples=n, generator=g, **kwargs)
-    final.info["auto"] = {"chosen": chosen, "pilot_samples": n_pilot, "candidates": report}
+    final.info["auto"] = {
+        "chosen": chosen,
+        "pilot_samples": n_pilot,
+        "cost": cost,
+        "candidates": report,
+    }
     return final

@@ -29,7 +29,7 @@ from torch.distributions import Distribution
 from stochgrad import _core, _dists
 from stochgrad.estimate import GradientEstimate, Params
 
-_REVERSE_CHUNK = 128
+_SAMPLE_CHUNK = 512
 
 
 def _not_differentiable(reason: str) -> ValueError:
@@ -59,7 +59,23 @@ def _eval_differentiable(f: Callable, x: Tensor, n: int) -> tuple[Tensor, Tensor
     return fx, gx
 
 
-def _forward_mode(dist_fn, leaves, seed: int, n: int, gx: Tensor) -> list[Tensor]:
+def _rsample(dist_fn, args, seeds: list[int], n: int) -> Tensor:
+    """``n`` reparameterised samples drawn in chunks, chunk ``j`` under seed ``seeds[j]``.
+
+    Seeding each chunk makes every redraw (the forward-mode passes, the reverse-mode fallback)
+    reproduce exactly the samples ``f`` was evaluated at.
+    """
+    d = dist_fn(*args)
+    chunks = []
+    for j, seed in enumerate(seeds):
+        size = min(_SAMPLE_CHUNK, n - j * _SAMPLE_CHUNK)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            chunks.append(d.rsample((size,)))
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 0)
+
+
+def _forward_mode(dist_fn, leaves, seeds: list[int], n: int, gx: Tensor) -> list[Tensor]:
     """Per-sample gradients by one forward-mode pass of ``rsample`` per scalar parameter."""
     import torch.autograd.forward_ad as fwad
 
@@ -73,29 +89,34 @@ def _forward_mode(dist_fn, leaves, seed: int, n: int, gx: Tensor) -> list[Tensor
             with fwad.dual_level():
                 args = list(base)
                 args[i] = fwad.make_dual(leaf, tangent.reshape(leaf.shape))
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    xs = dist_fn(*args).rsample((n,))
-                t = fwad.unpack_dual(xs).tangent
+                t = fwad.unpack_dual(_rsample(dist_fn, args, seeds, n)).tangent
             cols.append(torch.zeros(n, dtype=gx.dtype) if t is None else _core.sum_event(gx * t, n))
         outs.append(torch.stack(cols, 1).reshape(n, *leaf.shape))
     return outs
 
 
-def _reverse_chunks(x_graph: Tensor, leaves, gx: Tensor, n: int) -> list[Tensor]:
-    """Per-sample VJPs with block-diagonal cotangents (fallback when forward mode is missing)."""
+def _reverse_chunks(dist_fn, leaves, seeds: list[int], n: int, gx: Tensor) -> list[Tensor]:
+    """Per-sample VJPs, chunk by chunk, with block-diagonal cotangents: ``O(n * chunk)`` work.
+
+    The fallback for distributions whose ``rsample`` has no forward-mode derivative (Gamma,
+    Beta and Dirichlet use implicit reparameterisation gradients defined for reverse mode only).
+    """
     outs: list[list[Tensor]] = [[] for _ in leaves]
-    for start in range(0, n, _REVERSE_CHUNK):
-        stop = min(n, start + _REVERSE_CHUNK)
-        c = stop - start
-        cot = torch.zeros(c, *x_graph.shape, dtype=gx.dtype, device=gx.device)
+    d = dist_fn(*leaves)
+    for j, seed in enumerate(seeds):
+        start = j * _SAMPLE_CHUNK
+        c = min(_SAMPLE_CHUNK, n - start)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x_chunk = d.rsample((c,))
+        cot = torch.zeros(c, *x_chunk.shape, dtype=gx.dtype, device=gx.device)
         idx = torch.arange(c)
-        cot[idx, start + idx] = gx[start:stop]
+        cot[idx, idx] = gx[start : start + c]
         g = torch.autograd.grad(
-            x_graph, leaves, cot, retain_graph=True, allow_unused=True, is_grads_batched=True
+            x_chunk, leaves, cot, retain_graph=True, allow_unused=True, is_grads_batched=True
         )
-        for j, (gj, leaf) in enumerate(zip(g, leaves, strict=True)):
-            outs[j].append(gj if gj is not None else torch.zeros(c, *leaf.shape, dtype=gx.dtype))
+        for k, (gk, leaf) in enumerate(zip(g, leaves, strict=True)):
+            outs[k].append(gk if gk is not None else torch.zeros(c, *leaf.shape, dtype=gx.dtype))
     return [torch.cat(o, 0) for o in outs]
 
 
@@ -153,20 +174,16 @@ def pathwise(
         fx, gx = _eval_differentiable(f, x, n)
         parts = _core.chain_to_params([base.loc, base.scale], [gx, gx * eps], leaves, n)
     else:
-        seed_ = (
-            int(torch.randint(0, 2**62, (1,), generator=g).item())
-            if g is not None
-            else int(torch.randint(0, 2**62, (1,)).item())
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed_)
-            x_graph = d.rsample((n,))
-        x = x_graph.detach().requires_grad_(True)
+        source = g if g is not None else torch.default_generator
+        seeds = torch.randint(0, 2**62, (-(-n // _SAMPLE_CHUNK),), generator=source).tolist()
+        with torch.no_grad():
+            x = _rsample(dist_fn, leaves, seeds, n)
+        x = x.detach().requires_grad_(True)
         fx, gx = _eval_differentiable(f, x, n)
         try:
-            parts = _forward_mode(dist_fn, leaves, seed_, n, gx)
+            parts = _forward_mode(dist_fn, leaves, seeds, n, gx)
         except (NotImplementedError, RuntimeError):
-            parts = _reverse_chunks(x_graph, leaves, gx, n)
+            parts = _reverse_chunks(dist_fn, leaves, seeds, n, gx)
     return GradientEstimate.from_per_sample(
         _core.pack(parts, is_tuple), method="pathwise", evaluations=n, info={}
     )
