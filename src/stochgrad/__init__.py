@@ -24,19 +24,49 @@ from stochgrad.control_variates import ControlVariate, DeltaMethod
 from stochgrad.diagnostics import Comparison, ComparisonRow, compare
 from stochgrad.estimate import GradientEstimate
 from stochgrad.estimators import (
+    ALL_ESTIMATORS,
     ESTIMATORS,
+    Relax,
+    arm,
+    concrete_sample,
+    disarm,
     estimate,
+    gumbel_max,
+    gumbel_softmax,
     measure_valued,
     pathwise,
+    rebar,
     register_weak_derivative,
+    relaxed_bernoulli_sample,
+    rloo,
     score_function,
+    straight_through,
+    straight_through_bernoulli,
+    straight_through_categorical,
 )
 from stochgrad.exact import exact_gradient
+from stochgrad.graph import StochasticGraph, TrackedTensor, magic_box
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_ESTIMATORS",
     "ESTIMATORS",
+    "Relax",
+    "StochasticGraph",
+    "TrackedTensor",
+    "arm",
+    "concrete_sample",
+    "disarm",
+    "gumbel_max",
+    "gumbel_softmax",
+    "magic_box",
+    "rebar",
+    "relaxed_bernoulli_sample",
+    "rloo",
+    "straight_through",
+    "straight_through_bernoulli",
+    "straight_through_categorical",
     "Baseline",
     "BatchMeanBaseline",
     "Comparison",

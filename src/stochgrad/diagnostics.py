@@ -23,7 +23,8 @@ from torch.distributions import Distribution
 
 from stochgrad import _core
 from stochgrad.estimate import GradientEstimate, Params
-from stochgrad.estimators.auto import ESTIMATORS, estimate
+from stochgrad.estimators import ALL_ESTIMATORS as ESTIMATORS
+from stochgrad.estimators.auto import estimate
 from stochgrad.exact import exact_gradient
 
 DEFAULT_METHODS = (
