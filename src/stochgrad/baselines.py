@@ -35,6 +35,10 @@ class Baseline:
     def __call__(self, fx: Tensor, scores: Tensor, params: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def extra_variance_of_mean(self, fx: Tensor, scores: Tensor) -> Tensor | None:
+        """Variance of the mean beyond ``variance / n`` (terms made dependent by the baseline)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -122,6 +126,17 @@ class LeaveOneOutBaseline(Baseline):
     def __call__(self, fx, scores, params):
         n = fx.shape[0]
         return ((fx.sum() - fx) / (n - 1)).unsqueeze(1)
+
+    def extra_variance_of_mean(self, fx, scores):
+        r"""The second-order term of the variance of the mean.
+
+        The LOO estimate equals the sample covariance of :math:`f` and :math:`s`, whose variance is
+        :math:`(\mu_{22} - \sigma_{fs}^2)/n + \sigma_f^2\sigma_s^2/(n(n-1))`; the per-sample
+        variance covers the first term only, which vanishes when :math:`(f - \mathbb{E}f)\,s` is
+        nearly constant (a near-perfect baseline), so the second is added to the stderr.
+        """
+        n = fx.shape[0]
+        return fx.var() * scores.var(0) / (n * (n - 1))
 
 
 class OptimalBaseline(Baseline):

@@ -62,8 +62,13 @@ class GradientEstimate:
         biased: bool = False,
         evaluations: int | None = None,
         info: dict[str, Any] | None = None,
+        extra_variance_of_mean: Params | None = None,
     ) -> GradientEstimate:
-        """Build an estimate from per-sample terms (a tensor or a tuple of tensors)."""
+        """Build an estimate from per-sample terms (a tensor or a tuple of tensors).
+
+        ``extra_variance_of_mean`` (shaped like ``grad``) is added to ``variance / n`` in the
+        standard error, for estimators whose per-sample terms are not independent.
+        """
         first = per_sample[0] if isinstance(per_sample, tuple) else per_sample
         n = int(first.shape[0])
         if n > 1:
@@ -76,7 +81,14 @@ class GradientEstimate:
         else:
             grad = _map(lambda t: t.mean(0), per_sample)
             variance = _map(lambda t: torch.full_like(t[0], float("nan")), per_sample)
-        stderr = _map(lambda v: (v / n).sqrt(), variance)
+        if extra_variance_of_mean is None:
+            stderr = _map(lambda v: (v / n).sqrt(), variance)
+        elif isinstance(variance, tuple):
+            stderr = tuple(
+                (v / n + e).sqrt() for v, e in zip(variance, extra_variance_of_mean, strict=True)
+            )
+        else:
+            stderr = (variance / n + extra_variance_of_mean).sqrt()
         flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
         if not bool(torch.isfinite(flat_grad).all()):
             raise ValueError(

@@ -115,16 +115,26 @@ def score_function(
     flat_params = (
         tensors[0].reshape(-1) if len(tensors) == 1 else torch.cat([t.reshape(-1) for t in tensors])
     )
+    extra = None
     if type(bl) is NoBaseline:
         per = fx.unsqueeze(1) * scores
     else:
         per = (fx.unsqueeze(1) - bl(fx, scores, flat_params)) * scores
+        extra = bl.extra_variance_of_mean(fx, scores)
     info: dict = {"baseline": bl.name}
     if control_variate is not None:
         from stochgrad.control_variates import apply_control_variate
 
         per, cv_info = apply_control_variate(control_variate, f, dist_fn, leaves, d, x, scores, per)
         info.update(cv_info)
+    if control_variate is not None:
+        extra = None  # the control variate changes the terms; the correction no longer applies
+    extra_parts = None
+    if extra is not None:
+        split = [extra] if len(leaves) == 1 else list(extra.split(sizes))
+        extra_parts = _core.pack(
+            [e.reshape(leaf.shape) for e, leaf in zip(split, leaves, strict=True)], is_tuple
+        )
     if len(leaves) == 1:
         out = [per.reshape(n, *leaves[0].shape)]
     else:
@@ -137,4 +147,5 @@ def score_function(
         biased=not bl.unbiased,
         evaluations=n,
         info=info,
+        extra_variance_of_mean=extra_parts,
     )
