@@ -10,6 +10,7 @@ torch's own sampler under a seeded RNG and to forward-mode autograd of ``log_pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -136,18 +137,24 @@ def _device_of(d: Distribution) -> torch.device:
 # ---------------------------------------------------------------------------------------------
 # fast parameter checks: True when valid; on False the generic check names the culprit
 # ---------------------------------------------------------------------------------------------
-VALIDATORS: dict[type, Callable[[Distribution], bool]] = {
-    Normal: lambda d: bool(((d.scale.detach() > 0) & torch.isfinite(d.loc.detach())).all()),
-}
+def _normal_valid(d: Normal) -> bool:
+    loc, scale = d.loc.detach(), d.scale.detach()
+    if scale.numel() == 1:  # the common scalar case without tensor ops: two reads
+        s, m = float(scale), float(loc)
+        return s > 0 and math.isfinite(s) and math.isfinite(m)
+    return bool(((scale > 0) & torch.isfinite(scale) & torch.isfinite(loc)).all())
+
+
+VALIDATORS: dict[type, Callable[[Distribution], bool]] = {Normal: _normal_valid}
 
 
 # ---------------------------------------------------------------------------------------------
 # closed-form scores with respect to the stored parameter tensors
 # ---------------------------------------------------------------------------------------------
 def _normal_score(d: Normal, x: Tensor):
-    scale = d.scale.detach()
-    z = (x - d.loc.detach()) / scale
-    return [(d.loc, z / scale), (d.scale, (z * z - 1.0) / scale)]
+    inv = d.scale.detach().reciprocal()
+    z = (x - d.loc.detach()).mul_(inv)
+    return [(d.loc, z * inv), (d.scale, z.square().sub_(1.0).mul_(inv))]
 
 
 def _bernoulli_score(d: Bernoulli, x: Tensor):

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stochgrad._core import _all_finite
+
 Params = Tensor | tuple[Tensor, ...]
 
 
@@ -90,7 +92,7 @@ class GradientEstimate:
         else:
             stderr = (variance / n + extra_variance_of_mean).sqrt()
         flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
-        if not bool(torch.isfinite(flat_grad).all()):
+        if not _all_finite(flat_grad):
             raise ValueError(
                 f"{method}: the gradient estimate is not finite ({flat_grad}); a parameter may sit "
                 "on the boundary of its constraint (e.g. a probability of exactly 0 or 1)"
