@@ -62,7 +62,11 @@ def test_rows_in_order_with_consistent_figures(normal_cmp):
             r.grad, r.stderr, r.variance, r.work_normalized_variance, r.snr, strict=True
         ):
             assert v > 0 and se > 0
-            assert se == pytest.approx(math.sqrt(v / 20_000), rel=1e-9)
+            if r.method.endswith(":loo"):  # plus the O(1/n^2) term of dependent LOO terms
+                assert se >= math.sqrt(v / 20_000)
+                assert se == pytest.approx(math.sqrt(v / 20_000), rel=1e-3)
+            else:
+                assert se == pytest.approx(math.sqrt(v / 20_000), rel=1e-9)
             assert w == pytest.approx(v * r.seconds_per_sample, rel=1e-9)
             assert snr == pytest.approx(abs(g) / math.sqrt(v), rel=1e-9)
         for g, se, z, ex in zip(r.grad, r.stderr, r.bias_z, EXACT, strict=True):
