@@ -142,21 +142,47 @@ def check_constraints(d: Distribution) -> None:
 # ---------------------------------------------------------------------------------------------
 # the objective
 # ---------------------------------------------------------------------------------------------
-def evaluate_f(f: Callable, x: Tensor, num_samples: int, *, keep_graph: bool = False) -> Tensor:
+def evaluate_f(
+    f: Callable,
+    x: Tensor,
+    num_samples: int,
+    *,
+    keep_graph: bool = False,
+    shape: Sequence[int] | None = None,
+) -> Tensor:
     """Evaluate ``f`` on a batch and check it returned ``num_samples`` finite values.
 
     ``f`` may return a tensor, a numpy array or a list; black-box results are converted. With
     ``keep_graph`` the result keeps its autograd graph (pathwise); otherwise it is detached.
+
+    Args:
+        f: the objective, called once on ``x``.
+        x: the batch of samples, ``[num_samples, ...]``.
+        num_samples: the number of rows of ``x``.
+        keep_graph: keep the autograd graph of the result (else it is detached).
+        shape: the expected shape of the result, ``[num_samples, *problem_shape]`` for a
+            factorised objective (one value per sample and per independent problem, see
+            ``batch_dims`` of the estimators); default ``[num_samples]``.
     """
+    expected = (num_samples,) if shape is None else tuple(int(s) for s in shape)
+    factorised = expected != (num_samples,)
     out = f(x)
     if not isinstance(out, Tensor):
         try:
             out = torch.as_tensor(np.asarray(out), dtype=x.dtype if x.is_floating_point() else None)
         except (TypeError, ValueError) as exc:
             raise TypeError(
-                f"f must return a tensor or array of shape [{num_samples}], got {type(out).__name__}"
+                f"f must return a tensor or array of shape {list(expected)}, got "
+                f"{type(out).__name__}"
             ) from exc
-    if out.shape != (num_samples,):
+    if out.shape != expected:
+        if factorised:
+            raise ValueError(
+                f"f must return one value per sample and per problem, shape {list(expected)} "
+                f"([num_samples, *problem_shape], the problem shape being the first batch_dims "
+                f"dimensions of the distribution's batch shape); got shape {list(out.shape)} "
+                f"(f receives the batch of samples, shape [{num_samples}, ...])"
+            )
         raise ValueError(
             f"f must return one value per sample, shape [{num_samples}]; got shape "
             f"{list(out.shape)} (f receives the batch of samples, shape [{num_samples}, ...])"
@@ -168,7 +194,7 @@ def evaluate_f(f: Callable, x: Tensor, num_samples: int, *, keep_graph: bool = F
     if not _all_finite(out):
         bad = int((~torch.isfinite(out.detach())).sum())
         raise ValueError(
-            f"f returned {bad} non-finite value(s) out of {num_samples}; f must be finite on the "
+            f"f returned {bad} non-finite value(s) out of {out.numel()}; f must be finite on the "
             "support of the distribution"
         )
     return out
@@ -417,17 +443,25 @@ def sum_event(t: Tensor, num_samples: int) -> Tensor:
 
 
 def per_sample_log_prob_grads(
-    dist_fn: Callable[..., Distribution], leaves: Sequence[Tensor], x: Tensor
+    dist_fn: Callable[..., Distribution],
+    leaves: Sequence[Tensor],
+    x: Tensor,
+    weights: Tensor | None = None,
 ) -> list[Tensor]:
     r"""Per-sample :math:`\nabla_\theta \log p(x_i; \theta)` by forward-mode autograd.
 
     The general fallback for distributions without a closed-form score: one forward pass of
     ``log_prob`` per scalar parameter (a loop over parameters, never over samples), memory
     ``O(n * num_params)``.
+
+    With ``weights`` ``[R, n, M]`` (``M`` independent problems in the leading batch dimensions of
+    the distribution, ``R`` weightings at once) it returns the weighted sums
+    :math:`\sum_m w_{rim} \nabla_\theta \log p_m(x_{im};\theta)`, shaped ``[R * n, *leaf]``.
     """
     import torch.autograd.forward_ad as fwad
 
     n = x.shape[0]
+    rows = n if weights is None else weights.shape[0] * n
     outs = []
     base = [leaf.detach() for leaf in leaves]
     for i, leaf in enumerate(base):
@@ -440,6 +474,12 @@ def per_sample_log_prob_grads(
                 args[i] = fwad.make_dual(leaf, tangent.reshape(leaf.shape))
                 lp = dist_fn(*args).log_prob(x)
                 t = fwad.unpack_dual(lp).tangent
-            cols.append(torch.zeros(n, dtype=leaf.dtype) if t is None else sum_event(t, n))
-        outs.append(torch.stack(cols, dim=1).reshape(n, *leaf.shape))
+            if t is None:
+                cols.append(torch.zeros(rows, dtype=leaf.dtype, device=leaf.device))
+            elif weights is None:
+                cols.append(sum_event(t, n))
+            else:
+                per_problem = t.reshape(n, weights.shape[2], -1).sum(-1).to(leaf.dtype)
+                cols.append((weights.to(leaf.dtype) * per_problem).sum(-1).reshape(rows))
+        outs.append(torch.stack(cols, dim=1).reshape(rows, *leaf.shape))
     return outs

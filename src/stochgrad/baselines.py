@@ -39,6 +39,29 @@ class Baseline:
         """Variance of the mean beyond ``variance / n`` (terms made dependent by the baseline)."""
         return None
 
+    def per_problem(self, fx: Tensor) -> Tensor:
+        """The baseline of a factorised objective (``batch_dims > 0``), one per problem.
+
+        Args:
+            fx: ``[n, M]`` objective values, one column per independent problem.
+
+        Returns:
+            ``b`` broadcastable to ``[n, M]``; column ``m`` uses only column ``m`` of ``fx``.
+        """
+        raise ValueError(
+            f"baseline: {type(self).__name__} is not supported with batch_dims > 0 (factorised "
+            "objectives); use None, a number, 'mean', 'loo', 'optimal' or an EMABaseline"
+        )
+
+    def per_problem_spread(self, fx: Tensor) -> Tensor | None:
+        r"""Per-problem analogue of :meth:`extra_variance_of_mean`: ``[M]`` weights or ``None``.
+
+        When not ``None``, the score function adds the sample variance of the per-sample
+        gradient of :math:`\sum_m w_m \log p_m(x_m)` over ``n (n - 1)`` to the variance of the
+        mean (for LOO, :math:`w_m` is the standard deviation of problem ``m``'s values).
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -49,6 +72,9 @@ class NoBaseline(Baseline):
     name = "none"
 
     def __call__(self, fx, scores, params):
+        return torch.zeros((), dtype=fx.dtype, device=fx.device)
+
+    def per_problem(self, fx):
         return torch.zeros((), dtype=fx.dtype, device=fx.device)
 
 
@@ -66,6 +92,9 @@ class ConstantBaseline(Baseline):
     def __call__(self, fx, scores, params):
         return torch.tensor(self.value, dtype=fx.dtype, device=fx.device)
 
+    def per_problem(self, fx):
+        return torch.tensor(self.value, dtype=fx.dtype, device=fx.device)
+
     def __repr__(self) -> str:
         return f"ConstantBaseline({self.value})"
 
@@ -76,6 +105,10 @@ class EMABaseline(Baseline):
     Stateful: reuse the same object across calls (e.g. across optimisation steps). The value used
     for a batch is computed before that batch is seen, so the estimator stays unbiased. The first
     call uses :math:`b = 0` (with ``init=None``) and then starts the average at that batch's mean.
+
+    With a factorised objective (``batch_dims > 0``) the same update runs elementwise, one
+    average per problem (``value`` becomes a tensor ``[M]``); such an object then serves only
+    factorised calls with the same number of problems.
 
     >>> ema = EMABaseline(decay=0.9)
     >>> ema.value is None
@@ -91,12 +124,33 @@ class EMABaseline(Baseline):
         self.value = None if init is None else float(init)
 
     def __call__(self, fx, scores, params):
+        if isinstance(self.value, Tensor):
+            raise ValueError(
+                "baseline: this EMABaseline holds one average per problem (it was used with "
+                "batch_dims > 0); use a separate EMABaseline for unfactorised objectives"
+            )
         b = 0.0 if self.value is None else self.value
         mean = float(fx.mean())
         self.value = (
             mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
         )
         return torch.tensor(b, dtype=fx.dtype, device=fx.device)
+
+    def per_problem(self, fx):
+        mean = fx.detach().mean(0)
+        value = self.value
+        if isinstance(value, Tensor) and value.shape != mean.shape:
+            raise ValueError(
+                f"baseline: this EMABaseline holds averages for {value.numel()} problems, got "
+                f"{mean.numel()} (batch_dims problem shape); use one EMABaseline per problem shape"
+            )
+        if value is None:
+            b = torch.zeros((), dtype=fx.dtype, device=fx.device)
+            self.value = mean.clone()
+        else:
+            b = torch.as_tensor(value, dtype=fx.dtype, device=fx.device)
+            self.value = self.decay * b + (1 - self.decay) * mean
+        return b
 
     def __repr__(self) -> str:
         return f"EMABaseline(decay={self.decay}, value={self.value})"
@@ -115,6 +169,9 @@ class BatchMeanBaseline(Baseline):
 
     def __call__(self, fx, scores, params):
         return fx.mean()
+
+    def per_problem(self, fx):
+        return fx.mean(0, keepdim=True)
 
 
 class LeaveOneOutBaseline(Baseline):
@@ -138,6 +195,12 @@ class LeaveOneOutBaseline(Baseline):
         n = fx.shape[0]
         return fx.var() * scores.var(0) / (n * (n - 1))
 
+    def per_problem(self, fx):
+        return (fx.sum(0, keepdim=True) - fx) / (fx.shape[0] - 1)
+
+    def per_problem_spread(self, fx):
+        return fx.std(0)
+
 
 class OptimalBaseline(Baseline):
     r"""Variance-minimising per-coordinate coefficient :math:`c_k = \mathbb{E}[f s_k^2]/\mathbb{E}[s_k^2]`.
@@ -159,6 +222,34 @@ class OptimalBaseline(Baseline):
         loo = ((fx.sum() - fx) / (fx.shape[0] - 1)).unsqueeze(1)
         safe = den > 0
         return torch.where(safe, num / torch.where(safe, den, torch.ones_like(den)), loo)
+
+    def per_element(self, fx: Tensor, scores: Tensor) -> Tensor:
+        r"""The coefficient per problem and per distribution-parameter element (``batch_dims``).
+
+        Args:
+            fx: ``[n, *problem_shape, 1, ...]``, each problem's values broadcast against
+                ``scores``.
+            scores: ``[n, *problem_shape, ...]`` per-sample scores of the elements of the stored
+                distribution parameters of each problem.
+
+        Returns:
+            ``[n, *scores.shape[1:]]``: :math:`c_{k,-i}` as in the unfactorised formula, with
+            problem ``m``'s own values; the leave-one-out mean where no other sample informs it.
+        """
+        n = fx.shape[0]
+        s2 = scores * scores
+        fs2 = fx * s2
+        num = fs2.sum(0, keepdim=True) - fs2
+        den = s2.sum(0, keepdim=True) - s2
+        loo = (fx.sum(0, keepdim=True) - fx) / (n - 1)
+        safe = den > 0
+        return torch.where(safe, num / torch.where(safe, den, torch.ones_like(den)), loo)
+
+    def per_problem(self, fx):
+        raise ValueError(
+            "baseline: 'optimal' with batch_dims > 0 needs a distribution with a closed-form "
+            "score (Normal, Bernoulli, Categorical, ...); use 'loo' for this distribution"
+        )
 
 
 class LearnedBaseline(Baseline):

@@ -44,7 +44,7 @@ from torch.distributions import Bernoulli, Distribution
 
 from stochgrad import _core, _dists
 from stochgrad.estimate import GradientEstimate, Params
-from stochgrad.estimators.score import score_function
+from stochgrad.estimators.score import check_batch_dims, problem_shape, score_function
 
 
 def _bernoulli_of(d: Distribution, method: str) -> Bernoulli:
@@ -66,14 +66,21 @@ def _antithetic(
     num_samples: int,
     generator: torch.Generator | None,
     seed: int | None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
-    """The shared steps of ARM and DisARM; ``method`` picks the per-coordinate weight."""
+    """The shared steps of ARM and DisARM; ``method`` picks the per-coordinate weight.
+
+    With ``batch_dims = k > 0`` ``f`` returns ``[2n, *B]`` and each problem's coordinates are
+    weighted by that problem's own antithetic difference.
+    """
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed)
+    check_batch_dims(batch_dims)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
     base = _bernoulli_of(d, method)
+    problem = problem_shape(batch_dims, d)
     logits_stored = _dists._stored(base, "logits")
     p = base.probs.detach()
     if not logits_stored and not bool(((p > 0) & (p < 1)).all()):
@@ -85,9 +92,9 @@ def _antithetic(
     u = torch.rand((n, *base.batch_shape), generator=g, dtype=p.dtype, device=p.device)
     b = (u < p).to(p.dtype)  # b = 1[u < sigma(a)]
     b_anti = (1.0 - u < p).to(p.dtype)  # b~ = 1[1 - u < sigma(a)] = 1[u > sigma(-a)]
-    fx = _core.evaluate_f(f, torch.cat([b, b_anti]), 2 * n)
-    diff = (fx[:n] - fx[n:]).to(p.dtype)  # f(b) - f(b~), [n]
-    diff = diff.reshape(n, *([1] * len(base.batch_shape)))
+    fx = _core.evaluate_f(f, torch.cat([b, b_anti]), 2 * n, shape=(2 * n, *problem))
+    diff = (fx[:n] - fx[n:]).to(p.dtype)  # f(b) - f(b~), [n, *B]
+    diff = diff.reshape(n, *problem, *([1] * (len(base.batch_shape) - len(problem))))
     if method == "arm":
         per_logit = -diff * (u - 0.5)
     else:  # (-1)^{b~} 1[b != b~] = b - b~
@@ -98,11 +105,14 @@ def _antithetic(
     else:
         phi, per_phi = base.probs, per_logit / (p * (1.0 - p))
     parts = _core.chain_to_params([phi], [per_phi], leaves, n)
+    info: dict = {"antithetic_pairs": n}
+    if problem:
+        info["batch_dims"] = len(problem)
     return GradientEstimate.from_per_sample(
         _core.pack(parts, is_tuple),
         method=method,
         evaluations=2 * n,
-        info={"antithetic_pairs": n},
+        info=info,
     )
 
 
@@ -114,6 +124,7 @@ def arm(
     num_samples: int,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
     r"""ARM estimate of :math:`\nabla_\theta \mathbb{E}_{b \sim \mathrm{Bernoulli}}[f(b)]`.
 
@@ -124,14 +135,21 @@ def arm(
             - f(\mathbb 1[u < \sigma(\alpha)])\big)\big(u - \tfrac12\big)\big]
 
     Args:
-        f: batch of binary samples ``[m, ...]`` -> values ``[m]``; a black box is fine. It is
-            called once, on the ``2 * num_samples`` antithetic samples stacked.
+        f: batch of binary samples ``[m, ...]`` -> values ``[m]`` (``[m, *B]`` with
+            ``batch_dims``); a black box is fine. It is called once, on the ``2 * num_samples``
+            antithetic samples stacked.
         dist_fn: ``dist_fn(*params)`` -> a ``Bernoulli`` (logits or probs; a batch shape is a
             product of independent coordinates) or an ``Independent`` of one.
         params: a tensor or a tuple of tensors.
         num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``).
         generator: the random generator (or give ``seed``).
         seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        batch_dims: how many leading batch dimensions of the distribution index independent
+            problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns ``[2n, *B]``, the
+            value of problem ``b`` depending only on its own slice ``x[:, b]``; each problem's
+            coordinates are then weighted by its own difference
+            :math:`f_b(b) - f_b(\tilde b)`, an unbiased estimate of the gradient of
+            :math:`\sum_b \mathbb E[f_b]`.
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="arm"``, per-sample terms
@@ -151,7 +169,7 @@ def arm(
     Reference: Yin & Zhou (ICLR 2019), "ARM: Augment-REINFORCE-Merge Gradient for Stochastic
     Binary Networks", Theorem 1.
     """
-    return _antithetic("arm", f, dist_fn, params, num_samples, generator, seed)
+    return _antithetic("arm", f, dist_fn, params, num_samples, generator, seed, batch_dims)
 
 
 def disarm(
@@ -162,6 +180,7 @@ def disarm(
     num_samples: int,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
     r"""DisARM estimate of :math:`\nabla_\theta \mathbb{E}_{b \sim \mathrm{Bernoulli}}[f(b)]`.
 
@@ -176,14 +195,21 @@ def disarm(
     differs in coordinate ``k``; for one Bernoulli the estimate is then exact (zero variance).
 
     Args:
-        f: batch of binary samples ``[m, ...]`` -> values ``[m]``; a black box is fine. It is
-            called once, on the ``2 * num_samples`` antithetic samples stacked.
+        f: batch of binary samples ``[m, ...]`` -> values ``[m]`` (``[m, *B]`` with
+            ``batch_dims``); a black box is fine. It is called once, on the ``2 * num_samples``
+            antithetic samples stacked.
         dist_fn: ``dist_fn(*params)`` -> a ``Bernoulli`` (logits or probs; a batch shape is a
             product of independent coordinates) or an ``Independent`` of one.
         params: a tensor or a tuple of tensors.
         num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``).
         generator: the random generator (or give ``seed``).
         seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        batch_dims: how many leading batch dimensions of the distribution index independent
+            problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns ``[2n, *B]``, the
+            value of problem ``b`` depending only on its own slice ``x[:, b]``; each problem's
+            coordinates are then weighted by its own difference
+            :math:`f_b(b) - f_b(\tilde b)`, an unbiased estimate of the gradient of
+            :math:`\sum_b \mathbb E[f_b]`.
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="disarm"``, per-sample terms
@@ -203,7 +229,7 @@ def disarm(
     Reference: Dong, Mnih, Tucker (NeurIPS 2020), "DisARM: An Antithetic Gradient Estimator for
     Binary Latent Variables", Eq. 5.
     """
-    return _antithetic("disarm", f, dist_fn, params, num_samples, generator, seed)
+    return _antithetic("disarm", f, dist_fn, params, num_samples, generator, seed, batch_dims)
 
 
 def rloo(
@@ -215,6 +241,7 @@ def rloo(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     parallel=None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
     r"""REINFORCE with the leave-one-out baseline (RLOO): ``score_function(..., baseline="loo")``.
 
@@ -228,13 +255,17 @@ def rloo(
     same except ``method="rloo"``.
 
     Args:
-        f: batch of samples ``[n, ...]`` -> values ``[n]``; may be a black box.
+        f: batch of samples ``[n, ...]`` -> values ``[n]`` (``[n, *B]`` with ``batch_dims``);
+            may be a black box.
         dist_fn: ``dist_fn(*params)`` -> a ``torch.distributions.Distribution``.
         params: a tensor or a tuple of tensors.
         num_samples: number of samples ``n >= 2``.
         generator: the random generator (or give ``seed``).
         seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
         parallel: passed to :func:`stochgrad.score_function`.
+        batch_dims: leading batch dimensions of the distribution that index independent
+            problems; ``f`` then returns ``[n, *B]`` and the leave-one-out mean is taken per
+            problem (see :func:`stochgrad.score_function`).
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="rloo"``.
@@ -258,5 +289,6 @@ def rloo(
         generator=generator,
         seed=seed,
         parallel=parallel,
+        batch_dims=batch_dims,
     )
     return dataclasses.replace(est, method="rloo")

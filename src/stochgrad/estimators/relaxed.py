@@ -50,6 +50,7 @@ from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCate
 
 from stochgrad import _core, _dists
 from stochgrad.estimate import GradientEstimate, Params
+from stochgrad.estimators.score import check_batch_dims, problem_shape
 
 SUPPORTED = "Bernoulli, Categorical or OneHotCategorical (optionally wrapped in Independent)"
 
@@ -426,11 +427,13 @@ def _not_differentiable(who: str, reason: str) -> ValueError:
     )
 
 
-def _eval_differentiable(f: Callable, x: Tensor, rows: int, who: str) -> Tensor:
+def _eval_differentiable(
+    f: Callable, x: Tensor, rows: int, who: str, problem: tuple[int, ...] = ()
+) -> Tensor:
     if getattr(f, "black_box", False):
         raise _not_differentiable(who, "f is a black box (numpy)")
     try:
-        out = _core.evaluate_f(f, x, rows, keep_graph=True)
+        out = _core.evaluate_f(f, x, rows, keep_graph=True, shape=(rows, *problem))
     except (RuntimeError, IndexError) as exc:  # .numpy() on a tensor needing grad; x[index]
         raise _not_differentiable(
             who, f"f could not be evaluated on relaxed samples ({exc})"
@@ -448,15 +451,27 @@ class _Setup:
     g: torch.Generator | None
     leaves: tuple[Tensor, ...]
     fam: _Family
+    problem: tuple[int, ...] = ()  # the problem shape B of a factorised objective (batch_dims)
+
+    @property
+    def num_problems(self) -> int:
+        return int(np.prod(self.problem)) if self.problem else 1
+
+    def view(self, t: Tensor, like: Tensor) -> Tensor:
+        """``t`` of shape ``[n, *problem]`` with singleton dims to broadcast against ``like``."""
+        k = len(self.problem)
+        return t.reshape(t.shape[0], *self.problem, *([1] * (like.dim() - 1 - k)))
 
 
-def _setup(dist_fn, params, num_samples, generator, seed, who: str) -> _Setup:
+def _setup(dist_fn, params, num_samples, generator, seed, who: str, batch_dims=0) -> _Setup:
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed)
+    check_batch_dims(batch_dims)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
-    return _Setup(tensors, is_tuple, n, g, leaves, _family(d, who))
+    fam = _family(d, who)
+    return _Setup(tensors, is_tuple, n, g, leaves, fam, problem_shape(batch_dims, d))
 
 
 def _grad_or_zeros(out: Tensor, wrt: Tensor, *, create_graph: bool = False) -> Tensor:
@@ -470,6 +485,8 @@ def _grad_or_zeros(out: Tensor, wrt: Tensor, *, create_graph: bool = False) -> T
 
 def _finish(s: _Setup, per_phi: Tensor, method: str, biased: bool, evaluations: int, info):
     parts = _core.chain_to_params([s.fam.phi], [per_phi.detach()], s.leaves, s.n)
+    if s.problem:
+        info = {**info, "batch_dims": len(s.problem)}
     return GradientEstimate.from_per_sample(
         _core.pack(parts, s.is_tuple),
         method=method,
@@ -492,6 +509,7 @@ def gumbel_softmax(
     hard: bool = False,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
     r"""Gumbel-softmax (Concrete) estimate: the pathwise gradient of the relaxed objective. BIASED.
 
@@ -509,7 +527,8 @@ def gumbel_softmax(
 
     Args:
         f: differentiable torch function, batch ``[n, ...]`` -> ``[n]``, evaluated on relaxed
-            samples (see the module notes for the representation per distribution).
+            samples (see the module notes for the representation per distribution); ``[n, *B]``
+            with ``batch_dims``.
         dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``
             (``logits`` or ``probs``, any batch shape, optionally ``Independent``).
         params: a tensor or a tuple of tensors.
@@ -517,6 +536,11 @@ def gumbel_softmax(
         temperature: :math:`\lambda > 0`.
         hard: forward the exact sample, backward the relaxed gradient (ST-Gumbel).
         generator, seed: explicit randomness.
+        batch_dims: how many leading batch dimensions of the distribution index independent
+            problems :math:`B` (default ``0``); ``f`` then returns ``[n, *B]``, the value of
+            problem ``b`` depending only on its own slice ``x[:, b]``, and the estimate is of the
+            gradient of :math:`\sum_b \mathbb E[f_b]` (the pathwise gradient of each problem's
+            value reaches only its own parameters).
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="gumbel_softmax"`` and
@@ -536,7 +560,7 @@ def gumbel_softmax(
     Reference: Jang, Gu, Poole (ICLR 2017); Maddison, Mnih, Teh (ICLR 2017).
     """
     lam = _check_temperature(temperature)
-    s = _setup(dist_fn, params, num_samples, generator, seed, "gumbel_softmax")
+    s = _setup(dist_fn, params, num_samples, generator, seed, "gumbel_softmax", batch_dims)
     fam, n = s.fam, s.n
     phi_rep = fam.replicate(n)
     theta = fam.theta(phi_rep)
@@ -544,7 +568,7 @@ def gumbel_softmax(
     y = fam.relax(z, lam)
     if hard:
         y = _st(y_hard, y)
-    fx = _eval_differentiable(f, fam.to_f(y), n, "gumbel_softmax")
+    fx = _eval_differentiable(f, fam.to_f(y), n, "gumbel_softmax", s.problem)
     per_phi = _grad_or_zeros(fx.sum(), phi_rep)
     return _finish(
         s, per_phi, "gumbel_softmax", True, n, {"temperature": float(lam), "hard": bool(hard)}
@@ -559,6 +583,7 @@ def straight_through(
     num_samples: int,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
     r"""Straight-through estimate: exact samples forward, the gradient of their mean backward. BIASED.
 
@@ -574,11 +599,15 @@ def straight_through(
     :func:`gumbel_softmax` with ``hard=True``.
 
     Args:
-        f: differentiable torch function, batch ``[n, ...]`` -> ``[n]``.
+        f: differentiable torch function, batch ``[n, ...]`` -> ``[n]`` (``[n, *B]`` with
+            ``batch_dims``).
         dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``.
         params: a tensor or a tuple of tensors.
         num_samples: number of samples ``n``.
         generator, seed: explicit randomness.
+        batch_dims: how many leading batch dimensions of the distribution index independent
+            problems :math:`B` (default ``0``); ``f`` then returns ``[n, *B]``, the value of
+            problem ``b`` depending only on its own slice ``x[:, b]``.
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="straight_through"`` and
@@ -597,12 +626,14 @@ def straight_through(
     Reference: Bengio, Leonard, Courville (2013), "Estimating or propagating gradients through
     stochastic neurons for conditional computation".
     """
-    s = _setup(dist_fn, params, num_samples, generator, seed, "straight_through")
+    s = _setup(dist_fn, params, num_samples, generator, seed, "straight_through", batch_dims)
     fam, n = s.fam, s.n
     phi_rep = fam.replicate(n)
     theta = fam.theta(phi_rep)
     _, y_hard = fam.hard(theta, _uniform(tuple(phi_rep.shape), phi_rep, s.g))
-    fx = _eval_differentiable(f, fam.to_f(_st(y_hard, fam.mean(theta))), n, "straight_through")
+    fx = _eval_differentiable(
+        f, fam.to_f(_st(y_hard, fam.mean(theta))), n, "straight_through", s.problem
+    )
     per_phi = _grad_or_zeros(fx.sum(), phi_rep)
     return _finish(s, per_phi, "straight_through", True, n, {})
 
@@ -630,6 +661,9 @@ def _control_variate_terms(
 
     ``c(z) = eta * f(sigma(z)) [if include_f] + net(sigma(z)) [if net]``; all gradients are
     with respect to the per-sample copy of the stored parameter, in one backward pass each.
+    With a factorised objective (``s.problem`` non-empty) ``f`` and ``c`` are ``[n, *B]``, the
+    network sees each problem's relaxed sample separately, and each problem's score is weighted
+    by its own ``f(b) - c(z~)``.
     """
     fam, n, g = s.fam, s.n, s.g
     phi_rep = fam.replicate(n)
@@ -643,22 +677,24 @@ def _control_variate_terms(
 
     if include_f:
         x = torch.cat([fam.to_f(y_hard), fam.to_f(y), fam.to_f(y_tilde)])
-        out = _eval_differentiable(f, x, 3 * n, who)
+        out = _eval_differentiable(f, x, 3 * n, who, s.problem)
         fb, fz, fzt = out[:n].detach(), out[n : 2 * n], out[2 * n :]
         c_z, c_zt = eta * fz, eta * fzt
         evaluations = 3 * n
     else:
-        fb = _core.evaluate_f(f, fam.to_f(y_hard), n)
-        c_z = c_zt = torch.zeros(n, dtype=theta.dtype, device=theta.device)
+        fb = _core.evaluate_f(f, fam.to_f(y_hard), n, shape=(n, *s.problem))
+        c_z = c_zt = torch.zeros((n, *s.problem), dtype=theta.dtype, device=theta.device)
         evaluations = n
     if net is not None:
-        r = net(torch.cat([y, y_tilde]).reshape(2 * n, -1)).reshape(2 * n).to(theta.dtype)
+        m = s.num_problems
+        r = net(torch.cat([y, y_tilde]).reshape(2 * n * m, -1))
+        r = r.reshape(2 * n, *s.problem).to(theta.dtype)
         c_z, c_zt = c_z + r[:n], c_zt + r[n:]
 
     score = _grad_or_zeros(fam.log_prob(theta, y_hard, n).sum(), phi_rep)
     reparam = _grad_or_zeros((c_z - c_zt).sum(), phi_rep, create_graph=create_graph)
     coef = fb.to(theta.dtype) - (c_zt if create_graph else c_zt.detach())
-    per_phi = coef.reshape(n, *([1] * (phi_rep.dim() - 1))) * score + reparam
+    per_phi = s.view(coef, phi_rep) * score + reparam
     return _Terms(per_phi, evaluations)
 
 
@@ -672,6 +708,7 @@ def rebar(
     eta: float = 1.0,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
     r"""REBAR: REINFORCE with the Concrete relaxation as control variate. Unbiased.
 
@@ -689,7 +726,8 @@ def rebar(
     Args:
         f: differentiable torch function, batch ``[m, ...]`` -> ``[m]``. It is called once on
             ``3n`` rows: the ``n`` exact samples, then their relaxations :math:`\sigma(z)` and
-            :math:`\sigma(\tilde z)`; rows must be evaluated independently.
+            :math:`\sigma(\tilde z)`; rows must be evaluated independently. ``[m, *B]`` with
+            ``batch_dims``.
         dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``
             (``logits`` or ``probs``, any batch shape, optionally ``Independent``).
         params: a tensor or a tuple of tensors.
@@ -698,6 +736,12 @@ def rebar(
         eta: the control-variate scale :math:`\eta`.
         generator, seed: explicit randomness (``u`` then ``v``, each
             ``torch.rand((n, *stored_param.shape))``).
+        batch_dims: how many leading batch dimensions of the distribution index independent
+            problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns ``[m, *B]``, the
+            value of problem ``b`` depending only on its own slice ``x[:, b]``; both
+            :math:`f(b)` and the control variate :math:`\eta f(\sigma_\lambda(\tilde z))` that
+            weight a problem's score are that problem's own, and the estimate is of the gradient
+            of :math:`\sum_b \mathbb E[f_b]`.
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="rebar"``,
@@ -719,7 +763,7 @@ def rebar(
     """
     lam = _check_temperature(temperature)
     eta_ = _check_eta(eta)
-    s = _setup(dist_fn, params, num_samples, generator, seed, "rebar")
+    s = _setup(dist_fn, params, num_samples, generator, seed, "rebar", batch_dims)
     terms = _control_variate_terms(f, s, "rebar", lam, eta_, None, True, False)
     return _finish(
         s,
@@ -894,6 +938,7 @@ class Relax:
         generator: torch.Generator | None = None,
         seed: int | None = None,
         train: bool = True,
+        batch_dims: int = 0,
     ) -> GradientEstimate:
         r"""RELAX estimate of :math:`\nabla_\theta \mathbb{E}_{p(b;\theta)}[f(b)]`, then one step on :math:`\phi`.
 
@@ -906,15 +951,22 @@ class Relax:
             num_samples: number of samples ``n``.
             generator, seed: explicit randomness.
             train: take one optimiser step on the control variate after estimating.
+            batch_dims: how many leading batch dimensions of the distribution index
+                independent problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns
+                ``[m, *B]`` (problem ``b``'s value depending only on ``x[:, b]``), the control
+                variate is per problem, the network (shared by all problems) sees one problem's
+                relaxed sample at a time, and each problem's score is weighted by its own
+                :math:`f_b(b) - c_\phi(\tilde z_b)`. A ``Relax`` used with one problem size
+                must keep it (its network's input size is fixed at the first call).
 
         Returns:
             :class:`~stochgrad.estimate.GradientEstimate` with ``method="relax"``, computed with
             the control variate as it was before the step; ``info`` holds the temperature,
             ``eta``, the ``variance_loss`` and which gradient it measures.
         """
-        s = _setup(dist_fn, params, num_samples, generator, seed, "relax")
+        s = _setup(dist_fn, params, num_samples, generator, seed, "relax", batch_dims)
         phi = s.fam.phi
-        self._build(int(phi.numel()), phi)
+        self._build(int(phi.numel()) // s.num_problems, phi)
         temperature = self.log_temperature.exp().to(phi.dtype)
         eta = self.eta.to(phi.dtype)
         net = self._net_fn()
@@ -922,6 +974,8 @@ class Relax:
             f, s, "relax", temperature, eta, net, self.include_f, create_graph=train
         )
         info: dict[str, Any] = {"temperature": self.temperature, "eta": self.eta_value}
+        if s.problem:
+            info["batch_dims"] = len(s.problem)
         parts = None
         if train:
             per = _core.chain_to_params([phi], [terms.per_phi], s.leaves, s.n)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
-from stochgrad.baselines import Baseline, NoBaseline, resolve_baseline
+from stochgrad.baselines import Baseline, NoBaseline, OptimalBaseline, resolve_baseline
 from stochgrad.estimate import GradientEstimate, Params
 
 
@@ -46,6 +47,95 @@ def scores_per_sample(
     return _core.per_sample_log_prob_grads(dist_fn, leaves, x)
 
 
+def check_batch_dims(batch_dims) -> int:
+    """``batch_dims`` as an ``int >= 0``; ``ValueError`` naming it otherwise."""
+    if isinstance(batch_dims, bool) or not isinstance(batch_dims, (int, np.integer)):
+        raise ValueError(
+            f"batch_dims must be an int >= 0 (how many leading batch dimensions of the "
+            f"distribution index independent problems), got {batch_dims!r}"
+        )
+    if batch_dims < 0:
+        raise ValueError(f"batch_dims must be >= 0, got {batch_dims}")
+    return int(batch_dims)
+
+
+def problem_shape(batch_dims: int, d: Distribution) -> tuple[int, ...]:
+    """The problem shape ``d.batch_shape[:batch_dims]``, checking ``batch_dims`` fits ``d``."""
+    k = check_batch_dims(batch_dims)
+    if k > len(d.batch_shape):
+        raise ValueError(
+            f"batch_dims={k} exceeds the distribution's batch rank {len(d.batch_shape)} (batch "
+            f"shape {list(d.batch_shape)}); the problems must index leading batch dimensions "
+            "(event dimensions of an Independent do not count)"
+        )
+    return tuple(d.batch_shape[:k])
+
+
+def _expand_to(t: Tensor, like: Tensor, k: int) -> Tensor:
+    """View ``t`` (``[r, *problem]`` with ``k`` problem dims) with trailing singleton dims."""
+    return t.reshape(*t.shape[: k + 1], *([1] * (like.dim() - 1 - k)))
+
+
+def _factorised(
+    fx: Tensor,
+    bl: Baseline,
+    dist_fn: Callable[..., Distribution],
+    d: Distribution,
+    leaves: tuple[Tensor, ...],
+    x: Tensor,
+    problem: tuple[int, ...],
+) -> tuple[list[Tensor], list[Tensor] | None]:
+    r"""Per-sample :math:`\sum_m (f_m(x_{im}) - b_{im}) \nabla_\theta \log p_m(x_{im};\theta)`.
+
+    ``fx`` is ``[n, *problem]``. The baseline works per problem (``Baseline.per_problem``; the
+    optimal one per problem and per element of the stored distribution parameters). Returns
+    the per-sample terms per leaf and, for baselines that correlate the terms (LOO), the extra
+    variance of the mean per leaf (else ``None``).
+    """
+    n, k = x.shape[0], len(problem)
+    m = int(np.prod(problem)) if problem else 1
+    optimal = type(bl) is OptimalBaseline
+    closed = _dists.closed_form_score(d, x)
+    if closed is not None and not all(
+        tuple(p.shape[:k]) == problem and tuple(sc.shape) == (n, *p.shape) for p, sc in closed
+    ):
+        closed = None  # stored parameters not laid out by problem: use the general path
+    if optimal and closed is None:
+        bl.per_problem(fx.reshape(n, m))  # raises: needs scores per parameter element
+    if optimal:
+        adv = None
+        spread = None
+    else:
+        fxm = fx.reshape(n, m)
+        adv = (fxm - bl.per_problem(fxm)).reshape(n, *problem)
+        spread = bl.per_problem_spread(fxm)
+    rows = 2 if spread is not None else 1
+    if closed is not None:
+        phis, weighted = [], []
+        for phi, sc in closed:
+            if optimal:
+                fb = _expand_to(fx.to(sc.dtype), sc, k)
+                w = (fb - bl.per_element(fb, sc)) * sc
+            else:
+                w = _expand_to(adv.to(sc.dtype), sc, k) * sc
+            if spread is not None:
+                sp = _expand_to(spread.to(sc.dtype).reshape(1, *problem), sc, k)
+                w = torch.cat([w, sp * sc])
+            phis.append(phi)
+            weighted.append(w)
+        parts = _core.chain_to_params(phis, weighted, leaves, rows * n)
+    else:
+        weights = adv.reshape(1, n, m)
+        if spread is not None:
+            weights = torch.cat([weights, spread.reshape(1, 1, m).expand(1, n, m)])
+        parts = _core.per_sample_log_prob_grads(dist_fn, leaves, x, weights)
+    if spread is None:
+        return parts, None
+    per = [p[:n] for p in parts]
+    extra = [p[n:].var(0) / (n * (n - 1)) for p in parts]
+    return per, extra
+
+
 def score_function(
     f: Callable,
     dist_fn: Callable[..., Distribution],
@@ -57,12 +147,28 @@ def score_function(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     parallel=None,
+    batch_dims: int = 0,
 ) -> GradientEstimate:
     r"""Score-function estimate of :math:`\nabla_\theta \mathbb{E}_{p(x;\theta)}[f(x)]`.
 
+    With ``batch_dims = k > 0`` the objective is factorised over a batch of independent
+    problems :math:`B` = ``d.batch_shape[:k]`` (e.g. the datapoints of a VAE's minibatch),
+    :math:`f(x) = \sum_b f_b(x_b)`, and each problem's score is weighted by its own value only:
+
+    .. math::
+
+        \hat g = \frac1n \sum_{i=1}^n \sum_b \big(f_b(x_{ib}) - \beta_{ib}\big)\,
+                  \nabla_\theta \log p_b(x_{ib};\theta),
+
+    an unbiased estimate of :math:`\nabla_\theta \sum_b \mathbb{E}[f_b(x_b)]` whose variance
+    does not grow with the other problems' values.
+
     Args:
         f: batch of samples ``[n, ...]`` -> values ``[n]``; may be a black box (numpy in and out
-            via :func:`stochgrad.black_box`), need not be differentiable.
+            via :func:`stochgrad.black_box`), need not be differentiable. With ``batch_dims=k``
+            it returns ``[n, *B]``, one value per sample and per problem, and the value of
+            problem ``b`` may depend only on its own slice ``x[:, b]`` (otherwise the estimate
+            is biased).
         dist_fn: ``dist_fn(*params)`` -> a ``torch.distributions.Distribution`` (any with
             ``log_prob``; a batch shape is treated as a product of independent factors).
         params: a tensor or a tuple of tensors.
@@ -76,9 +182,16 @@ def score_function(
         parallel: evaluate ``f`` over sample chunks in parallel: ``"process"``, ``"ray"``,
             ``"serial"`` or a :class:`~stochgrad.parallel.ParallelMap` (the control variate, if
             any, still uses ``f`` itself).
+        batch_dims: how many leading batch dimensions of the distribution index independent
+            problems (default ``0``: one problem, ``f`` returns ``[n]``). Baselines then apply per
+            problem (``"loo"`` and ``"mean"`` over each problem's own samples, a constant or an
+            ``EMABaseline`` elementwise, ``"optimal"`` per problem and per element of the
+            distribution's stored parameters, closed-form scores only); control variates and
+            ``LearnedBaseline`` are not supported.
 
     Returns:
-        :class:`~stochgrad.estimate.GradientEstimate` with ``method="score_function"``.
+        :class:`~stochgrad.estimate.GradientEstimate` with ``method="score_function"`` (and
+        ``info["batch_dims"]`` when ``batch_dims > 0``).
 
     >>> import torch, stochgrad as sg
     >>> theta = torch.tensor([0.5, 1.0])
@@ -87,6 +200,16 @@ def score_function(
     ...                         num_samples=100_000, baseline="loo", seed=0)
     >>> est.grad.shape
     torch.Size([2])
+
+    A batch of 4 independent problems, each with 3 binary latents and its own target:
+
+    >>> t = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    >>> bern = lambda lg: torch.distributions.Independent(
+    ...     torch.distributions.Bernoulli(logits=lg), 1)
+    >>> est = sg.score_function(lambda z: (z.sum(-1) - t) ** 2, bern, torch.zeros(4, 3),
+    ...                         num_samples=1000, baseline="loo", seed=0, batch_dims=1)
+    >>> est.grad.shape, est.info["batch_dims"]
+    (torch.Size([4, 3]), 1)
     """
     tensors, is_tuple = _core.as_params(params)
     bl = resolve_baseline(baseline)
@@ -94,6 +217,11 @@ def score_function(
         num_samples, bl.min_samples, why=f"baseline {bl.name!r} needs at least 2 samples"
     )
     g = _core.make_generator(generator, seed)
+    if check_batch_dims(batch_dims) > 0 and control_variate is not None:
+        raise ValueError(
+            "control_variate is not supported with batch_dims > 0 (factorised objectives); "
+            "use a per-problem baseline such as 'loo' instead"
+        )
     f_values = f
     if parallel is not None:
         from stochgrad.parallel import as_parallel
@@ -101,6 +229,25 @@ def score_function(
         f_values = as_parallel(f, parallel)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
+    if batch_dims:
+        problem = problem_shape(batch_dims, d)
+        x = _dists.sample(d, n, g)
+        fx = _core.evaluate_f(f_values, x, n, shape=(n, *problem))
+        out, extra_list = _factorised(fx, bl, dist_fn, d, leaves, x, problem)
+        extra_f = None
+        if extra_list is not None:
+            extra_f = _core.pack(
+                [e.reshape(leaf.shape) for e, leaf in zip(extra_list, leaves, strict=True)],
+                is_tuple,
+            )
+        return GradientEstimate.from_per_sample(
+            _core.pack(out, is_tuple),
+            method="score_function",
+            biased=not bl.unbiased,
+            evaluations=n,
+            info={"baseline": bl.name, "batch_dims": len(problem)},
+            extra_variance_of_mean=extra_f,
+        )
     x = _dists.sample(d, n, g)
     fx = _core.evaluate_f(f_values, x, n)
     parts = scores_per_sample(dist_fn, d, leaves, x)
