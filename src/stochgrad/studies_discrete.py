@@ -54,7 +54,6 @@ import copy
 import importlib
 import json
 import math
-import os
 import time
 import warnings
 import zlib
@@ -67,6 +66,7 @@ import numpy as np
 import torch
 from torch.distributions import Bernoulli
 
+from stochgrad.checkpoint import RunCheckpoint
 from stochgrad.estimate import GradientEstimate
 
 TARGET = 0.499
@@ -533,55 +533,10 @@ def run_one(
 # ---------------------------------------------------------------------------------------------
 # the study: many runs, checkpointed
 # ---------------------------------------------------------------------------------------------
-class Checkpoint:
-    """Finished runs of one study, saved to a ``.pt`` file after each run.
+class Checkpoint(RunCheckpoint):
+    """Finished runs of one study (see :class:`stochgrad.checkpoint.RunCheckpoint`)."""
 
-    A checkpoint belongs to one :class:`Config`; loading one made with other settings raises
-    ``ValueError`` (its runs would not be comparable).
-    """
-
-    def __init__(self, path: str | Path, config: Config):
-        self.path = Path(path)
-        self.config = config
-        self.runs: dict[tuple[str, int], RunResult] = {}
-
-    @staticmethod
-    def _name(key: str, seed: int) -> str:
-        return f"{key}/{seed}"
-
-    def load(self) -> int:
-        """Load finished runs from ``path`` if it exists; return how many."""
-        if not self.path.exists():
-            return 0
-        state = torch.load(self.path, weights_only=True)
-        saved = state.get("config", {})
-        if saved != asdict(self.config):
-            diff = {
-                k: (saved.get(k), v) for k, v in asdict(self.config).items() if saved.get(k) != v
-            }
-            raise ValueError(
-                f"checkpoint {self.path} was made with other settings (saved, now): {diff}; "
-                "rerun with the same options, or without --resume to start afresh"
-            )
-        for name, run in state["runs"].items():
-            key, _, seed = name.rpartition("/")
-            self.runs[(key, int(seed))] = RunResult.from_state(run)
-        return len(state["runs"])
-
-    def add(self, run: RunResult) -> None:
-        """Record a finished run and rewrite the file (atomically)."""
-        self.runs[(run.key, run.seed)] = run
-        self.save()
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "config": asdict(self.config),
-            "runs": {self._name(*name): run.to_state() for name, run in self.runs.items()},
-        }
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+    result_type = RunResult
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Applications: one module per domain, each depending on the core only."""
