@@ -84,7 +84,7 @@ class GradientEstimate:
             grad = _map(lambda t: t.mean(0), per_sample)
             variance = _map(lambda t: torch.full_like(t[0], float("nan")), per_sample)
         if extra_variance_of_mean is None:
-            stderr = _map(lambda v: (v / n).sqrt(), variance)
+            stderr = _map(lambda v: (v * (1.0 / n)).sqrt_(), variance)
         elif isinstance(variance, tuple):
             stderr = tuple(
                 (v / n + e).sqrt() for v, e in zip(variance, extra_variance_of_mean, strict=True)

@@ -258,14 +258,13 @@ def score_function(
         if len(parts) == 1
         else torch.cat([p.reshape(n, -1) for p in parts], dim=1)
     )
-    fx = fx.to(scores.dtype)
-    flat_params = (
-        tensors[0].reshape(-1) if len(tensors) == 1 else torch.cat([t.reshape(-1) for t in tensors])
-    )
+    if fx.dtype != scores.dtype:
+        fx = fx.to(scores.dtype)
     extra = None
     if type(bl) is NoBaseline:
         per = fx.unsqueeze(1) * scores
     else:
+        flat_params = torch.cat([t.reshape(-1) for t in tensors])
         per = (fx.unsqueeze(1) - bl(fx, scores, flat_params)) * scores
         extra = bl.extra_variance_of_mean(fx, scores)
     info: dict = {"baseline": bl.name}
