@@ -223,6 +223,23 @@ class OptimalBaseline(Baseline):
         safe = den > 0
         return torch.where(safe, num / torch.where(safe, den, torch.ones_like(den)), loo)
 
+    def extra_variance_of_mean(self, fx, scores):
+        r"""The second-order term from estimating :math:`c` (delta method).
+
+        :math:`\operatorname{Var}[\hat c_k] \approx \operatorname{Var}[(f - c_k) s_k^2] /
+        (n\,\mathbb{E}[s_k^2]^2)`, multiplied by :math:`\operatorname{Var}[\bar s_k] =
+        \mathbb{E}[s_k^2]/n`; it matters when the baseline is nearly perfect and the first-order
+        variance vanishes.
+        """
+        n = fx.shape[0]
+        s2 = scores * scores
+        mean_s2 = s2.mean(0)
+        safe = mean_s2 > 0
+        denom = torch.where(safe, mean_s2, torch.ones_like(mean_s2))
+        c = (fx.unsqueeze(1) * s2).mean(0) / denom
+        spread = ((fx.unsqueeze(1) - c) * s2).var(0)
+        return torch.where(safe, spread / (n * n * denom), torch.zeros_like(spread))
+
     def per_element(self, fx: Tensor, scores: Tensor) -> Tensor:
         r"""The coefficient per problem and per distribution-parameter element (``batch_dims``).
 
