@@ -1,0 +1,1 @@
+"""Reinforcement learning: policy gradients on small MDPs where the exact answer is known."""

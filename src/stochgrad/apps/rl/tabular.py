@@ -1,0 +1,400 @@
+r"""Policy gradients on a small tabular MDP, where the exact gradient is a linear solve.
+
+A finite MDP with states :math:`S`, actions :math:`A`, transition kernel :math:`P(s'|s,a)`,
+expected reward :math:`r(s,a)`, start distribution :math:`\rho_0` and discount
+:math:`\gamma \in [0, 1)`, with the softmax policy :math:`\pi_\theta(a|s) \propto
+\exp\theta_{sa}` (a logits table :math:`\theta \in \mathbb{R}^{S\times A}`). The objective is
+
+.. math::
+
+    J(\theta) = \mathbb{E}\Big[\sum_{t\ge0}\gamma^t r(s_t,a_t)\Big] = \rho_0^\top V^\pi,
+    \qquad (I - \gamma P_\pi) V^\pi = r_\pi,\quad Q^\pi = r + \gamma P V^\pi,
+
+and the policy-gradient theorem gives it exactly,
+
+.. math::
+
+    \nabla_\theta J = \sum_s d^\pi(s) \sum_a \nabla_\theta \pi(a|s)\, Q^\pi(s,a),
+    \qquad d^\pi = \rho_0^\top (I - \gamma P_\pi)^{-1},
+
+with :math:`d^\pi` the *unnormalised* discounted visitation (it sums to :math:`1/(1-\gamma)`;
+the normalised :math:`(1-\gamma)d^\pi` is a distribution). For the softmax,
+:math:`\partial J/\partial\theta_{sa} = d^\pi(s)\,\pi(a|s)\,(Q^\pi(s,a) - V^\pi(s))`.
+
+:func:`reinforce` estimates the same gradient from sampled trajectories, all simulated at once.
+
+References:
+    Sutton, McAllester, Singh, Mansour (2000), "Policy gradient methods for reinforcement
+    learning with function approximation"; Williams (1992), "Simple statistical
+    gradient-following algorithms for connectionist reinforcement learning".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stochgrad._core import make_generator
+from stochgrad.estimate import GradientEstimate
+
+__all__ = [
+    "TabularMDP",
+    "default_horizon",
+    "discounted_visitation",
+    "exact_policy_gradient",
+    "objective",
+    "policy_evaluation",
+    "reinforce",
+    "softmax_policy",
+]
+
+DTYPE = torch.float64
+BASELINES = ("none", "mean", "value")
+
+
+@dataclass(frozen=True)
+class TabularMDP:
+    r"""A finite discounted MDP: transitions ``[S, A, S]``, rewards ``[S, A]``, start ``[S]``.
+
+    Args:
+        transitions: :math:`P(s'|s,a)`, ``[S, A, S]``, rows non-negative and summing to one.
+        rewards: the expected reward :math:`r(s,a)`, ``[S, A]`` (the simulator pays it
+            deterministically).
+        initial: the start distribution :math:`\rho_0`, ``[S]``.
+        gamma: the discount, in ``[0, 1)``.
+
+    >>> mdp = TabularMDP.random(num_states=3, num_actions=2, gamma=0.9, seed=0)
+    >>> mdp.num_states, mdp.num_actions, mdp.transitions.shape
+    (3, 2, torch.Size([3, 2, 3]))
+    """
+
+    transitions: Tensor
+    rewards: Tensor
+    initial: Tensor
+    gamma: float
+
+    def __post_init__(self) -> None:
+        P = torch.as_tensor(self.transitions, dtype=DTYPE)
+        R = torch.as_tensor(self.rewards, dtype=DTYPE)
+        rho = torch.as_tensor(self.initial, dtype=DTYPE)
+        if P.dim() != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
+            raise ValueError(f"transitions must have shape [S, A, S], got {list(P.shape)}")
+        S, A = P.shape[0], P.shape[1]
+        if not _is_distribution(P):
+            raise ValueError("transitions must be non-negative with rows P[s, a, :] summing to 1")
+        if R.shape != (S, A) or not bool(torch.isfinite(R).all()):
+            raise ValueError(f"rewards must be finite with shape [{S}, {A}], got {list(R.shape)}")
+        if rho.shape != (S,) or not _is_distribution(rho):
+            raise ValueError(f"initial must be a probability vector of shape [{S}]")
+        g = self.gamma
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < 1:
+            raise ValueError(f"gamma must be a number in [0, 1), got {g!r}")
+        object.__setattr__(self, "transitions", P)
+        object.__setattr__(self, "rewards", R)
+        object.__setattr__(self, "initial", rho)
+        object.__setattr__(self, "gamma", float(g))
+
+    @property
+    def num_states(self) -> int:
+        return int(self.transitions.shape[0])
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.transitions.shape[1])
+
+    @classmethod
+    def random(
+        cls, num_states: int = 4, num_actions: int = 3, gamma: float = 0.9, *, seed: int = 0
+    ) -> TabularMDP:
+        """A random MDP: Dirichlet(1) transition rows and start, rewards uniform on [0, 1]."""
+        for name, v in (("num_states", num_states), ("num_actions", num_actions)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        g = torch.Generator().manual_seed(int(seed))
+        S, A = int(num_states), int(num_actions)
+        P = -torch.rand(S, A, S, generator=g, dtype=DTYPE).log()  # Exp(1), normalised: Dirichlet
+        rho = -torch.rand(S, generator=g, dtype=DTYPE).log()
+        R = torch.rand(S, A, generator=g, dtype=DTYPE)
+        return cls(P / P.sum(-1, keepdim=True), R, rho / rho.sum(), gamma)
+
+
+def _is_distribution(p: Tensor) -> bool:
+    return bool(
+        torch.isfinite(p).all()
+        and (p >= 0).all()
+        and torch.allclose(p.sum(-1), torch.ones((), dtype=p.dtype), atol=1e-8)
+    )
+
+
+def _check_theta(mdp: TabularMDP, theta) -> Tensor:
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    if not isinstance(theta, Tensor) or not theta.is_floating_point():
+        raise ValueError("theta must be a floating-point tensor of logits [S, A]")
+    if theta.shape != (mdp.num_states, mdp.num_actions):
+        raise ValueError(
+            f"theta must have shape [{mdp.num_states}, {mdp.num_actions}] ([S, A]), got "
+            f"{list(theta.shape)}"
+        )
+    if not bool(torch.isfinite(theta.detach()).all()):
+        raise ValueError("theta must be finite")
+    return theta.to(DTYPE)
+
+
+def softmax_policy(theta: Tensor) -> Tensor:
+    r"""The policy table :math:`\pi(a|s) = \exp\theta_{sa} / \sum_b \exp\theta_{sb}`, ``[S, A]``.
+
+    >>> softmax_policy(torch.zeros(2, 2))
+    tensor([[0.5000, 0.5000],
+            [0.5000, 0.5000]])
+    """
+    return torch.softmax(theta, dim=-1)
+
+
+def policy_evaluation(mdp: TabularMDP, theta: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Exact :math:`V^\pi` ``[S]`` and :math:`Q^\pi` ``[S, A]`` by one linear solve.
+
+    .. math::
+
+        (I - \gamma P_\pi) V = r_\pi, \quad P_\pi(s'|s) = \sum_a \pi(a|s) P(s'|s,a),\quad
+        r_\pi(s) = \sum_a \pi(a|s) r(s,a), \quad Q = r + \gamma P V.
+
+    Differentiable in ``theta`` (``torch.linalg.solve``).
+
+    >>> mdp = TabularMDP.random(3, 2, gamma=0.5, seed=1)
+    >>> V, Q = policy_evaluation(mdp, torch.zeros(3, 2, dtype=torch.float64))
+    >>> bool(torch.allclose(V, (softmax_policy(torch.zeros(3, 2)).double() * Q).sum(-1)))
+    True
+    """
+    th = _check_theta(mdp, theta)
+    pi = softmax_policy(th)
+    P_pi = torch.einsum("sa,sat->st", pi, mdp.transitions)
+    r_pi = (pi * mdp.rewards).sum(-1)
+    eye = torch.eye(mdp.num_states, dtype=DTYPE)
+    V = torch.linalg.solve(eye - mdp.gamma * P_pi, r_pi)
+    Q = mdp.rewards + mdp.gamma * torch.einsum("sat,t->sa", mdp.transitions, V)
+    return V, Q
+
+
+def discounted_visitation(mdp: TabularMDP, theta: Tensor) -> Tensor:
+    r"""Unnormalised discounted state visitation :math:`d^\pi = \rho_0^\top (I-\gamma P_\pi)^{-1}`.
+
+    :math:`d^\pi(s) = \sum_t \gamma^t \Pr(s_t = s)`, summing to :math:`1/(1-\gamma)`.
+
+    >>> mdp = TabularMDP.random(3, 2, gamma=0.75, seed=1)
+    >>> round(float(discounted_visitation(mdp, torch.zeros(3, 2)).sum()), 10)
+    4.0
+    """
+    th = _check_theta(mdp, theta)
+    P_pi = torch.einsum("sa,sat->st", softmax_policy(th), mdp.transitions)
+    eye = torch.eye(mdp.num_states, dtype=DTYPE)
+    return torch.linalg.solve((eye - mdp.gamma * P_pi).T, mdp.initial)
+
+
+def objective(mdp: TabularMDP, theta: Tensor) -> Tensor:
+    r"""The discounted return :math:`J(\theta) = \rho_0^\top V^\pi`, differentiable in ``theta``.
+
+    >>> mdp = TabularMDP.random(3, 2, gamma=0.9, seed=0)
+    >>> theta = torch.zeros(3, 2, dtype=torch.float64, requires_grad=True)
+    >>> objective(mdp, theta).backward()
+    >>> bool(torch.allclose(theta.grad, exact_policy_gradient(mdp, theta)))
+    True
+    """
+    V, _ = policy_evaluation(mdp, theta)
+    return mdp.initial @ V
+
+
+def exact_policy_gradient(mdp: TabularMDP, theta: Tensor) -> Tensor:
+    r"""The exact :math:`\nabla_\theta J` ``[S, A]`` by the policy-gradient theorem.
+
+    .. math::
+
+        \frac{\partial J}{\partial \theta_{sa}} = d^\pi(s)\,\pi(a|s)\,
+        \big(Q^\pi(s,a) - V^\pi(s)\big),
+
+    (the softmax form of :math:`\sum_s d^\pi(s) \sum_a \nabla\pi(a|s) Q^\pi(s,a)`), from two
+    linear solves; no autograd.
+
+    >>> mdp = TabularMDP.random(3, 2, gamma=0.9, seed=0)
+    >>> g = exact_policy_gradient(mdp, torch.zeros(3, 2))
+    >>> g.shape, bool(g.sum(-1).abs().max() < 1e-12)  # softmax: each row sums to 0
+    (torch.Size([3, 2]), True)
+
+    Reference: Sutton et al. (2000), Theorem 1.
+    """
+    th = _check_theta(mdp, theta).detach()
+    with torch.no_grad():
+        V, Q = policy_evaluation(mdp, th)
+        d = discounted_visitation(mdp, th)
+        pi = softmax_policy(th)
+        grad = d[:, None] * pi * (Q - V[:, None])
+    return grad
+
+
+def default_horizon(mdp: TabularMDP, tol: float = 1e-10) -> int:
+    r"""A truncation horizon :math:`H` whose tail :math:`\gamma^H \max|r| / (1-\gamma)` is below ``tol``.
+
+    >>> default_horizon(TabularMDP.random(3, 2, gamma=0.5, seed=0), tol=1e-3) >= 10
+    True
+    """
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be a number > 0, got {tol!r}")
+    rmax = float(mdp.rewards.abs().max())
+    if mdp.gamma == 0 or rmax == 0:
+        return 1
+    bound = tol * (1 - mdp.gamma) / rmax
+    if bound >= 1:
+        return 1
+    return max(1, math.ceil(math.log(bound) / math.log(mdp.gamma)))
+
+
+def _stacked_cdf(probs: Tensor) -> np.ndarray:
+    """Rows of probabilities ``[R, K]`` as one increasing array ``r + cdf_r(k)``, ``[R * K]``.
+
+    Drawing from row ``r`` with a uniform ``u`` is then one search of ``r + u`` in one sorted
+    array (:func:`_draw`), for all trajectories at once whatever their rows.
+    """
+    rows = probs.shape[0]
+    offsets = torch.arange(rows, dtype=DTYPE)[:, None]
+    return (probs.cumsum(-1) + offsets).reshape(-1).numpy()
+
+
+def _draw(stacked: np.ndarray, k: int, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse CDF per draw: the first bin of row ``rows[i]`` whose cumulative probability
+    exceeds ``u[i]`` (the last bin if rounding leaves none)."""
+    idx = np.searchsorted(stacked, rows + u, side="right") - rows * k
+    return np.minimum(idx, k - 1)
+
+
+def reinforce(
+    mdp: TabularMDP,
+    theta: Tensor,
+    num_trajectories: int,
+    *,
+    horizon: int | None = None,
+    baseline: str = "none",
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+) -> GradientEstimate:
+    r"""REINFORCE with reward-to-go over ``num_trajectories`` trajectories simulated in parallel.
+
+    Trajectories are truncated at ``horizon`` :math:`H`; the estimate is unbiased for the
+    truncated discounted objective :math:`J_H = \mathbb{E}[\sum_{t<H}\gamma^t r(s_t,a_t)]`,
+    whose gap to :math:`J` is at most :math:`\gamma^H\max|r|/(1-\gamma)` (the default :math:`H`,
+    :func:`default_horizon`, makes it below ``1e-10``). The per-trajectory term is
+
+    .. math::
+
+        \hat g_i = \sum_{t<H} \nabla_\theta\log\pi(a_t|s_t)\,\big(G_t - b_t\big), \qquad
+        G_t = \sum_{t'=t}^{H-1} \gamma^{t'} r(s_{t'}, a_{t'}),
+
+    discounted from time 0 (dropping the :math:`\gamma^t` would bias it), with
+    :math:`\partial\log\pi(a|s)/\partial\theta_{s'b} = [s'=s]([b=a] - \pi(b|s))`. Baselines:
+    ``"none"`` (:math:`b_t = 0`); ``"mean"``, the batch mean of :math:`G_t` over the other
+    trajectories at the same time step (leave-one-out, so still unbiased; needs at least 2
+    trajectories); ``"value"``, :math:`b_t = \gamma^t V^\pi(s_t)` with the exact
+    :math:`V^\pi` (a perfect learned critic; any function of :math:`s_t` keeps it unbiased).
+
+    Random numbers, in order: ``rand(N)`` for :math:`s_0`, then for each :math:`t < H` one
+    ``rand(N, 2)``, column 0 for :math:`a_t` and column 1 for :math:`s_{t+1}`, each turned
+    into an index by the inverse CDF (first bin with cumulative probability above the draw).
+
+    Args:
+        mdp: the MDP.
+        theta: policy logits ``[S, A]``.
+        num_trajectories: :math:`N \ge 1` (``>= 2`` with ``"mean"``).
+        horizon: :math:`H \ge 1`; default :func:`default_horizon`.
+        baseline: ``"none"``, ``"mean"`` or ``"value"``.
+        generator: the random generator (or give ``seed``).
+        seed: shorthand for a fresh generator.
+
+    Returns:
+        :class:`~stochgrad.estimate.GradientEstimate` with ``per_sample`` ``[N, S, A]``,
+        ``method="reinforce"``, and ``info`` holding ``states``, ``actions`` ``[N, H]``,
+        ``rewards`` ``[N, H]``, ``returns`` (:math:`G_0`, ``[N]``), ``horizon`` and
+        ``baseline``.
+
+    >>> mdp = TabularMDP.random(3, 2, gamma=0.8, seed=0)
+    >>> theta = torch.zeros(3, 2, dtype=torch.float64)
+    >>> est = reinforce(mdp, theta, 4000, baseline="value", seed=0)
+    >>> z = (est.grad - exact_policy_gradient(mdp, theta)) / est.stderr
+    >>> est.per_sample.shape, bool(z.abs().max() < 5)
+    (torch.Size([4000, 3, 2]), True)
+
+    Reference: Williams (1992); Sutton et al. (2000).
+    """
+    th = _check_theta(mdp, theta).detach()
+    if (
+        isinstance(num_trajectories, bool)
+        or not isinstance(num_trajectories, (int, np.integer))
+        or num_trajectories < 1
+    ):
+        raise ValueError(f"num_trajectories must be an int >= 1, got {num_trajectories!r}")
+    if baseline is None:
+        baseline = "none"
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    N = int(num_trajectories)
+    if baseline == "mean" and N < 2:
+        raise ValueError(
+            "num_trajectories must be >= 2 with baseline='mean' (leave-one-out mean), got 1"
+        )
+    if horizon is None:
+        H = default_horizon(mdp)
+    elif isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+    else:
+        H = int(horizon)
+    gen = make_generator(generator, seed)
+
+    S, A, gamma = mdp.num_states, mdp.num_actions, mdp.gamma
+    pi = softmax_policy(th)
+    # numpy for the sequential part: one sorted-array search per draw, no per-draw gather
+    cdf_pi = _stacked_cdf(pi)  # row s
+    cdf_P = _stacked_cdf(mdp.transitions.reshape(S * A, S))  # row s * A + a
+    states_np = np.empty((N, H), dtype=np.int64)
+    actions_np = np.empty((N, H), dtype=np.int64)
+    u0 = torch.rand(N, generator=gen, dtype=DTYPE).numpy()
+    s = _draw(_stacked_cdf(mdp.initial[None]), S, np.zeros(N, dtype=np.int64), u0)
+    for t in range(H):
+        u = torch.rand(N, 2, generator=gen, dtype=DTYPE).numpy()
+        a = _draw(cdf_pi, A, s, u[:, 0])
+        states_np[:, t] = s
+        actions_np[:, t] = a
+        s = _draw(cdf_P, S, s * A + a, u[:, 1])
+    states = torch.from_numpy(states_np)
+    actions = torch.from_numpy(actions_np)
+    rewards = mdp.rewards[states, actions]  # [N, H]
+    discounts = gamma ** torch.arange(H, dtype=DTYPE)
+    togo = (rewards * discounts).flip(1).cumsum(1).flip(1)  # G_t, discounted from time 0
+    if baseline == "none":
+        weights = togo
+    elif baseline == "mean":
+        weights = togo - (togo.sum(0, keepdim=True) - togo) / (N - 1)
+    else:
+        V, _ = policy_evaluation(mdp, th)
+        weights = togo - discounts * V[states]
+
+    # sum_t w_t (e_{a_t} - pi(.|s_t)) placed in row s_t: the -pi part via per-state weight sums
+    flat = states * A + actions  # [N, H]
+    per_sample = torch.zeros(N, S * A, dtype=DTYPE)
+    per_sample.scatter_add_(1, flat, weights)
+    state_weight = torch.zeros(N, S, dtype=DTYPE).scatter_add_(1, states, weights)
+    per_sample = per_sample.view(N, S, A) - state_weight[:, :, None] * pi
+    return GradientEstimate.from_per_sample(
+        per_sample,
+        method="reinforce",
+        evaluations=N * H,
+        info={
+            "states": states,
+            "actions": actions,
+            "rewards": rewards,
+            "returns": togo[:, 0],
+            "horizon": H,
+            "baseline": baseline,
+        },
+    )
