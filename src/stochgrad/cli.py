@@ -1133,5 +1133,60 @@ def run_discrete_vae(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# stochgrad rl train | eval | options
+# ---------------------------------------------------------------------------------------------
+_RL_JOBS = {
+    # job: (module, add-arguments function, run function, help)
+    "train": (
+        "stochgrad.apps.rl.policy_gradient",
+        "add_train_arguments",
+        "run_train",
+        "policy-gradient training (REINFORCE, TRPO) on a gymnasium environment",
+    ),
+    "eval": (
+        "stochgrad.apps.rl.policy_gradient",
+        "add_eval_arguments",
+        "run_eval",
+        "evaluate a trained policy from its checkpoint",
+    ),
+    "options": (
+        "stochgrad.apps.rl.fourrooms",
+        "add_arguments",
+        "run",
+        "option-critic on the four-rooms grid against value iteration",
+    ),
+}
+
+
+def _rl_arguments(p: argparse.ArgumentParser) -> None:
+    import importlib
+
+    jobs = p.add_subparsers(dest="rl_command", metavar="JOB")
+    for job, (module, add, _, text) in _RL_JOBS.items():
+        try:  # an extra that is not installed must not break the other subcommands
+            adder = getattr(importlib.import_module(module), add)
+        except ImportError as exc:
+            sub = jobs.add_parser(job, help=text, description=text)
+            sub.set_defaults(rl_missing=f"{exc}; install the extra: pip install 'stochgrad[rl]'")
+            continue
+        adder(jobs.add_parser(job, help=text, description=text))
+
+
+@subcommand("rl", help="reinforcement learning: train, eval, options", arguments=_rl_arguments)
+def run_rl(args: argparse.Namespace, console: Console) -> int:
+    """Reinforcement learning with the score function: policy gradients, TRPO, options."""
+    import importlib
+
+    if getattr(args, "rl_command", None) is None:
+        console.print("usage: stochgrad rl {" + ",".join(_RL_JOBS) + "} ...")
+        return 2
+    if getattr(args, "rl_missing", None):
+        console.print(f"[red]{args.rl_missing}[/red]")
+        return 1
+    module, _, run, _ = _RL_JOBS[args.rl_command]
+    return int(getattr(importlib.import_module(module), run)(args, console))
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
