@@ -1,0 +1,285 @@
+"""Tests of stochgrad.apps.rl.policy_gradient: exact formulas, an end-to-end run, resume, bad input."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gymnasium")
+
+from stochgrad.apps.rl import policy_gradient as PG  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) exact formulas on tiny synthetic batches
+# ---------------------------------------------------------------------------------------------
+def _hand_returns(rewards, dones, gamma):
+    """Reward-to-go by the definition: sum over the rest of the same episode."""
+    T, N = rewards.shape
+    out = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            g, k = 0.0, t
+            while k < T:
+                g += gamma ** (k - t) * rewards[k, n]
+                if dones[k, n]:
+                    break
+                k += 1
+            out[t, n] = g
+    return out
+
+
+def test_discounted_returns_match_definition():
+    rewards = np.array([[1.0, 0.5], [2.0, -1.0], [0.0, 3.0], [4.0, 1.0]])
+    dones = np.array([[False, False], [True, False], [False, True], [False, False]])
+    got = PG.discounted_returns(torch.tensor(rewards), torch.tensor(dones), 0.9).numpy()
+    np.testing.assert_allclose(got, _hand_returns(rewards, dones, 0.9), rtol=0, atol=1e-12)
+
+
+def test_discounted_returns_bootstrap_at_truncation_and_rollout_end():
+    r = torch.tensor([[1.0], [1.0], [1.0]], dtype=torch.float64)
+    dones = torch.tensor([[True], [False], [False]])
+    term = torch.tensor([[False], [False], [False]])  # step 0 truncated (time limit)
+    nv = torch.tensor([[10.0], [20.0], [30.0]], dtype=torch.float64)
+    got = PG.discounted_returns(r, dones, 0.5, terminated=term, next_values=nv).squeeze(1)
+    # t=2: 1 + .5*30; t=1: 1 + .5*G_2; t=0: truncated -> 1 + .5*V(final obs)=1+5
+    g2 = 1 + 0.5 * 30
+    assert got.tolist() == [1 + 0.5 * 10, 1 + 0.5 * g2, g2]
+    # a true termination is not bootstrapped
+    got = PG.discounted_returns(r, dones, 0.5, next_values=nv).squeeze(1)
+    assert got[0].item() == 1.0
+
+
+def test_reinforce_gradient_equals_score_function_formula():
+    """Linear softmax policy, two short episodes: autograd == sum_t (e_a - p) s^T (G_t - b) / M."""
+    gamma = 0.9
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(3, 2, generator=gen, dtype=torch.float64).requires_grad_()
+    T, N = 4, 2
+    S = torch.randn(T, N, 2, generator=gen, dtype=torch.float64)
+    A = torch.tensor([[0, 2], [1, 1], [2, 0], [0, 1]])
+    R = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [3.0, -1.0]], dtype=torch.float64)
+    D = torch.tensor([[False, False], [True, False], [False, True], [False, False]])
+    G = PG.discounted_returns(R, D, gamma)
+    for baseline in ("none", "mean", "values"):
+        values = torch.randn(T, N, generator=gen, dtype=torch.float64)
+        b = {"none": torch.zeros(T, N), "mean": G.mean().expand(T, N), "values": values}[baseline]
+        adv = G - b
+        logits = S @ W.T  # [T, N, 3]
+        logp = torch.log_softmax(logits, -1).gather(-1, A.unsqueeze(-1)).squeeze(-1)
+        W.grad = None
+        PG.reinforce_loss(logp.reshape(-1), adv.reshape(-1)).backward()
+        # by hand: d log softmax(W s)_a / dW = (onehot(a) - p) s^T
+        hand = torch.zeros(3, 2, dtype=torch.float64)
+        Gh = torch.tensor(_hand_returns(R.numpy(), D.numpy(), gamma))
+        for t in range(T):
+            for n in range(N):
+                s = S[t, n]
+                p = torch.softmax(W.detach() @ s, 0)
+                e = torch.zeros(3, dtype=torch.float64)
+                e[A[t, n]] = 1.0
+                hand += torch.outer(e - p, s) * (Gh[t, n] - b[t, n])
+        hand /= T * N
+        torch.testing.assert_close(-W.grad, hand, rtol=1e-12, atol=1e-12)
+
+
+def test_entropy_bonus_gradient():
+    logits = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64, requires_grad=True)
+    dist = torch.distributions.Categorical(logits=logits)
+    lp = dist.log_prob(torch.tensor(1))
+    PG.reinforce_loss(lp.reshape(1), torch.zeros(1), dist.entropy().reshape(1), 0.5).backward()
+    p = torch.softmax(logits.detach(), 0)
+    logp = torch.log(p)
+    # dH/dz_j = -p_j (log p_j + H)
+    hand = -p * (logp - (p * logp).sum())
+    torch.testing.assert_close(logits.grad, -0.5 * hand, rtol=1e-12, atol=1e-12)
+
+
+def _hand_gae(r, v, nv, dones, gamma, lam):
+    T, N = r.shape
+    out = np.zeros((T, N))
+    for n in range(N):
+        acc = 0.0
+        for t in reversed(range(T)):
+            delta = r[t, n] + gamma * (0.0 if dones[t, n] else nv[t, n]) - v[t, n]
+            acc = delta + gamma * lam * (0.0 if dones[t, n] else acc)
+            out[t, n] = acc
+    return out
+
+
+def test_gae_recursion_and_limits():
+    rng = np.random.default_rng(0)
+    T, N = 6, 3
+    r, v = rng.normal(size=(T, N)), rng.normal(size=(T, N))
+    dones = rng.random((T, N)) < 0.3
+    # next_values: v shifted in time within an episode, the final state's value at the end
+    nv = np.vstack([v[1:], rng.normal(size=(1, N))])
+    nv = np.where(dones, 0.0, nv)  # terminated: value 0 anyway
+    tt = lambda x: torch.tensor(x)  # noqa: E731
+    gamma = 0.95
+    for lam in (0.0, 0.5, 0.9, 1.0):
+        got = PG.gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, lam).numpy()
+        np.testing.assert_allclose(got, _hand_gae(r, v, nv, dones, gamma, lam), atol=1e-12)
+    # lambda = 0: one-step TD errors
+    got0 = PG.gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, 0.0).numpy()
+    np.testing.assert_allclose(got0, r + gamma * np.where(dones, 0, nv) - v, atol=1e-12)
+    # lambda = 1: bootstrapped discounted returns minus values
+    got1 = PG.gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, 1.0)
+    G = PG.discounted_returns(tt(r), tt(dones), gamma, next_values=tt(nv))
+    torch.testing.assert_close(got1, G - tt(v), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) end to end, checkpoints, resume
+# ---------------------------------------------------------------------------------------------
+def test_short_cartpole_run_writes_checkpoint_and_evaluates(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    res = PG.train("CartPole-v1", "reinforce", 5000, 1, checkpoint=ckpt, checkpoint_every=3)
+    t = res.trainer
+    assert t.env_steps >= 5000 and t.env_steps % res.config.batch == 0
+    assert ckpt.exists()
+    assert len(t.history.update_steps) == t.updates
+    assert t.history.episode_returns and all(r >= 1 for r in t.history.episode_returns)
+    # every step belongs to a finished or the current episode
+    assert sum(t.history.episode_lengths) + int(t.ep_length.sum()) == t.env_steps
+    config, state = PG.load_checkpoint(ckpt)
+    assert state["env_steps"] == t.env_steps and config.seed == 1
+    returns = PG.evaluate(ckpt, episodes=2)
+    assert len(returns) == 2 and all(1 <= r <= 500 for r in returns)
+    png = PG.plot_learning_curve(t.history, tmp_path / "curve.png")
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("algo", "baseline", "extra"),
+    [("reinforce", "value", {}), ("reinforce", "none", {}), ("trpo", "gae", {"value_batch": 48})],
+)
+def test_resume_is_bit_identical(tmp_path, algo, baseline, extra):
+    if algo == "trpo":
+        pytest.importorskip("stochgrad.natural")
+    kw = dict(num_envs=2, n_steps=64, baseline=baseline, entropy_coef=0.01, **extra)
+    k = 4 * 128
+    straight = PG.train("CartPole-v1", algo, 2 * k, 3, **kw)
+    ckpt = tmp_path / "c.pt"
+    first = PG.train("CartPole-v1", algo, k, 3, checkpoint=ckpt, **kw)
+    assert first.trainer.env_steps == k
+    resumed = PG.train("CartPole-v1", algo, 2 * k, 3, checkpoint=ckpt, resume=True, **kw)
+    assert resumed.resumed_from_steps == k
+    assert resumed.trainer.env_steps == straight.trainer.env_steps == 2 * k
+    h1, h2 = straight.history, resumed.history
+    assert h1.episode_returns == h2.episode_returns
+    assert h1.episode_end_steps == h2.episode_end_steps
+    assert h1.update_mean100 == h2.update_mean100 or np.allclose(
+        h1.update_mean100, h2.update_mean100, equal_nan=True
+    )
+    pairs = zip(
+        straight.trainer.policy.parameters(), resumed.trainer.policy.parameters(), strict=True
+    )
+    for a, b in pairs:
+        assert torch.equal(a, b)
+    vpairs = zip(
+        straight.trainer.value.parameters(), resumed.trainer.value.parameters(), strict=True
+    )
+    for a, b in vpairs:
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    PG.train("CartPole-v1", "reinforce", 64, 0, checkpoint=ckpt, num_envs=2, n_steps=32)
+    with pytest.raises(ValueError, match="other settings"):
+        PG.train(
+            "CartPole-v1", "reinforce", 128, 0, checkpoint=ckpt, resume=True, num_envs=2, n_steps=16
+        )
+
+
+def test_gaussian_policy_on_pendulum():
+    res = PG.train("Pendulum-v1", "reinforce", 400, 0, num_envs=2, n_steps=100)
+    assert isinstance(res.trainer.policy, PG.GaussianPolicy)
+    assert res.trainer.env_steps == 400 and len(res.history.episode_returns) == 2  # 200-step eps
+
+
+def test_cli_functions(tmp_path):
+    from rich.console import Console
+
+    p = argparse.ArgumentParser()
+    PG.add_train_arguments(p)
+    out = tmp_path / "rl.png"
+    args = p.parse_args(["--steps", "256", "--num-envs", "2", "--n-steps", "64", "--out", str(out)])
+    console = Console(record=True, width=120)
+    assert PG.run_train(args, console) == 0
+    assert out.exists() and out.with_suffix(".pt").exists()
+    pe = argparse.ArgumentParser()
+    PG.add_eval_arguments(pe)
+    assert (
+        PG.run_eval(pe.parse_args([str(out.with_suffix(".pt")), "--episodes", "2"]), console) == 0
+    )
+    assert "mean return" in console.export_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) bad input
+# ---------------------------------------------------------------------------------------------
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="algo"):
+        PG.train("CartPole-v1", "ppo2", 100)
+    with pytest.raises(ValueError, match="env_id"):
+        PG.train("NoSuchEnv-v9", "reinforce", 100)
+    for steps in (0, -5):
+        with pytest.raises(ValueError, match="steps"):
+            PG.train("CartPole-v1", "reinforce", steps)
+    with pytest.raises(ValueError, match="baseline"):
+        PG.train("CartPole-v1", "reinforce", 100, baseline="median")
+    with pytest.raises(ValueError, match="gamma"):
+        PG.discounted_returns(torch.ones(2, 1), torch.zeros(2, 1, dtype=torch.bool), 1.5)
+    with pytest.raises(ValueError, match="lam"):
+        z = torch.zeros(2, 1)
+        PG.gae_advantages(z, z, z, z.bool(), 0.9, -0.1)
+    with pytest.raises(ValueError, match="episodes"):
+        PG.evaluate("nothing.pt", 0)
+    with pytest.raises(ValueError, match="checkpoint"):
+        PG.evaluate("does/not/exist.pt", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# TRPO (needs stochgrad.natural)
+# ---------------------------------------------------------------------------------------------
+def test_trpo_steps_stay_in_the_trust_region(tmp_path):
+    pytest.importorskip("stochgrad.natural")
+    ckpt = tmp_path / "trpo.pt"
+    res = PG.train("CartPole-v1", "trpo", 2048, 0, checkpoint=ckpt, num_envs=2, n_steps=256)
+    c = res.config
+    assert (c.gae_lambda, c.value_iters, c.value_batch) == (0.98, 20, 512)
+    assert (c.cg_damping, c.target_kl, c.num_envs) == (1e-3, 0.01, 2)
+    stats = res.history.update_stats
+    assert len(stats) == 4 and res.trainer.env_steps == 2048
+    for s in stats:
+        assert s["kl"] <= c.target_kl + 1e-9
+        if s["accepted"]:
+            assert s["loss_new"] < s["loss_old"]
+    assert any(s["accepted"] for s in stats)
+    resumed = PG.train(
+        "CartPole-v1", "trpo", 2560, 0, checkpoint=ckpt, resume=True, num_envs=2, n_steps=256
+    )
+    assert resumed.resumed_from_steps == 2048 and resumed.trainer.env_steps == 2560
+
+
+def test_trpo_rejects_baselines_without_a_critic():
+    with pytest.raises(ValueError, match="baseline"):
+        PG.train("CartPole-v1", "trpo", 100, baseline="none")
+
+
+@pytest.mark.parametrize(
+    ("env_id", "baseline"),
+    [("CartPole-v1", "mean"), ("Acrobot-v1", "gae"), ("CartPole-v1", "none")],
+)
+def test_other_baselines_and_envs_run(env_id, baseline):
+    before = torch.get_rng_state()
+    res = PG.train(env_id, "reinforce", 256, 0, num_envs=2, n_steps=64, baseline=baseline)
+    assert torch.equal(torch.get_rng_state(), before)  # global RNG untouched
+    assert res.trainer.env_steps == 256 and len(res.history.update_steps) == 2
+    assert all(np.isfinite(s["policy_loss"]) for s in res.history.update_stats)
+    assert ("value_loss" in res.history.update_stats[0]) == (baseline == "gae")
