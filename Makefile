@@ -32,6 +32,8 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_score.py
+	$(PY) benchmarks/bench_rl.py
+	$(PY) benchmarks/bench_sb3.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
