@@ -1150,6 +1150,12 @@ _RL_JOBS = {
         "run_eval",
         "evaluate a trained policy from its checkpoint",
     ),
+    "pareto": (
+        "stochgrad.apps.rl.multi_objective",
+        "add_arguments",
+        "run",
+        "multi-objective REINFORCE on Deep Sea Treasure by linear scalarisation",
+    ),
     "options": (
         "stochgrad.apps.rl.fourrooms",
         "add_arguments",
