@@ -60,18 +60,35 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=500_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--with-sb3",
+        action="store_true",
+        help="also run Stable-Baselines3 A2C, PPO and sb3-contrib TRPO (bench_sb3.py) on "
+        "CartPole-v1 in the same process pool, interleaved with ours",
+    )
     args = parser.parse_args(argv)
     jobs = [j for j in args.jobs.split(",") if j]
     unknown = [j for j in jobs if j not in JOBS]
     if unknown:
         parser.error(f"unknown jobs {unknown}; expected some of {sorted(JOBS)}")
-    tasks = [(j, s) for j in jobs for s in range(args.seeds)]
+    tasks = [(one_run, j, s) for j in jobs for s in range(args.seeds)]
+    if args.with_sb3:
+        import bench_sb3
+
+        sb3 = [(bench_sb3.one_run, a, s) for a in ("a2c", "ppo", "trpo") for s in range(args.seeds)]
+        # interleave, so that both sides see the same machine load over the run
+        ours, tasks = tasks, []
+        for i in range(max(len(ours), len(sb3))):
+            tasks += ours[i : i + 1] + sb3[i : i + 1]
+        jobs = jobs + [f"sb3-{a}-cartpole" for a in ("a2c", "ppo", "trpo")]
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(one_run, j, s, args.max_steps) for j, s in tasks]
+        futures = [pool.submit(fn, j, s, args.max_steps) for fn, j, s in tasks]
         runs = []
         for fut in futures:
-            runs.append(fut.result())
-            r = runs[-1]
+            r = fut.result()
+            if "job" not in r:  # a Stable-Baselines3 run
+                r["job"] = f"sb3-{r['algo']}-cartpole"
+            runs.append(r)
             print(
                 f"{r['job']} seed {r['seed']}: reached {r['reached_at']} "
                 f"(mean100 {r['mean100']:.1f}), {r['wall_s']:.0f} s",
