@@ -17,30 +17,14 @@ from scipy import integrate
 from torch.distributions import Bernoulli, Independent, MultivariateNormal, Normal
 
 import stochgrad as sg
+from tests.helpers import assert_unbiased as _close_to
+from tests.helpers import autograd_of as _autograd
 
 F64 = torch.float64
 
 
 def _normal(th):
     return Normal(th[0], th[1])
-
-
-def _autograd(expectation, *params):
-    leaves = [p.detach().clone().requires_grad_(True) for p in params]
-    grads = torch.autograd.grad(expectation(*leaves), leaves)
-    return grads if len(grads) > 1 else grads[0]
-
-
-def _close_to(est, exact, k=5.0):
-    grads = est.grad if isinstance(est.grad, tuple) else (est.grad,)
-    errs = est.stderr if isinstance(est.stderr, tuple) else (est.stderr,)
-    exacts = exact if isinstance(exact, tuple) else (exact,)
-    for gr, se, ex in zip(grads, errs, exacts, strict=True):
-        ex = torch.as_tensor(ex, dtype=gr.dtype)
-        assert gr.shape == ex.shape
-        assert bool((se > 0).all()), f"degenerate stderr {se}"
-        z = (gr - ex) / se
-        assert bool((z.abs() < k).all()), f"estimate {gr}, exact {ex}, stderr {se}, z {z}"
 
 
 def _delta(f, dist_fn, theta, n, seed, **kw):

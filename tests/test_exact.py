@@ -28,15 +28,9 @@ from torch.distributions import (
 )
 
 import stochgrad as sg
+from tests.helpers import autograd_of as _autograd
 
 F64 = torch.float64
-
-
-def _autograd(expectation, *params):
-    """Gradient of a closed-form expectation (a torch function of the params) by autograd."""
-    leaves = [p.detach().clone().requires_grad_(True) for p in params]
-    grads = torch.autograd.grad(expectation(*leaves), leaves)
-    return grads if len(grads) > 1 else grads[0]
 
 
 def _normal(th):

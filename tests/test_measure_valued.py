@@ -26,28 +26,12 @@ from stochgrad.estimators.measure_valued import (
     register_weak_derivative,
     replace_coordinate,
 )
+from tests.helpers import assert_unbiased as _close_to
+from tests.helpers import autograd_of as _autograd_exact
 
 
 def _normal(th):
     return Normal(th[0], th[1])
-
-
-def _close_to(est, exact, k=5.0):
-    """|est - exact| < k * stderr, elementwise, with a readable failure message."""
-    grads = est.grad if isinstance(est.grad, tuple) else (est.grad,)
-    errs = est.stderr if isinstance(est.stderr, tuple) else (est.stderr,)
-    exacts = exact if isinstance(exact, tuple) else (exact,)
-    for gr, se, ex in zip(grads, errs, exacts, strict=True):
-        ex = torch.as_tensor(ex, dtype=gr.dtype)
-        assert bool((se > 0).all()), f"degenerate stderr {se}"
-        assert bool(((gr - ex).abs() < k * se).all()), f"estimate {gr}, exact {ex}, stderr {se}"
-
-
-def _autograd_exact(expectation, *params):
-    """Gradient of a closed-form expectation (a torch function of the params) by autograd."""
-    leaves = [p.detach().clone().requires_grad_(True) for p in params]
-    grads = torch.autograd.grad(expectation(*leaves), leaves)
-    return grads if len(grads) > 1 else grads[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,23 @@
+"""Shared assertions of the statistical tests."""
+
+import torch
+
+
+def autograd_of(expectation, *params):
+    """Gradient of a closed-form expectation (a torch function of the params) by autograd."""
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    grads = torch.autograd.grad(expectation(*leaves), leaves)
+    return grads if len(grads) > 1 else grads[0]
+
+
+def assert_unbiased(est, exact, k=5.0):
+    """|grad - exact| < k * stderr elementwise (tuples allowed), with a readable message."""
+    grads = est.grad if isinstance(est.grad, tuple) else (est.grad,)
+    errs = est.stderr if isinstance(est.stderr, tuple) else (est.stderr,)
+    exacts = exact if isinstance(exact, tuple) else (exact,)
+    for gr, se, ex in zip(grads, errs, exacts, strict=True):
+        ex = torch.as_tensor(ex, dtype=gr.dtype)
+        assert gr.shape == ex.shape
+        assert bool((se > 0).all()), f"degenerate stderr {se}"
+        z = (gr - ex) / se
+        assert bool((z.abs() < k).all()), f"estimate {gr}, exact {ex}, stderr {se}, z {z}"
