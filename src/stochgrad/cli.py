@@ -80,8 +80,13 @@ def subcommand(
     return register
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``stochgrad`` parser with one subparser per registered subcommand."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``stochgrad`` parser with one subparser per registered subcommand.
+
+    With ``argv``, only the subcommand named in it gets its options (the others are listed by
+    name and help): adding an application's options imports it, and ``stochgrad demo`` should not
+    import every application. Without ``argv`` every subcommand is complete.
+    """
     from stochgrad import __version__
 
     parser = argparse.ArgumentParser(
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = None if argv is None else next((a for a in argv if a in SUBCOMMANDS), "")
     for sub in SUBCOMMANDS.values():
         p = subs.add_parser(
             sub.name,
@@ -106,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
             description=sub.description or sub.help,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.arguments(p)
+        if chosen is None or sub.name == chosen:
+            sub.arguments(p)
     return parser
 
 
@@ -118,8 +125,9 @@ def make_console() -> Console:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``stochgrad`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(None if argv is None else [str(a) for a in argv])
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -1134,66 +1142,219 @@ def run_discrete_vae(args: argparse.Namespace, console: Console) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# stochgrad rl train | eval | options
+# application subcommands, imported lazily from stochgrad.apps
 # ---------------------------------------------------------------------------------------------
-_RL_JOBS = {
-    # job: (module, add-arguments function, run function, help)
-    "train": (
-        "stochgrad.apps.rl.policy_gradient",
-        "add_train_arguments",
-        "run_train",
-        "policy-gradient training (REINFORCE, TRPO) on a gymnasium environment",
-    ),
-    "eval": (
-        "stochgrad.apps.rl.policy_gradient",
-        "add_eval_arguments",
-        "run_eval",
-        "evaluate a trained policy from its checkpoint",
-    ),
-    "pareto": (
-        "stochgrad.apps.rl.multi_objective",
-        "add_arguments",
-        "run",
-        "multi-objective REINFORCE on Deep Sea Treasure by linear scalarisation",
-    ),
-    "options": (
-        "stochgrad.apps.rl.fourrooms",
-        "add_arguments",
-        "run",
-        "option-critic on the four-rooms grid against value iteration",
-    ),
-}
+# Each job is (module, add-arguments function, run function, help). An application module
+# exposes ``add_...(parser)`` and ``run_...(args, console) -> int``; importing it only when its
+# subcommand runs keeps ``stochgrad --help`` fast and lets a missing extra fail one job alone.
+
+AppJob = tuple[str, str, str, str]
 
 
-def _rl_arguments(p: argparse.ArgumentParser) -> None:
+def _app_adder(job: AppJob, extra: str) -> Callable[[argparse.ArgumentParser], None] | None:
+    """The job's add-arguments function; None when this build does not ship the job."""
     import importlib
 
-    jobs = p.add_subparsers(dest="rl_command", metavar="JOB")
-    for job, (module, add, _, text) in _RL_JOBS.items():
-        try:  # an extra that is not installed must not break the other subcommands
-            adder = getattr(importlib.import_module(module), add)
-        except ImportError as exc:
-            if (getattr(exc, "name", "") or "").startswith("stochgrad"):
-                continue  # a job this build does not ship
-            sub = jobs.add_parser(job, help=text, description=text)
-            sub.set_defaults(rl_missing=f"{exc}; install the extra: pip install 'stochgrad[rl]'")
-            continue
-        adder(jobs.add_parser(job, help=text, description=text))
+    module, add, _, _ = job
+    try:  # an extra that is not installed must not break the other subcommands
+        return getattr(importlib.import_module(module), add)
+    except ImportError as exc:
+        if (getattr(exc, "name", "") or "").startswith("stochgrad"):
+            return None
+        message = f"{exc}; install the extra: pip install 'stochgrad[{extra}]'"
+        return lambda p: p.set_defaults(app_missing=message)
 
 
-@subcommand("rl", help="reinforcement learning: train, eval, options", arguments=_rl_arguments)
-def run_rl(args: argparse.Namespace, console: Console) -> int:
-    """Reinforcement learning with the score function: policy gradients, TRPO, options."""
+def _run_app_job(job: AppJob, args: argparse.Namespace, console: Console) -> int:
     import importlib
 
-    if getattr(args, "rl_command", None) is None:
-        console.print("usage: stochgrad rl {" + ",".join(_RL_JOBS) + "} ...")
-        return 2
-    if getattr(args, "rl_missing", None):
-        console.print(f"[red]{args.rl_missing}[/red]")
+    if getattr(args, "app_missing", None):
+        console.print(f"[red]{args.app_missing}[/red]")
         return 1
-    module, _, run, _ = _RL_JOBS[args.rl_command]
-    return int(getattr(importlib.import_module(module), run)(args, console))
+    module, _, run, _ = job
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("stochgrad"):
+            raise
+        console.print(f"[red]this build of stochgrad does not ship {module}[/red]")
+        return 1
+    return int(getattr(mod, run)(args, console))
+
+
+def app_group(name: str, *, help: str, jobs: dict[str, AppJob], extra: str) -> None:
+    """Register ``stochgrad <name> <job> ...`` with one lazily imported job per entry."""
+    dest = f"{name.replace('-', '_')}_command"
+
+    def arguments(p: argparse.ArgumentParser) -> None:
+        subs = p.add_subparsers(dest=dest, metavar="JOB")
+        for job, spec in jobs.items():
+            adder = _app_adder(spec, extra)
+            if adder is not None:
+                adder(subs.add_parser(job, help=spec[3], description=spec[3]))
+
+    def run(args: argparse.Namespace, console: Console) -> int:
+        job = getattr(args, dest, None)
+        if job is None:
+            console.print(f"usage: stochgrad {name} {{" + ",".join(jobs) + "} ...")
+            return 2
+        return _run_app_job(jobs[job], args, console)
+
+    run.__doc__ = help
+    subcommand(name, help=help, arguments=arguments)(run)
+
+
+def app_command(name: str, job: AppJob, *, extra: str) -> None:
+    """Register ``stochgrad <name> ...`` run by one lazily imported application function."""
+
+    def arguments(p: argparse.ArgumentParser) -> None:
+        adder = _app_adder(job, extra)
+        if adder is not None:
+            adder(p)
+
+    def run(args: argparse.Namespace, console: Console) -> int:
+        return _run_app_job(job, args, console)
+
+    run.__doc__ = job[3]
+    subcommand(name, help=job[3], arguments=arguments)(run)
+
+
+app_group(
+    "rl",
+    help="reinforcement learning: train, eval, options, pareto",
+    extra="rl",
+    jobs={
+        "train": (
+            "stochgrad.apps.rl.policy_gradient",
+            "add_train_arguments",
+            "run_train",
+            "policy-gradient training (REINFORCE, TRPO) on a gymnasium environment",
+        ),
+        "eval": (
+            "stochgrad.apps.rl.policy_gradient",
+            "add_eval_arguments",
+            "run_eval",
+            "evaluate a trained policy from its checkpoint",
+        ),
+        "pareto": (
+            "stochgrad.apps.rl.multi_objective",
+            "add_arguments",
+            "run",
+            "multi-objective REINFORCE on Deep Sea Treasure by linear scalarisation",
+        ),
+        "options": (
+            "stochgrad.apps.rl.fourrooms",
+            "add_arguments",
+            "run",
+            "option-critic on the four-rooms grid against value iteration",
+        ),
+    },
+)
+
+app_group(
+    "hmm",
+    help="hidden Markov models: fit by EM or by the Fisher-identity gradient",
+    extra="latent",
+    jobs={
+        "fit": (
+            "stochgrad.apps.hmm",
+            "add_fit_arguments",
+            "run_fit",
+            "fit a Gaussian or Poisson HMM to a series (EM or gradient ascent)",
+        ),
+    },
+)
+
+app_group(
+    "telegraph",
+    help="the telegraph model of gene expression: fit kinetics, simulate counts",
+    extra="latent",
+    jobs={
+        "fit": (
+            "stochgrad.apps.telegraph",
+            "add_fit_arguments",
+            "run_fit",
+            "maximum-likelihood burst kinetics per gene from a counts table",
+        ),
+        "simulate": (
+            "stochgrad.apps.telegraph",
+            "add_simulate_arguments",
+            "run_simulate",
+            "simulate counts by the exact Gillespie algorithm",
+        ),
+        "recover": (
+            "stochgrad.apps.telegraph",
+            "add_recover_arguments",
+            "run_recover",
+            "parameter-recovery study on simulated data over a (k_on, k_off) grid",
+        ),
+    },
+)
+
+app_command(
+    "rbm",
+    (
+        "stochgrad.apps.ebm",
+        "add_arguments",
+        "run",
+        "train a Bernoulli RBM (CD-k or persistent CD) on the digits, exact log-likelihood",
+    ),
+    extra="latent",
+)
+
+app_command(
+    "bbvi",
+    (
+        "stochgrad.apps.vi",
+        "add_arguments",
+        "run",
+        "black-box variational inference for Bayesian logistic regression, estimators compared",
+    ),
+    extra="latent",
+)
+
+
+app_command(
+    "greeks",
+    (
+        "stochgrad.apps.finance",
+        "add_arguments",
+        "run",
+        "option price and Greeks by likelihood ratio, pathwise and mixed estimators",
+    ),
+    extra="finance",
+)
+
+app_group(
+    "design",
+    help="Bayesian experimental design: expected information gain and its design gradient",
+    extra="bench",
+    jobs={
+        "eig": (
+            "stochgrad.apps.design",
+            "add_eig_arguments",
+            "run_eig",
+            "EIG estimates (nested Monte Carlo, PCE) against closed form and Pyro",
+        ),
+        "optimize": (
+            "stochgrad.apps.design",
+            "add_optimize_arguments",
+            "run_optimize",
+            "gradient ascent over designs",
+        ),
+    },
+)
+
+app_command(
+    "offpolicy",
+    (
+        "stochgrad.apps.offpolicy",
+        "add_arguments",
+        "run",
+        "off-policy learning from logged bandit data, and the confounding demonstration",
+    ),
+    extra="latent",
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("mo_gymnasium")
 
@@ -156,6 +157,65 @@ def test_run_pareto_small(tmp_path):
     assert res.hypervolume_front == pytest.approx(mo.hypervolume_2d(res.front))
     assert res.hypervolume_exact <= res.hypervolume_front + 1e-9
     assert (tmp_path / "pareto.json").exists() and (tmp_path / "pareto.png").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_bit_for_bit(mdp, tmp_path):
+    cfg = mo.ReinforceConfig(iterations=40, batch=8)
+    full, full_curve = mo.train_reinforce(mdp, [0.3, 0.8], GAMMA, cfg, seed=3)
+
+    def crash(it, _):
+        if it == 26:  # after the checkpoint at 25 iterations, before the one at 30
+            raise _Stop
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(_Stop):
+        mo.train_reinforce(
+            mdp, [0.3, 0.8], GAMMA, cfg, seed=3, callback=crash, checkpoint=ckpt, checkpoint_every=5
+        )
+    seen = []
+    resumed, curve = mo.train_reinforce(
+        mdp,
+        [0.3, 0.8],
+        GAMMA,
+        cfg,
+        seed=3,
+        callback=lambda it, _: seen.append(it),
+        checkpoint=ckpt,
+        checkpoint_every=5,
+    )
+    assert seen == list(range(40))  # the 25 loaded iterations are reported, then 15 new ones
+    assert torch.equal(resumed, full)
+    assert np.array_equal(curve, full_curve)
+    # a checkpoint from other settings is refused, naming what differs
+    with pytest.raises(ValueError, match="other settings.*seed"):
+        mo.train_reinforce(mdp, [0.3, 0.8], GAMMA, cfg, seed=4, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        mo.train_reinforce(mdp, [0.3], GAMMA, cfg, checkpoint=ckpt, checkpoint_every=0)
+
+
+def test_pareto_cli_restart_and_resume(tmp_path):
+    from stochgrad.cli import main
+
+    argv = ["rl", "pareto", "--weights", "0,1", "--iterations", "20", "--batch", "4"]
+    argv += ["--restarts", "1", "--checkpoint-every", "10", "--out", tmp_path]
+    assert main(argv) == 0
+    first = (tmp_path / "pareto.json").read_text()
+    assert (tmp_path / "pareto_checkpoint.pt").exists()
+    assert main(argv) == 0  # finished checkpoint: nothing retrained, same result
+    assert main([*argv, "--restart"]) == 0
+
+    def strip(text):
+        import json
+
+        d = json.loads(text)
+        d.pop("seconds")
+        return d
+
+    assert strip((tmp_path / "pareto.json").read_text()) == strip(first)
 
 
 # --- bad input ----------------------------------------------------------------------------------

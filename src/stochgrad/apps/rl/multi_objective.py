@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -443,6 +444,8 @@ def train_reinforce(
     *,
     seed: int = 0,
     callback: Callable[[int, np.ndarray], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
 ) -> tuple[torch.Tensor, np.ndarray]:
     r"""Train one tabular softmax policy per weight by REINFORCE with a state baseline.
 
@@ -465,7 +468,14 @@ def train_reinforce(
         config: :class:`ReinforceConfig`.
         seed: seed of the torch generator (same seed, same numbers).
         callback: called after every iteration with (iteration, mean scalarised return from the
-            random starts per weight, ``[K]``).
+            random starts per weight, ``[K]``). A resumed run calls it for the iterations it
+            loaded first, with their saved returns.
+        checkpoint: ``.pt`` file. When it exists (written with the same weights, gamma, config
+            and seed) training continues from it; the whole state (logits, baseline, Adam
+            moments, random generator, learning curve) is rewritten atomically every
+            ``checkpoint_every`` iterations and at the end, so a resumed run gives the numbers
+            of an uninterrupted one, bit for bit.
+        checkpoint_every: iterations between checkpoints.
 
     Returns:
         ``(logits, curve)``: ``[K, S, A]`` trained logits and ``[iterations, K]`` mean
@@ -480,6 +490,10 @@ def train_reinforce(
     cfg = ReinforceConfig() if config is None else config
     if cfg.iterations < 1 or cfg.batch < 1 or cfg.horizon < 1:
         raise ValueError("config: iterations, batch and horizon must be >= 1")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
+        raise TypeError(f"checkpoint_every must be an int, got {checkpoint_every!r}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     g = torch.Generator().manual_seed(int(seed))
     K, S, A, B, H = w.size, mdp.num_states, mdp.num_actions, cfg.batch, cfg.horizon
     nxt = torch.as_tensor(mdp.next_state)
@@ -491,10 +505,18 @@ def train_reinforce(
     opt = torch.optim.Adam([theta], lr=cfg.lr)
     kk = torch.arange(K)[:, None].expand(K, B)
     curve = np.zeros((cfg.iterations, K))
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    settings = {"weights": w.tolist(), "gamma": float(gamma), "seed": int(seed)} | asdict(cfg)
+    start = 0
+    if ckpt is not None and ckpt.exists():
+        start = _load_training(ckpt, settings, theta, base, opt, g, curve)
+        if callback is not None:
+            for it in range(start):
+                callback(it, curve[it])
     # near-deterministic softmax rows give denormal Adam moments, which are very slow on CPUs
     flushing = torch.set_flush_denormal(True)
     try:
-        for it in range(cfg.iterations):
+        for it in range(start, cfg.iterations):
             s = torch.randint(S, (K, B), generator=g)
             with torch.no_grad():
                 probs = torch.softmax(theta, -1)
@@ -536,12 +558,52 @@ def train_reinforce(
                 b = base.view(-1)
                 b[seen] += cfg.baseline_lr * (tot[seen] / cnt[seen] - b[seen])
             curve[it] = G[..., 0].mean(1).numpy()
+            done = it + 1
+            if ckpt is not None and (done % checkpoint_every == 0 or done == cfg.iterations):
+                _save_training(ckpt, settings, done, theta, base, opt, g, curve)
             if callback is not None:
                 callback(it, curve[it])
     finally:
         if flushing:
             torch.set_flush_denormal(False)
     return theta.detach(), curve
+
+
+def _save_training(path, settings, done, theta, base, opt, g, curve) -> None:
+    """Write the training state atomically (a crash mid-write leaves the previous file)."""
+    state = {
+        "settings": settings,
+        "done": done,
+        "theta": theta.detach().clone(),
+        "base": base.clone(),
+        "adam": opt.state_dict(),
+        "generator": g.get_state(),
+        "curve": torch.from_numpy(curve[:done].copy()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_training(path, settings, theta, base, opt, g, curve) -> int:
+    """Restore a state saved by :func:`_save_training` in place; return the iterations done."""
+    state = torch.load(path, weights_only=True)
+    saved = state["settings"]
+    if saved != settings:
+        diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        raise ValueError(
+            f"checkpoint {path} was made with other settings (saved, now): {diff}; "
+            "rerun with the same options, or with --restart to start afresh"
+        )
+    with torch.no_grad():
+        theta.copy_(state["theta"])
+    base.copy_(state["base"])
+    opt.load_state_dict(state["adam"])
+    g.set_state(state["generator"])
+    done = int(state["done"])
+    curve[:done] = state["curve"].numpy()
+    return done
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,13 +685,17 @@ def run_pareto(
     seed: int = 0,
     out_dir: str | Path | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
+    restart: bool = False,
+    checkpoint_every: int = 500,
 ) -> ParetoResult:
     """Sweep weights, train REINFORCE per weight, compare greedy returns with the true front.
 
     Per weight, ``config.restarts`` policies are trained (one batched run) and the one whose greedy
     policy has the best scalarised return in the environment is kept. Writes ``pareto.json`` and
     ``pareto.png`` (true front, exact and REINFORCE points) into
-    ``out_dir`` when given.
+    ``out_dir`` when given, and keeps the training state in ``out_dir/pareto_checkpoint.pt``
+    (every ``checkpoint_every`` iterations): an interrupted sweep run again with the same
+    settings continues where it stopped; ``restart=True`` deletes the checkpoint first.
 
     Args:
         weights: see :func:`parse_weights`.
@@ -638,6 +704,8 @@ def run_pareto(
         seed: training seed.
         out_dir: output folder (created); nothing written when ``None``.
         callback: progress hook passed to :func:`train_reinforce`.
+        restart: delete an existing checkpoint in ``out_dir`` and train from scratch.
+        checkpoint_every: iterations between checkpoints.
 
     Returns:
         A :class:`ParetoResult`.
@@ -659,7 +727,19 @@ def run_pareto(
     R = int(cfg.restarts)
     if R < 1:
         raise ValueError(f"config: restarts must be >= 1, got {R}")
-    logits, _ = train_reinforce(mdp, np.repeat(w, R), gamma, cfg, seed=seed, callback=callback)
+    ckpt = None if out_dir is None else Path(out_dir) / "pareto_checkpoint.pt"
+    if restart and ckpt is not None and ckpt.exists():
+        ckpt.unlink()
+    logits, _ = train_reinforce(
+        mdp,
+        np.repeat(w, R),
+        gamma,
+        cfg,
+        seed=seed,
+        callback=callback,
+        checkpoint=ckpt,
+        checkpoint_every=checkpoint_every,
+    )
     every = evaluate_in_env(mdp, logits.argmax(-1).numpy(), gamma, env).reshape(w.size, R, 2)
     scal = w[:, None] * every[..., 0] + (1 - w[:, None]) * every[..., 1]
     learned = every[np.arange(w.size), scal.argmax(1)]
@@ -744,6 +824,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma", type=float, default=0.99, help="discount")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--out", type=Path, default=Path("runs/pareto"), help="output folder")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=500, help="iterations between checkpoints"
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="ignore (delete) a checkpoint in --out; by default an interrupted run resumes",
+    )
 
 
 def run(args: argparse.Namespace, console: Any) -> int:
@@ -770,6 +858,8 @@ def run(args: argparse.Namespace, console: Any) -> int:
                 seed=args.seed,
                 out_dir=args.out,
                 callback=lambda i, _: progress.advance(task, 1),
+                restart=args.restart,
+                checkpoint_every=args.checkpoint_every,
             )
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
