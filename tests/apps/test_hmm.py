@@ -1,0 +1,443 @@
+"""Tests of the HMM application: forward-backward, Viterbi, Fisher's identity, EM, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stochgrad.apps.hmm import (
+    HMM,
+    baum_welch,
+    complete_data_score,
+    emission_log_prob,
+    fisher_gradient,
+    fit_gradient,
+    fit_hmm,
+    forward_backward,
+    information_criteria,
+    load_earthquakes,
+    load_series,
+    log_likelihood,
+    monte_carlo_gradient,
+    random_hmm,
+    sample_posterior,
+    viterbi,
+)
+
+hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The time loop is many tiny ops: extra threads only add contention on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def quakes() -> torch.Tensor:
+    return load_earthquakes()
+
+
+def poisson3() -> HMM:
+    return HMM.from_probabilities(
+        [0.2, 0.5, 0.3],
+        [[0.8, 0.15, 0.05], [0.1, 0.85, 0.05], [0.05, 0.15, 0.8]],
+        rates=[12.0, 19.0, 29.0],
+    )
+
+
+def gaussian2(D: int = 2) -> HMM:
+    g = torch.Generator().manual_seed(3)
+    return HMM.from_probabilities(
+        [0.6, 0.4],
+        [[0.7, 0.3], [0.25, 0.75]],
+        means=torch.randn(2, D, generator=g, dtype=F64),
+        sds=0.5 + torch.rand(2, D, generator=g, dtype=F64),
+    )
+
+
+def joint_log_prob(hmm: HMM, y: torch.Tensor, z) -> torch.Tensor:
+    """log p(y, z) of one sequence for paths ``z`` ``[N, T]`` (or one path), from the definition."""
+    Z = torch.as_tensor(z).reshape(-1, len(y))
+    log_pi = torch.log_softmax(hmm.start_logits, -1)
+    log_P = torch.log_softmax(hmm.trans_logits, -1)
+    log_e = emission_log_prob(hmm, y)[0]  # [T, K]
+    T = Z.shape[1]
+    out = log_pi[Z[:, 0]] + log_P[Z[:, :-1], Z[:, 1:]].sum(1) + log_e[torch.arange(T), Z].sum(1)
+    return out if torch.as_tensor(z).ndim == 2 else out[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) exact: forward-backward, Viterbi and the scores against enumeration / the formula
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["poisson", "gaussian"])
+def test_forward_backward_and_viterbi_match_enumeration(model: str) -> None:
+    if model == "poisson":
+        hmm, y = poisson3(), torch.tensor([11.0, 20.0, 30.0, 18.0, 25.0], dtype=F64)
+    else:
+        hmm = gaussian2()
+        y = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    K, T = hmm.num_states, 5
+    paths = list(itertools.product(range(K), repeat=T))
+    lj = joint_log_prob(hmm, y, paths)
+    ll = torch.logsumexp(lj, 0)
+    w = (lj - ll).exp()
+    Z = torch.tensor(paths)
+    gamma = torch.stack([torch.stack([w[Z[:, t] == k].sum() for k in range(K)]) for t in range(T)])
+    xi = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.stack([w[(Z[:, t] == i) & (Z[:, t + 1] == j)].sum() for j in range(K)])
+                    for i in range(K)
+                ]
+            )
+            for t in range(T - 1)
+        ]
+    )
+    post = forward_backward(hmm, y)
+    torch.testing.assert_close(post.log_likelihood[0], ll, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(log_likelihood(hmm, y)[0], ll, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(post.gamma[0], gamma, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(post.xi[0], xi, rtol=1e-10, atol=1e-12)
+    path, best = viterbi(hmm, y)
+    assert path[0].tolist() == list(paths[int(lj.argmax())])
+    torch.testing.assert_close(best[0], lj.max(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["poisson", "gaussian"])
+def test_fisher_gradient_equals_autograd_and_finite_differences(model: str) -> None:
+    g = torch.Generator().manual_seed(7)
+    if model == "poisson":
+        hmm = poisson3()
+        y = torch.poisson(torch.full((3, 40), 18.0, dtype=F64), generator=g)
+    else:
+        hmm = gaussian2(D=2)
+        y = torch.randn(3, 40, 2, generator=g, dtype=F64)
+    exact = fisher_gradient(hmm, y)
+    params = [p.clone().requires_grad_() for p in hmm.params()]
+    log_likelihood(hmm.with_params(params), y).sum().backward()
+    diff = max(float((p.grad - e).abs().max()) for p, e in zip(params, exact, strict=True))
+    assert diff < 1e-6, diff
+
+    # central finite differences on every coordinate
+    h = 1e-5
+    base = [p.detach().clone() for p in hmm.params()]
+    for i, p in enumerate(base):
+        fd = torch.empty_like(p)
+        for idx in itertools.product(*(range(n) for n in p.shape)):
+            up = [b.clone() for b in base]
+            dn = [b.clone() for b in base]
+            up[i][idx] += h
+            dn[i][idx] -= h
+            lu = log_likelihood(hmm.with_params(up), y).sum()
+            ld = log_likelihood(hmm.with_params(dn), y).sum()
+            fd[idx] = (lu - ld) / (2 * h)
+        torch.testing.assert_close(exact[i], fd, rtol=1e-5, atol=1e-5)
+
+
+def test_complete_data_score_is_gradient_of_joint_log_prob() -> None:
+    hmm = gaussian2(D=1)
+    y = torch.tensor([0.3, -1.2, 0.8, 2.0], dtype=F64)
+    z = (0, 1, 1, 0)
+    params = [p.clone().requires_grad_() for p in hmm.params()]
+    joint_log_prob(hmm.with_params(params), y, z).backward()
+    score = complete_data_score(hmm, y, torch.tensor([[z]]))
+    for p, s in zip(params, score, strict=True):
+        torch.testing.assert_close(s[0], p.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_ffbs_replays_gumbel_max_formula() -> None:
+    """One seeded draw equals the backward recursion with the same uniforms, by hand."""
+    hmm = poisson3()
+    y = torch.tensor([[10.0, 22.0, 31.0]], dtype=F64)
+    z = sample_posterior(hmm, y, 1, generator=torch.Generator().manual_seed(5))
+    post = forward_backward(hmm, y)
+    g = torch.Generator().manual_seed(5)
+    gumbel = lambda: -torch.log(-torch.log(torch.rand(1, 1, 3, dtype=F64, generator=g)))  # noqa: E731
+    la, P = post.log_alpha[0], hmm.transmat
+    z2 = int((la[2] + gumbel()[0, 0]).argmax())
+    z1 = int((la[1] + P[:, z2].log() + gumbel()[0, 0]).argmax())
+    z0 = int((la[0] + P[:, z1].log() + gumbel()[0, 0]).argmax())
+    assert z[0, 0].tolist() == [z0, z1, z2]
+    again = sample_posterior(hmm, y, 1, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(z, again)
+
+
+def test_information_criteria_formula() -> None:
+    aic, bic = information_criteria(-341.8787, 6, 107)
+    assert aic == pytest.approx(2 * 341.8787 + 12)
+    assert bic == pytest.approx(2 * 341.8787 + 6 * math.log(107))
+    assert poisson3().num_free_parameters() == 2 + 6 + 3
+    assert gaussian2(D=2).num_free_parameters() == 1 + 2 + 8
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) many samples / outside library
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ffbs_path_frequencies_match_posterior() -> None:
+    hmm = poisson3()
+    y = torch.tensor([14.0, 21.0, 27.0], dtype=F64)
+    paths = list(itertools.product(range(3), repeat=3))
+    lj = joint_log_prob(hmm, y, paths)
+    p = (lj - torch.logsumexp(lj, 0)).exp()
+    n = 20_000
+    z = sample_posterior(hmm, y, n, generator=torch.Generator().manual_seed(0))[:, 0]
+    code = z[:, 0] * 9 + z[:, 1] * 3 + z[:, 2]
+    freq = torch.bincount(code, minlength=27).double() / n
+    se = (p * (1 - p) / n).sqrt()
+    assert bool(((freq - p).abs() <= 5 * se + 1e-12).all())
+
+
+@pytest.mark.parametrize("model", ["poisson", "gaussian"])
+def test_monte_carlo_fisher_gradient_is_unbiased(model: str, quakes: torch.Tensor) -> None:
+    if model == "poisson":
+        hmm, y = poisson3(), quakes
+    else:
+        hmm = gaussian2(D=2)
+        y = torch.randn(2, 30, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    exact = fisher_gradient(hmm, y)
+    est = monte_carlo_gradient(hmm, y, 2000, generator=torch.Generator().manual_seed(11))
+    for e, m, s in zip(exact, est.grad, est.stderr, strict=True):
+        assert bool((s > 0).all())
+        z = (m - e) / s
+        assert float(z.abs().max()) < 5.0, z
+
+
+def test_log_likelihood_equals_hmmlearn_poisson(quakes: torch.Tensor) -> None:
+    hmm = poisson3()
+    ref = hmmlearn_hmm.PoissonHMM(n_components=3, init_params="")
+    ref.startprob_ = hmm.startprob.numpy()
+    ref.transmat_ = hmm.transmat.numpy()
+    ref.lambdas_ = hmm.rates.numpy()[:, None]
+    X = quakes.numpy().astype(int)[:, None]
+    ours = float(log_likelihood(hmm, quakes)[0])
+    theirs = ref.score(X)
+    assert abs(ours - theirs) / abs(theirs) < 1e-6
+    # posterior marginals and Viterbi path too
+    np.testing.assert_allclose(
+        forward_backward(hmm, quakes).gamma[0].numpy(), ref.predict_proba(X), atol=1e-8
+    )
+    logprob, path = ref.decode(X, algorithm="viterbi")
+    vpath, vbest = viterbi(hmm, quakes)
+    assert vpath[0].tolist() == path.tolist()
+    assert float(vbest[0]) == pytest.approx(logprob, rel=1e-9)
+
+
+def test_log_likelihood_equals_hmmlearn_gaussian_diag() -> None:
+    hmm = gaussian2(D=2)
+    y = torch.randn(60, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    ref = hmmlearn_hmm.GaussianHMM(n_components=2, covariance_type="diag", init_params="")
+    ref.startprob_ = hmm.startprob.numpy()
+    ref.transmat_ = hmm.transmat.numpy()
+    ref.means_ = hmm.means.numpy()
+    ref.covars_ = hmm.sds.square().numpy()
+    ours = float(log_likelihood(hmm, y)[0])
+    theirs = ref.score(y.numpy())
+    assert abs(ours - theirs) / abs(theirs) < 1e-6
+
+
+def test_em_steps_equal_hmmlearn_poisson_em(quakes: torch.Tensor) -> None:
+    """Five Baum-Welch iterations from the same start give hmmlearn's parameters."""
+    hmm = poisson3()
+    ours = baum_welch(hmm, quakes, max_iter=5, tol=0.0).hmm
+    ref = hmmlearn_hmm.PoissonHMM(n_components=3, init_params="", n_iter=5, tol=0.0)
+    ref.startprob_ = hmm.startprob.numpy()
+    ref.transmat_ = hmm.transmat.numpy()
+    ref.lambdas_ = hmm.rates.numpy()[:, None]
+    ref.fit(quakes.numpy().astype(int)[:, None])
+    np.testing.assert_allclose(ours.rates.numpy(), ref.lambdas_[:, 0], rtol=1e-8)
+    np.testing.assert_allclose(ours.transmat.numpy(), ref.transmat_, atol=1e-8)
+    np.testing.assert_allclose(ours.startprob.numpy(), ref.startprob_, atol=1e-8)
+
+
+def _hmmlearn_best(quakes: torch.Tensor, K: int) -> float:
+    X = quakes.numpy().astype(int)[:, None]
+    best = -math.inf
+    for rs in range(10):
+        m = hmmlearn_hmm.PoissonHMM(n_components=K, random_state=rs, n_iter=2000, tol=1e-8)
+        m.fit(X)
+        best = max(best, m.score(X))
+    return best
+
+
+@pytest.mark.parametrize(("K", "published"), [(2, -341.88), (3, -329.46)])
+def test_em_fit_at_least_hmmlearn_best_of_10(
+    quakes: torch.Tensor, K: int, published: float
+) -> None:
+    best, runs = fit_hmm(quakes, K, "poisson", method="em", restarts=10, seed=0)
+    theirs = _hmmlearn_best(quakes, K)
+    assert best.log_likelihood >= theirs - 1e-9 * abs(theirs), (best.log_likelihood, theirs)
+    # Zucchini & MacDonald's values fix the initial distribution; a free one can only do better
+    assert best.log_likelihood >= published - 0.01
+    assert best.log_likelihood - published < 1.5
+    hist = np.array(runs[0].history)
+    assert np.all(np.diff(hist) >= -1e-9)  # EM never decreases the likelihood
+
+
+def test_gradient_fit_reaches_em_optimum(quakes: torch.Tensor) -> None:
+    init = HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=[15.0, 25.0])
+    em = baum_welch(init, quakes)
+    gr = fit_gradient(init, quakes)
+    assert gr.converged and em.converged
+    assert gr.log_likelihood == pytest.approx(em.log_likelihood, abs=1e-6)
+    np.testing.assert_allclose(
+        np.sort(gr.hmm.rates.numpy()), np.sort(em.hmm.rates.numpy()), rtol=1e-4
+    )
+
+
+def test_gaussian_em_fit_recovers_simulated_means() -> None:
+    g = torch.Generator().manual_seed(0)
+    z = torch.zeros(3, 80, dtype=torch.int64)
+    u = torch.rand(3, 80, generator=g)
+    for t in range(1, 80):  # sticky two-state chain
+        z[:, t] = torch.where(u[:, t] < 0.1, 1 - z[:, t - 1], z[:, t - 1])
+    mu = torch.tensor([[-2.0], [2.0]], dtype=F64)
+    y = mu[z] + 0.5 * torch.randn(3, 80, 1, generator=g, dtype=F64)
+    best, _ = fit_hmm(y, 2, "gaussian", restarts=2, seed=1, max_iter=200)
+    m = np.sort(best.hmm.means[:, 0].numpy())
+    np.testing.assert_allclose(m, [-2.0, 2.0], atol=0.1)
+    np.testing.assert_allclose(best.hmm.sds.numpy(), 0.5, atol=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint, CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def test_resumed_fit_equals_uninterrupted(quakes: torch.Tensor, tmp_path) -> None:
+    ckpt = tmp_path / "ck.json"
+
+    def stop(r: int, _res) -> None:
+        if r == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_hmm(quakes, 2, restarts=3, max_iter=15, checkpoint=ckpt, callback=stop)
+    assert len(json.loads(ckpt.read_text())["runs"]) == 2
+    resumed, runs_r = fit_hmm(quakes, 2, restarts=3, max_iter=15, checkpoint=ckpt)
+    fresh, runs_f = fit_hmm(quakes, 2, restarts=3, max_iter=15)
+    assert [r.log_likelihood for r in runs_r] == pytest.approx(
+        [r.log_likelihood for r in runs_f], abs=1e-12
+    )
+    np.testing.assert_allclose(resumed.hmm.rates.numpy(), fresh.hmm.rates.numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="other settings"):
+        fit_hmm(quakes, 3, restarts=3, max_iter=15, checkpoint=ckpt)
+
+
+def test_cli_fit_poisson_and_gaussian(tmp_path, quakes: torch.Tensor) -> None:
+    from stochgrad.cli import main
+
+    out = tmp_path / "p"
+    assert (
+        main(["hmm", "fit", "--states", "2", "--restarts", "2", "--max-iter", "200", "-o", out])
+        == 0
+    )
+    res = json.loads((out / "hmm_fit.json").read_text())
+    assert (out / "hmm_fit.png").stat().st_size > 1000
+    hmm = HMM.from_dict(res["params"])
+    assert res["log_likelihood"] == pytest.approx(float(log_likelihood(hmm, quakes)[0]), abs=1e-6)
+    assert res["aic"] == pytest.approx(-2 * res["log_likelihood"] + 10)
+    assert len(res["viterbi_states"]) == 107
+
+    csv = tmp_path / "series.csv"
+    vals = np.r_[np.zeros(20), 3 * np.ones(20)] + 0.1 * np.random.default_rng(0).standard_normal(40)
+    csv.write_text("time,level\n" + "".join(f"{i},{v}\n" for i, v in enumerate(vals)))
+    out2 = tmp_path / "g"
+    args = [
+        "hmm",
+        "fit",
+        csv,
+        "--emission",
+        "gaussian",
+        "--method",
+        "gradient",
+        "--restarts",
+        "1",
+        "--max-iter",
+        "60",
+    ]
+    assert main([*args, "-o", out2]) == 0
+    res2 = json.loads((out2 / "hmm_fit.json").read_text())
+    assert sorted(res2["params"]["means"][k][0] for k in range(2)) == pytest.approx([0, 3], abs=0.1)
+    # resume reuses the checkpoint: same answer
+    assert main([*args, "-o", out2, "--resume"]) == 0
+    assert (
+        json.loads((out2 / "hmm_fit.json").read_text())["log_likelihood"] == res2["log_likelihood"]
+    )
+    assert main(["hmm", "fit", csv, "--column", "nope", "-o", tmp_path / "x"]) == 2
+
+
+def test_load_series(tmp_path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text("year,a,b\n2000,1,2\n2001,3,4\n")
+    x, v, name = load_series(p, "b")
+    assert x.tolist() == [2000, 2001] and v.tolist() == [2, 4] and name == "b"
+    with pytest.raises(ValueError, match="one data column"):
+        load_series(p)
+    p.write_text("a\n1\nx\n")
+    with pytest.raises(ValueError, match="numeric"):
+        load_series(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_input_raises(quakes: torch.Tensor) -> None:
+    hmm = poisson3()
+    with pytest.raises(ValueError, match="non-negative integer"):
+        log_likelihood(hmm, [1.0, -2.0])
+    with pytest.raises(ValueError, match="non-negative integer"):
+        log_likelihood(hmm, [1.5])
+    with pytest.raises(ValueError, match="D = 2"):
+        log_likelihood(gaussian2(D=2), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="finite"):
+        forward_backward(gaussian2(D=1), [0.0, float("nan")])
+    with pytest.raises(ValueError, match="emission"):
+        HMM("binomial", torch.zeros(2, dtype=F64), torch.zeros(2, 2, dtype=F64))
+    with pytest.raises(ValueError, match="trans_logits"):
+        HMM(
+            "poisson",
+            torch.zeros(2, dtype=F64),
+            torch.zeros(3, 3, dtype=F64),
+            log_rates=torch.zeros(2, dtype=F64),
+        )
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        HMM.from_probabilities([0.5, 0.6], [[1, 0], [0, 1]], rates=[1, 2])
+    with pytest.raises(ValueError, match="rates"):
+        HMM.from_probabilities([0.5, 0.5], [[1, 0], [0, 1]], rates=[1, -2])
+    with pytest.raises(ValueError, match="num_samples"):
+        sample_posterior(hmm, quakes, 0)
+    with pytest.raises(ValueError, match="z must"):
+        complete_data_score(hmm, quakes, torch.full((1, 1, 107), 3))
+    with pytest.raises(ValueError, match="method"):
+        fit_hmm(quakes, 2, method="newton")
+    with pytest.raises(ValueError, match="restarts"):
+        fit_hmm(quakes, 2, restarts=0)
+    with pytest.raises(ValueError, match="num_states"):
+        random_hmm(quakes, 0, generator=torch.Generator())
+    with pytest.raises(ValueError, match="max_iter"):
+        baum_welch(hmm, quakes, max_iter=0)
+
+
+def test_earthquakes_match_published_summary(quakes: torch.Tensor) -> None:
+    # Zucchini & MacDonald (2009), Sec. 1.2: 107 counts, mean 19.364, variance 51.573
+    assert quakes.shape == (107,)
+    assert float(quakes.mean()) == pytest.approx(19.364, abs=1e-3)
+    assert float(quakes.var()) == pytest.approx(51.573, abs=1e-3)
