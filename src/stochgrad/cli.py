@@ -1328,13 +1328,13 @@ app_command(
 app_group(
     "design",
     help="Bayesian experimental design: expected information gain and its design gradient",
-    extra="bench",
+    extra="all",
     jobs={
         "eig": (
             "stochgrad.apps.design",
             "add_eig_arguments",
             "run_eig",
-            "EIG estimates (nested Monte Carlo, PCE) against closed form and Pyro",
+            "EIG and design-gradient estimates (nested Monte Carlo, PCE) against the closed form or quadrature",
         ),
         "optimize": (
             "stochgrad.apps.design",
@@ -1354,6 +1354,33 @@ app_command(
         "off-policy learning from logged bandit data, and the confounding demonstration",
     ),
     extra="latent",
+)
+
+
+app_group(
+    "molecules",
+    help="de novo molecular design: a SMILES GRU prior fine-tuned by policy gradient",
+    extra="chem",
+    jobs={
+        "pretrain": (
+            "stochgrad.apps.molecules.cli",
+            "add_pretrain_arguments",
+            "run_pretrain",
+            "pretrain the SMILES prior on a MOSES subset",
+        ),
+        "sample": (
+            "stochgrad.apps.molecules.cli",
+            "add_sample_arguments",
+            "run_sample",
+            "sample molecules from a model and print the MOSES metrics",
+        ),
+        "optimize": (
+            "stochgrad.apps.molecules.cli",
+            "add_optimize_arguments",
+            "run_optimize",
+            "fine-tune the generator by policy gradient on QED, penalised logP or similarity",
+        ),
+    },
 )
 
 
