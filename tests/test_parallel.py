@@ -117,6 +117,13 @@ def test_ray_local_equals_serial(ray_local):
     got = ParallelMap(lambda t: t.sum(1) * 2, backend="ray")(x)
     assert torch.equal(got, x.sum(1) * 2)
     pf.close()
+    # per-item jobs on the same Ray instance: results in order, one callback per item
+    seen = {}
+    out = sgp.map_items(
+        lambda v: v * v, [3, 1, 4, 1, 5], backend="ray", callback=lambda i, r: seen.setdefault(i, r)
+    )
+    assert out == [9, 1, 16, 1, 25]
+    assert seen == dict(enumerate(out))
 
 
 def test_parallel_map_and_black_box_flag():

@@ -28,7 +28,7 @@ import pickle
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "ParallelMap", "as_parallel", "parallel_map"]
+__all__ = ["BACKENDS", "ParallelMap", "as_parallel", "map_items", "parallel_map"]
 
 BACKENDS = ("process", "ray", "serial")
 
@@ -476,3 +476,106 @@ def parallel_map(
         f, backend=backend, num_workers=num_workers, chunk_size=chunk_size, address=address
     ) as pf:
         return pf(x)
+
+
+def _item_task(fn: Callable, item: Any) -> Any:
+    _limit_threads()
+    return fn(item)
+
+
+def map_items(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    backend: str = "process",
+    num_workers: int | None = None,
+    callback: Callable[[int, Any], None] | None = None,
+    address: str | None = None,
+) -> list[Any]:
+    """``[fn(item) for item in items]`` across processes or Ray, results in the order of ``items``.
+
+    Unlike :class:`ParallelMap` (one batch of samples -> one value per sample), each item is a
+    self-contained job returning any picklable result, e.g. a chunk of genes to fit.
+    ``callback(index, result)`` runs in this process as each job finishes (in completion order):
+    advance a progress bar, save a checkpoint. Workers run torch with one thread each.
+
+    Args:
+        fn: item -> result; for ``"process"`` a module-level (picklable) function.
+        items: the work items (picklable).
+        backend: ``"process"``, ``"ray"`` or ``"serial"`` (in this process, in order).
+        num_workers: processes (default ``os.cpu_count()``) or, for a local Ray instance, its
+            ``num_cpus``; ignored by ``"serial"``.
+        callback: called with ``(index, result)`` as each item finishes.
+        address: Ray cluster address (``"ray"`` only); default ``RAY_ADDRESS`` or a local instance.
+
+    Returns:
+        The results, ``results[i] = fn(items[i])``.
+
+    Raises:
+        ValueError: unknown ``backend``, ``num_workers < 1``.
+        TypeError: ``fn`` not callable, or not picklable for ``"process"``.
+
+    >>> map_items(abs, [-1, 2, -3], backend="serial")
+    [1, 2, 3]
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
+        )
+    workers = _check_positive_int(num_workers, "num_workers")
+    items = list(items)
+    results: list[Any] = [None] * len(items)
+    if backend == "serial" or not items:
+        for i, item in enumerate(items):
+            results[i] = fn(item)
+            if callback is not None:
+                callback(i, results[i])
+        return results
+    if backend == "process":
+        _pickle_for_processes(fn)  # a clear error now rather than inside a worker
+        from concurrent.futures import as_completed
+
+        with ProcessPoolExecutor(
+            max_workers=min(workers or os.cpu_count() or 1, len(items)),
+            mp_context=multiprocessing.get_context(_START_METHOD),
+        ) as pool:
+            futures = {pool.submit(_item_task, fn, item): i for i, item in enumerate(items)}
+            try:
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    if callback is not None:
+                        callback(i, results[i])
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+        return results
+    ray = _import_ray()
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(
+                address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False
+            )
+    remote = ray.remote(num_cpus=1)(_item_task)
+    fn_ref = ray.put(fn)
+    refs = {remote.remote(fn_ref, item): i for i, item in enumerate(items)}
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                i = refs[ref]
+                results[i] = ray.get(ref)
+                if callback is not None:
+                    callback(i, results[i])
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+    return results

@@ -1,0 +1,387 @@
+"""Tests of the telegraph model: exact pmf vs mpmath, Gillespie vs pmf, Fisher gradients, fits."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, optimize, stats
+
+from stochgrad.apps import telegraph as T
+
+D = torch.float64
+
+
+def _ref_log_pmf(n: int, a: float, b: float, k: float) -> mpmath.mpf:
+    """log P(n) with mpmath at 50 digits: the textbook 1F1(a+n; a+b+n; -k) form where mpmath sums
+    it quickly (k <= 100), Kummer's positive form e^{-k} 1F1(b; a+b+n; k) above."""
+    mpmath.mp.dps = 50
+    am, bm, km = mpmath.mpf(a), mpmath.mpf(b), mpmath.mpf(k)
+    head = (
+        n * mpmath.log(km)
+        - mpmath.loggamma(n + 1)
+        + mpmath.loggamma(am + n)
+        - mpmath.loggamma(am)
+        + mpmath.loggamma(am + bm)
+        - mpmath.loggamma(am + bm + n)
+    )
+    if k <= 100:
+        return head + mpmath.log(mpmath.hyp1f1(am + n, am + bm + n, -km))
+    return head - km + mpmath.log(mpmath.hyp1f1(bm, am + bm + n, km))
+
+
+# --------------------------------------------------------------------------------- (b) the pmf
+@pytest.mark.parametrize("k", [10.0, 100.0, 1000.0, 3000.0])
+def test_log_pmf_matches_mpmath_to_1e8(k: float) -> None:
+    worst = 0.0
+    for a in (0.01, 1.0, 100.0):
+        for b in (0.01, 1.0, 100.0):
+            ns = sorted({0, 1, 7, int(k * a / (a + b)), int(k / 2), int(k), int(1.6 * k) + 10})
+            got = T.log_pmf(ns, a, b, k)
+            for n, v in zip(ns, got.tolist(), strict=True):
+                worst = max(worst, abs(float(mpmath.expm1(v - _ref_log_pmf(n, a, b, k)))))
+    assert worst <= 1e-8
+
+
+def test_log_pmf_textbook_form_at_large_k() -> None:
+    # mpmath's hyp1f1 at -k (not the Kummer form) for a few points at k = 1000
+    mpmath.mp.dps = 50
+    for a, b, n in [(0.5, 5.0, 40), (2.0, 0.3, 700)]:
+        ref = (
+            mpmath.power(1000, n)
+            / mpmath.factorial(n)
+            * mpmath.rf(a, n)
+            / mpmath.rf(a + b, n)
+            * mpmath.hyp1f1(a + n, a + b + n, -1000)
+        )
+        got = float(T.log_pmf([n], a, b, 1000.0)[0])
+        assert abs(float(mpmath.expm1(got - mpmath.log(ref)))) < 1e-8
+
+
+def test_pmf_sums_to_one_and_has_the_closed_form_mean() -> None:
+    a = torch.tensor([0.05, 0.5, 3.0, 50.0], dtype=D)
+    b = torch.tensor([0.2, 5.0, 1.0, 0.5], dtype=D)
+    k = torch.tensor([3000.0, 3000.0, 100.0, 10.0], dtype=D)
+    n = torch.arange(4000)
+    p = T.log_pmf(n, a, b, k).exp()
+    assert p.shape == (4, 4000)
+    torch.testing.assert_close(p.sum(1), torch.ones(4, dtype=D), rtol=0, atol=1e-10)
+    mean = (p * n).sum(1)
+    torch.testing.assert_close(mean, k * a / (a + b), rtol=1e-9, atol=0)
+
+
+def test_gauss_jacobi_quadrature_fails_where_the_exact_method_does_not() -> None:
+    ref = float(mpmath.exp(_ref_log_pmf(200, 0.5, 5.0, 3000.0)))
+    quad = float(T.pmf_gauss_jacobi([200], 0.5, 5.0, 3000.0)[0])
+    ours = float(T.log_pmf([200], 0.5, 5.0, 3000.0)[0].exp())
+    assert abs(quad / ref - 1) > 0.10  # 50-node Gauss-Jacobi: ~14 % off
+    assert abs(ours / ref - 1) < 1e-10
+    # and it is fine where the Poisson factor is wide (small k)
+    ref_small = float(mpmath.exp(_ref_log_pmf(3, 0.5, 5.0, 10.0)))
+    assert abs(float(T.pmf_gauss_jacobi([3], 0.5, 5.0, 10.0)[0]) / ref_small - 1) < 1e-6
+
+
+def test_log_pmf_broadcasts_counts_per_parameter_set() -> None:
+    n = torch.tensor([[0, 5], [3, 1]])
+    a = torch.tensor([0.5, 2.0], dtype=D)
+    out = T.log_pmf(n, a, 1.0, 20.0)
+    for i in range(2):
+        for j in range(2):
+            expect = T.log_pmf([int(n[i, j])], float(a[i]), 1.0, 20.0)[0]
+            torch.testing.assert_close(out[i, j], expect, rtol=1e-13, atol=0)
+
+
+# ------------------------------------------------------------------------------ (c) gradients
+def test_autograd_equals_closed_form_fisher_identity() -> None:
+    theta = torch.tensor([0.3, 4.0, 800.0], dtype=D, requires_grad=True)
+    n = torch.tensor([0, 20, 60, 300])
+    T.log_pmf(n, *theta).sum().backward()
+    exact = T.fisher_gradient_exact(n, 0.3, 4.0, 800.0).sum(0)
+    torch.testing.assert_close(exact, theta.grad, rtol=1e-8, atol=1e-10)
+
+
+def test_fisher_identity_by_scipy_quadrature_to_1e6() -> None:
+    a, b, k, n = 0.7, 2.0, 30.0, 5
+    post = lambda x: stats.beta.pdf(x, a, b) * stats.poisson.pmf(n, k * x)  # noqa: E731
+    from scipy.special import digamma
+
+    Z = integrate.quad(post, 0, 1, points=[n / k], limit=200, epsabs=0, epsrel=1e-12)[0]
+    terms = [
+        lambda x: np.log(x) - digamma(a) + digamma(a + b),
+        lambda x: np.log1p(-x) - digamma(b) + digamma(a + b),
+        lambda x: n / k - x,
+    ]
+    quad = [
+        integrate.quad(
+            lambda x, h=h: h(x) * post(x), 0, 1, points=[n / k], limit=200, epsabs=0, epsrel=1e-12
+        )[0]
+        / Z
+        for h in terms
+    ]
+    exact = T.fisher_gradient_exact(n, a, b, k)
+    np.testing.assert_allclose(exact.numpy(), quad, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["posterior", "prior"])
+def test_fisher_gradient_mc_within_5_stderr_of_finite_differences(method: str) -> None:
+    a, b, k, n = 0.8, 1.5, 40.0, 12
+    h = 1e-5
+    fd = []
+    for i in range(3):
+        p = [a, b, k]
+        up, dn = list(p), list(p)
+        up[i] += h * p[i]
+        dn[i] -= h * p[i]
+        fd.append(float(T.log_pmf([n], *up)[0] - T.log_pmf([n], *dn)[0]) / (2 * h * p[i]))
+    g = torch.Generator().manual_seed(3)
+    est = T.fisher_gradient(n, a, b, k, num_samples=20000, generator=g, method=method)
+    z = (est.grad.numpy() - np.array(fd)) / est.stderr.numpy()
+    assert np.all(np.abs(z) < 5), z
+    assert np.all(est.stderr.numpy() < 0.05 * np.abs(fd) + 1e-3)
+
+
+def test_fisher_gradient_prior_replays_the_formula() -> None:
+    a, b, k, n = 1.3, 2.0, 10.0, 4
+    est = T.fisher_gradient(
+        n, a, b, k, num_samples=3, generator=torch.Generator().manual_seed(11), method="prior"
+    )
+    g = torch.Generator().manual_seed(11)
+    ga = torch._standard_gamma(torch.full((3,), a, dtype=D), generator=g)
+    gb = torch._standard_gamma(torch.full((3,), b, dtype=D), generator=g)
+    x = (ga / (ga + gb)).numpy()
+    w = stats.poisson.pmf(n, k * x)
+    w = w / w.sum()
+    from scipy.special import digamma
+
+    h = np.stack(
+        [
+            np.log(x) - digamma(a) + digamma(a + b),
+            np.log1p(-x) - digamma(b) + digamma(a + b),
+            n / k - x,
+        ],
+        -1,
+    )
+    np.testing.assert_allclose(est.grad.numpy(), (w[:, None] * h).sum(0), rtol=1e-10)
+    np.testing.assert_allclose(est.ess.numpy(), 1 / (w**2).sum(), rtol=1e-10)
+
+
+def test_same_seed_same_numbers() -> None:
+    e1 = T.fisher_gradient(
+        3, 1.0, 1.0, 5.0, num_samples=50, generator=torch.Generator().manual_seed(0)
+    )
+    e2 = T.fisher_gradient(
+        3, 1.0, 1.0, 5.0, num_samples=50, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(e1.grad, e2.grad)
+    s1 = T.simulate(0.5, 1.0, 20.0, 30, generator=torch.Generator().manual_seed(2))
+    s2 = T.simulate(0.5, 1.0, 20.0, 30, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(s1, s2)
+
+
+# ----------------------------------------------------------------------------- (a) simulation
+def test_sample_stationary_replays_beta_poisson() -> None:
+    x = T.sample_stationary(2.0, 3.0, 15.0, 4, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    ga = torch._standard_gamma(torch.full((4,), 2.0, dtype=D), generator=g)
+    gb = torch._standard_gamma(torch.full((4,), 3.0, dtype=D), generator=g)
+    expect = torch.poisson(15.0 * ga / (ga + gb), generator=g).long()
+    assert torch.equal(x, expect)
+
+
+@pytest.mark.parametrize("method", ["gillespie", "exact"])
+def test_simulated_counts_follow_the_pmf(method: str) -> None:
+    a, b, k, C = 0.5, 1.0, 20.0, 2000
+    x = T.simulate(a, b, k, C, generator=torch.Generator().manual_seed(7), method=method).numpy()
+    mean = k * a / (a + b)
+    assert abs(x.mean() - mean) < 5 * x.std() / math.sqrt(C)
+    # chi-square goodness of fit on bins with >= 5 expected cells
+    p = T.log_pmf(torch.arange(200), a, b, k).exp().numpy()
+    expected = C * p
+    obs = np.bincount(x, minlength=200)[:200]
+    keep = expected >= 5
+    f_exp = np.append(expected[keep], C - expected[keep].sum())
+    f_obs = np.append(obs[keep], C - obs[keep].sum())
+    assert stats.chisquare(f_obs, f_exp, ddof=0).pvalue > 1e-3
+
+
+def test_gillespie_batch_of_genes_has_their_means() -> None:
+    a = torch.tensor([0.2, 2.0], dtype=D)
+    b = torch.tensor([1.0, 0.5], dtype=D)
+    k = torch.tensor([30.0, 10.0], dtype=D)
+    x = T.simulate(a, b, k, 800, generator=torch.Generator().manual_seed(1)).to(D)
+    assert x.shape == (2, 800)
+    se = x.std(1) / math.sqrt(800)
+    assert torch.all((x.mean(1) - k * a / (a + b)).abs() < 5 * se)
+
+
+# -------------------------------------------------------------------------------- (d) fitting
+def test_fit_reaches_the_maximum_scipy_finds() -> None:
+    kin = torch.tensor([[0.4, 2.0, 60.0], [2.0, 1.0, 20.0]], dtype=D)
+    x = T.sample_stationary(*kin.T, 800, generator=torch.Generator().manual_seed(4))
+    fits = T.fit_genes(x, ci=False)
+    for i in range(2):
+        xi = x[i]
+
+        def nll(u: np.ndarray, xi=xi) -> float:
+            return -float(T.log_pmf(xi, *np.exp(u)).sum())
+
+        res = optimize.minimize(
+            nll,
+            np.log(kin[i].numpy()),
+            method="Nelder-Mead",
+            options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 4000},
+        )
+        assert fits.log_likelihood[i] >= -res.fun - 1e-4
+        rel = abs(fits.burst_size[i] / (np.exp(res.x[2] - res.x[1])) - 1)
+        assert rel < 1e-2
+
+
+def test_profile_interval_endpoint_has_deviance_chi2_quantile() -> None:
+    x = T.sample_stationary(0.5, 3.0, 40.0, 600, generator=torch.Generator().manual_seed(9))[None]
+    fit = T.fit_genes(x)
+    assert not fit.non_identifiable[0]
+    assert fit.bf_low[0] < fit.burst_frequency[0] < fit.bf_high[0]
+    assert fit.bs_low[0] < fit.burst_size[0] < fit.bs_high[0]
+    xi = x[0]
+    for bf in (fit.bf_low[0], fit.bf_high[0]):
+
+        def nll(v: np.ndarray, bf=bf) -> float:  # v = (log k_off, log burst size)
+            return -float(T.log_pmf(xi, bf, np.exp(v[0]), np.exp(v[0] + v[1])).sum())
+
+        v0 = np.log([fit.k_off[0], fit.burst_size[0]])
+        prof = optimize.minimize(
+            nll, v0, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-9}
+        )
+        dev = 2 * (fit.log_likelihood[0] + prof.fun)
+        assert abs(dev - 3.841) < 0.15, dev
+
+
+def test_near_poisson_gene_is_flagged() -> None:
+    x = T.sample_stationary(20.0, 0.2, 30.0, 500, generator=torch.Generator().manual_seed(2))[None]
+    assert T.fit_genes(x).non_identifiable[0]
+
+
+def test_resumed_fit_equals_uninterrupted(tmp_path) -> None:
+    kin, x = T.simulate_table(4, 300, 3, method="exact")
+    full = T.fit_counts(x, chunk_size=2, ci=False)
+    ckpt = tmp_path / "fit.pt"
+    seen = []
+
+    def stop(n: int) -> None:
+        seen.append(n)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.fit_counts(x, chunk_size=2, ci=False, checkpoint=ckpt, progress=stop)
+    assert ckpt.exists() and seen == [2]
+    done = []
+    resumed = T.fit_counts(x, chunk_size=2, ci=False, checkpoint=ckpt, progress=done.append)
+    assert done == [2, 2]  # the saved chunk is reported, one chunk is fitted
+    for c in T.GeneFits.COLUMNS:
+        np.testing.assert_array_equal(getattr(resumed, c), getattr(full, c))
+    with pytest.raises(ValueError, match="other settings"):
+        T.fit_counts(x[:, :200], chunk_size=2, ci=False, checkpoint=ckpt)
+
+
+# ------------------------------------------------------------------------------------ (e) CLI
+def test_cli_simulate_fit_and_orientation(tmp_path) -> None:
+    from stochgrad.cli import main
+
+    counts = tmp_path / "counts.csv"
+    assert (
+        main(
+            [
+                "telegraph",
+                "simulate",
+                "--genes",
+                "3",
+                "--cells",
+                "40",
+                "--seed",
+                "1",
+                "--method",
+                "exact",
+                "-o",
+                str(counts),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "counts_kinetics.csv").exists()
+    out = tmp_path / "kin.csv"
+    assert (
+        main(["telegraph", "fit", str(counts), "-o", str(out), "--backend", "serial", "--no-ci"])
+        == 0
+    )
+    rows = list(csv.DictReader(open(out)))
+    assert [r["gene"] for r in rows] == ["gene0", "gene1", "gene2"]
+    assert {"k_on", "burst_size", "bs_high", "non_identifiable"} <= set(rows[0])
+    # the same table written cells x genes without labels: orientation forced and detected
+    m, names, _ = T.read_counts(counts)
+    flat = tmp_path / "t.csv"
+    np.savetxt(flat, m.T, fmt="%d", delimiter=",")
+    back, _, how = T.read_counts(flat, genes_in="columns")
+    assert np.array_equal(back, m) and "--genes-in" in how
+    assert np.array_equal(T.read_counts(flat)[0], m)  # 40 rows x 3 columns: genes in columns
+
+
+def test_cli_recover_tiny(tmp_path) -> None:
+    from stochgrad.cli import main
+
+    assert (
+        main(
+            [
+                "telegraph",
+                "recover",
+                "--grid",
+                "2",
+                "--cells",
+                "150",
+                "--replicates",
+                "1",
+                "--k-syn",
+                "20",
+                "--method",
+                "exact",
+                "--backend",
+                "serial",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "recovery.png").exists() and (tmp_path / "recovery.md").exists()
+
+
+# ------------------------------------------------------------------------------- bad input
+def test_bad_input_raises() -> None:
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="k_on"):
+        T.log_pmf([1], 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="k_syn"):
+        T.log_pmf([1], 1.0, 1.0, float("nan"))
+    with pytest.raises(ValueError, match="n must hold non-negative"):
+        T.log_pmf([-1], 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="n must hold non-negative integers"):
+        T.log_pmf([1.5], 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="num_samples"):
+        T.fisher_gradient(1, 1.0, 1.0, 1.0, num_samples=1, generator=g)
+    with pytest.raises(ValueError, match="method"):
+        T.fisher_gradient(1, 1.0, 1.0, 1.0, num_samples=5, generator=g, method="x")
+    with pytest.raises(ValueError, match="method"):
+        T.simulate(1.0, 1.0, 1.0, 3, generator=g, method="tau-leap")
+    with pytest.raises(ValueError, match="t_end"):
+        T.simulate(1.0, 1.0, 1.0, 3, generator=g, t_end=-1.0)
+    with pytest.raises(TypeError, match="num_cells"):
+        T.simulate(1.0, 1.0, 1.0, 2.5, generator=g)
+    with pytest.raises(ValueError, match="only zero counts"):
+        T.fit_genes(torch.tensor([[0, 0, 0], [1, 2, 0]]))
+    with pytest.raises(ValueError, match="genes, cells"):
+        T.fit_genes(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="genes_in"):
+        T.read_counts("x.csv", genes_in="diagonal")
