@@ -53,7 +53,7 @@ class RunCheckpoint:
             diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
             raise ValueError(
                 f"checkpoint {self.path} was made with other settings (saved, now): {diff}; "
-                "rerun with the same options, or without --resume to start afresh"
+                "rerun with the same options, or discard the checkpoint to start afresh"
             )
         for name, run in state["runs"].items():
             self.runs[self._key(name)] = self.result_type.from_state(run)
