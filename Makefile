@@ -14,6 +14,8 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[all]"
+	# the MOSES corpus ships inside molsets' wheel; its pinned dependencies clash with current pandas
+	$(PIP) install -q --no-deps "molsets==0.3.1"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,8 +34,15 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_score.py
-	$(PY) benchmarks/bench_rl.py
-	$(PY) benchmarks/bench_sb3.py
+	$(PY) benchmarks/bench_rl.py --with-sb3 --seeds 5
+	$(PY) benchmarks/bench_hmm.py
+	$(PY) benchmarks/bench_telegraph.py
+	$(PY) benchmarks/bench_rbm.py --seeds 5
+	$(PY) benchmarks/bench_bbvi.py
+	$(PY) benchmarks/bench_greeks.py
+	$(PY) benchmarks/bench_design.py
+	$(PY) benchmarks/bench_offpolicy.py
+	$(PY) benchmarks/bench_molecules.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
