@@ -16,6 +16,15 @@ from stochgrad.apps import telegraph as T
 D = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small batched problems: threads only contend on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _ref_log_pmf(n: int, a: float, b: float, k: float) -> mpmath.mpf:
     """log P(n) with mpmath at 50 digits: the textbook 1F1(a+n; a+b+n; -k) form where mpmath sums
     it quickly (k <= 100), Kummer's positive form e^{-k} 1F1(b; a+b+n; k) above."""
@@ -260,9 +269,56 @@ def test_profile_interval_endpoint_has_deviance_chi2_quantile() -> None:
         assert abs(dev - 3.841) < 0.15, dev
 
 
-def test_near_poisson_gene_is_flagged() -> None:
+def test_ci_ratio_threshold_follows_from_the_10_percent_target() -> None:
+    # 95 % interval -> log-scale sd s = ln(U/L) / (2 z_0.975); median |error| = z_0.75 s = 10 %
+    z975, z75 = stats.norm.ppf(0.975), stats.norm.ppf(0.75)
+    assert T.MAX_CI_RATIO == pytest.approx(math.exp(2 * z975 * 0.10 / z75), rel=1e-6)
+    # and a lognormal estimate with that interval ratio has median |relative error| 10 %
+    # (sample-median stderr ~ 0.5 / (sqrt(n) * density) ~ 2.6e-4 here; 5 stderr)
+    s = math.log(T.MAX_CI_RATIO) / (2 * z975)
+    z = torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=D)
+    med = (torch.exp(s * z) - 1).abs().median().item()
+    assert abs(med - 0.10) < 1.3e-3
+
+
+def test_near_poisson_gene_is_structurally_non_identifiable() -> None:
+    # k_on >> k_off: counts are nearly Poisson, the profiles run flat to the parameter box
     x = T.sample_stationary(20.0, 0.2, 30.0, 500, generator=torch.Generator().manual_seed(2))[None]
-    assert T.fit_genes(x).non_identifiable[0]
+    fit = T.fit_genes(x)
+    assert fit.bf_structural[0] and fit.bs_structural[0] and fit.non_identifiable[0]
+    assert not (fit.bf_practical[0] or fit.bs_practical[0])  # the two kinds are exclusive
+    # flatness checked independently: a Poisson-limit point with a 100x larger burst size
+    # (k_off -> 0, k_on large) is within the 95 % profile cut of the maximum
+    m = float(x.double().mean())
+    ll = float(T.log_pmf(x[0], 1e3, m / (100 * fit.burst_size[0]), m).sum())
+    assert fit.log_likelihood[0] - ll < 1.92
+
+
+def test_bursty_gene_burst_kinetics_identifiable_though_k_off_k_syn_are_not() -> None:
+    # k_off = 50 >> 1: the negative-binomial limit, only k_on and k_syn/k_off matter
+    a, b, k = 0.5, 50.0, 1000.0
+    x = T.sample_stationary(a, b, k, 1000, generator=torch.Generator().manual_seed(2))[None]
+    fit = T.fit_genes(x)
+    assert not (fit.bf_structural[0] or fit.bf_practical[0] or fit.non_identifiable[0])
+    assert not (fit.bs_structural[0] or fit.bs_practical[0])
+    assert fit.bf_ci_ratio[0] <= T.MAX_CI_RATIO and fit.bs_ci_ratio[0] <= T.MAX_CI_RATIO
+    assert fit.bf_low[0] < a < fit.bf_high[0] and fit.bs_low[0] < k / b < fit.bs_high[0]
+    # k_off and k_syn individually are loose: doubling both at fixed burst size costs < 1.92,
+    # so the 95 % profile region of k_off spans more than a factor 2 (burst size's: < 1.79)
+    ll = float(T.log_pmf(x[0], fit.k_on[0], 2 * fit.k_off[0], 2 * fit.k_syn[0]).sum())
+    assert fit.log_likelihood[0] - ll < 1.92
+
+
+def test_tiny_data_gene_is_practically_non_identifiable() -> None:
+    x = T.sample_stationary(0.3, 2.0, 40.0, 30, generator=torch.Generator().manual_seed(2))[None]
+    fit = T.fit_genes(x)
+    assert fit.bf_practical[0] and fit.bs_practical[0]
+    assert not (fit.bf_structural[0] or fit.bs_structural[0])
+    assert fit.bf_ci_ratio[0] > T.MAX_CI_RATIO
+    # the ratio is the user's choice: a lax threshold accepts the same intervals
+    lax = T.fit_genes(x, max_ci_ratio=1.01 * max(fit.bf_ci_ratio[0], fit.bs_ci_ratio[0]))
+    assert not lax.non_identifiable[0]
+    np.testing.assert_allclose(lax.bf_low, fit.bf_low)
 
 
 def test_resumed_fit_equals_uninterrupted(tmp_path) -> None:
@@ -320,6 +376,9 @@ def test_cli_simulate_fit_and_orientation(tmp_path) -> None:
     rows = list(csv.DictReader(open(out)))
     assert [r["gene"] for r in rows] == ["gene0", "gene1", "gene2"]
     assert {"k_on", "burst_size", "bs_high", "non_identifiable"} <= set(rows[0])
+    assert {"bf_structural", "bf_practical", "bs_structural", "bs_practical"} <= set(rows[0])
+    assert {"bf_ci_ratio", "bs_ci_ratio"} <= set(rows[0])
+    assert rows[0]["bf_practical"] in ("True", "False")
     # the same table written cells x genes without labels: orientation forced and detected
     m, names, _ = T.read_counts(counts)
     flat = tmp_path / "t.csv"
@@ -356,6 +415,34 @@ def test_cli_recover_tiny(tmp_path) -> None:
         == 0
     )
     assert (tmp_path / "recovery.png").exists() and (tmp_path / "recovery.md").exists()
+    import json
+
+    res = json.loads((tmp_path / "recovery.json").read_text())
+    assert res["replicates"] == 1 and len(res["bf_ratio"]) == 2
+    for key in ("bf_structural", "bs_practical", "bf_error_ident", "expressing"):
+        assert len(res[key]) == 2 and len(res[key][0]) == 2
+    for v in (v for row in res["bf_ratio"] + res["bs_ratio"] for v in row):
+        assert v == "inf" or 1.0 <= v < 1e300  # an unbounded interval stays infinite
+    md = (tmp_path / "recovery.md").read_text()
+    assert "interval ratio" in md and "identifiable replicates" in md
+
+
+def test_recovery_summaries_replay_the_fits() -> None:
+    r = T.recovery_study([0.5], [2.0], k_syn=30.0, num_cells=300, replicates=3, method="exact")
+    g = torch.Generator().manual_seed(0)  # the study's own seed: the same genes
+    x = T.simulate(
+        *torch.tensor([[0.5, 2.0, 30.0]] * 3, dtype=D).T, 300, generator=g, method="exact"
+    )
+    fits = T.fit_counts(x)
+    err = np.abs(fits.burst_frequency / 0.5 - 1)
+    assert r.bf_error[0, 0] == pytest.approx(np.median(err))
+    assert r.bs_ratio[0, 0] == pytest.approx(np.median(fits.bs_ci_ratio))
+    assert r.bf_practical[0, 0] == pytest.approx(fits.bf_practical.mean())
+    ok = ~(fits.bf_structural | fits.bf_practical)
+    if ok.any():
+        assert r.bf_error_ident[0, 0] == pytest.approx(np.median(err[ok]))
+    else:
+        assert np.isnan(r.bf_error_ident[0, 0])
 
 
 # ------------------------------------------------------------------------------- bad input
@@ -383,5 +470,9 @@ def test_bad_input_raises() -> None:
         T.fit_genes(torch.tensor([[0, 0, 0], [1, 2, 0]]))
     with pytest.raises(ValueError, match="genes, cells"):
         T.fit_genes(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="max_ci_ratio"):
+        T.fit_genes(torch.tensor([[1, 2, 3]]), max_ci_ratio=1.0)
+    with pytest.raises(TypeError, match="replicates"):
+        T.recovery_study([1.0], [1.0], replicates=2.5)
     with pytest.raises(ValueError, match="genes_in"):
         T.read_counts("x.csv", genes_in="diagonal")

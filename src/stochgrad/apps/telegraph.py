@@ -25,9 +25,10 @@ What is here:
   score function with samples of :math:`x` (exact posterior samples or importance sampling from
   the Beta prior), and exactly.
 - :func:`fit_genes`: maximum likelihood per gene, batched over genes (damped Newton with autograd
-  Hessians), profile-likelihood confidence intervals for burst frequency and burst size, and a
-  non-identifiability flag; :func:`fit_counts` adds chunking across processes/Ray, a progress
-  callback and a checkpoint.
+  Hessians), profile-likelihood confidence intervals for burst frequency and burst size, and
+  per-quantity identifiability flags of two kinds, structural (profile flat to the parameter
+  box) and practical (interval too wide for a 10 % estimate, :data:`MAX_CI_RATIO`);
+  :func:`fit_counts` adds chunking across processes/Ray, a progress callback and a checkpoint.
 - The ``stochgrad telegraph fit|simulate|recover`` jobs (bottom of the file).
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "BOUNDS",
     "FitConfig",
     "GeneFits",
+    "MAX_CI_RATIO",
     "fisher_gradient",
     "fisher_gradient_exact",
     "fit_counts",
@@ -64,6 +66,7 @@ __all__ = [
     "moment_estimates",
     "pmf_gauss_jacobi",
     "read_counts",
+    "recovery_markdown",
     "recovery_study",
     "sample_stationary",
     "simulate",
@@ -829,10 +832,15 @@ class GeneFits:
     Attributes:
         k_on, k_off, k_syn: the estimates.
         burst_frequency, burst_size: ``k_on`` and ``k_syn / k_off``.
-        bf_low, bf_high, bs_low, bs_high: 95 % profile-likelihood intervals (``inf`` / bound
-            values where the profile does not fall by 1.92 within the parameter bounds).
+        bf_low, bf_high, bs_low, bs_high: 95 % profile-likelihood intervals (0 / ``inf`` where
+            the profile does not fall by 1.92 within the search, see :func:`_profile_ci`).
+        bf_ci_ratio, bs_ci_ratio: interval ratios ``high / low`` (``inf`` if unbounded).
         log_likelihood: the maximised log-likelihood.
-        non_identifiable: flag (see :func:`fit_genes`).
+        bf_structural, bs_structural: the quantity is structurally non-identifiable: its
+            profile likelihood is flat to the parameter box (see :func:`fit_genes`).
+        bf_practical, bs_practical: identifiable in principle, but the interval is too wide
+            (ratio above ``max_ci_ratio``) for a 10 % estimate at this sample size.
+        non_identifiable: any of the four flags.
         converged: the optimiser stopped on its tolerance, not on the iteration limit.
     """
 
@@ -845,7 +853,13 @@ class GeneFits:
     bf_high: np.ndarray
     bs_low: np.ndarray
     bs_high: np.ndarray
+    bf_ci_ratio: np.ndarray
+    bs_ci_ratio: np.ndarray
     log_likelihood: np.ndarray
+    bf_structural: np.ndarray
+    bf_practical: np.ndarray
+    bs_structural: np.ndarray
+    bs_practical: np.ndarray
     non_identifiable: np.ndarray
     converged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
@@ -859,9 +873,16 @@ class GeneFits:
         "bf_high",
         "bs_low",
         "bs_high",
+        "bf_ci_ratio",
+        "bs_ci_ratio",
         "log_likelihood",
+        "bf_structural",
+        "bf_practical",
+        "bs_structural",
+        "bs_practical",
         "non_identifiable",
     )
+    FLAGS = ("bf_structural", "bf_practical", "bs_structural", "bs_practical", "non_identifiable")
 
     def to_state(self) -> dict[str, np.ndarray]:
         return {c: np.asarray(getattr(self, c)) for c in self.COLUMNS}
@@ -879,19 +900,27 @@ _CHI2_95 = 3.841458820694124  # chi-square(1) 95 % quantile
 
 def _profile_ci(
     hist: Tensor, u_hat: Tensor, f_hat: Tensor, H: Tensor, *, steps: int = 3
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     r"""95 % profile-likelihood intervals of log burst frequency and log burst size.
 
     Coordinates :math:`\phi = (\log k_{on}, \log k_{syn}/k_{off}, \log k_{off})`. For each
     quantity and side the endpoint solves :math:`2(\hat\ell - \ell_p(\psi)) = 3.84`, where the
     profile :math:`\ell_p` maximises over the two other coordinates (batched Newton, warm-started
     at the conditional optimum of the quadratic approximation). The root is found by secant
-    steps on the signed root deviance, started at the Wald endpoint; an endpoint that would
-    leave the parameter box, or lie more than a factor 100 from the estimate, is marked
-    unbounded (reported as 0 or inf).
+    steps on the signed root deviance, started at the Wald endpoint, searching no further than
+    the feasible range of the quantity implied by :data:`BOUNDS`. The nuisance parameters are
+    kept in the box by a steep quadratic wall (clamping them instead would change the
+    quantity itself and fake a flat profile).
+
+    A side is *flat to the box* (structurally non-identifiable) when its deviance stays below
+    3.84 out to the end of the feasible range (reported as 0 or ``inf``), or when the wall
+    rather than the data supplies most of the deviance at the endpoint: the likelihood runs
+    along a ridge out of the parameter space, as in the Poisson limit :math:`k_{on} \gg
+    k_{off}` (burst size :math:`\to \infty` with :math:`k_{off} \to 0`).
 
     Returns:
-        ``[G, 2, 2]`` endpoints (quantity, side) in log space and ``[G, 2, 2]`` bounded flags.
+        ``[G, 2, 2]`` endpoints (quantity, side) in log space, ``[G, 2, 2]`` bounded flags and
+        ``[G, 2, 2]`` flat-to-the-box flags.
     """
     G = u_hat.shape[0]
     A = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 1.0]], dtype=DTYPE)  # u = A phi
@@ -904,6 +933,7 @@ def _profile_ci(
     psi_hi = torch.tensor([hi_u[0], hi_u[2] - lo_u[1]], dtype=DTYPE)
     out = torch.empty(G, 2, 2, dtype=DTYPE)
     bounded = torch.ones(G, 2, 2, dtype=torch.bool)
+    flat = torch.zeros(G, 2, 2, dtype=torch.bool)
     for q in range(2):
         free = torch.ones(3, dtype=torch.bool)
         free[q] = False
@@ -914,29 +944,59 @@ def _profile_ci(
         delta = (1.96 * se[:, None] * sides).reshape(-1)  # [2G], side-major within gene
         rep = lambda t: t.repeat_interleave(2, 0)  # noqa: E731
         ph, hh, sl, fh = rep(phi_hat), rep(hist), rep(slope), rep(f_hat)
-        # search no further than the box, nor beyond a factor 100 (flagged either way)
+        # search no further than the quantity's feasible range
         max_delta = torch.where(delta < 0, ph[:, q] - psi_lo[q], psi_hi[q] - ph[:, q])
-        max_delta = max_delta.clamp(1e-6, math.log(100.0))
+        max_delta = max_delta.clamp_min(1e-6)
         hit_box = torch.zeros_like(delta, dtype=torch.bool)
+        wall = torch.zeros_like(delta, dtype=torch.bool)
+        every = torch.arange(2 * G)
 
         def nll_phi(phi: Tensor, idx: Tensor, hh=hh) -> Tensor:
+            # a quadratic wall outside the box (clamping instead would change psi itself and
+            # fake a flat profile); a nuisance pressed on the wall marks a flat-to-box side
             u = phi @ A.T
-            u = torch.minimum(torch.maximum(u, lo_u), hi_u)
-            return _nll(u, hh[idx])
+            uc = torch.minimum(torch.maximum(u, lo_u), hi_u)
+            return _nll(uc, hh[idx]) + 1e3 * (u - uc).square().sum(1)
 
         for _ in range(steps):
             delta = torch.sign(delta) * delta.abs().minimum(max_delta)
             hit_box = delta.abs() >= max_delta - 1e-9
-            start = ph + sl * delta[:, None]
-            start[:, q] = ph[:, q] + delta
-            phi, f_p, _ = _newton(nll_phi, start, free=free, max_iter=8, tol=1e-5)
+            # two starts: the quadratic model's conditional optimum, and the nuisance held at
+            # the estimate (better where the Hessian is near singular, e.g. the bursty limit)
+            quad = ph + sl * delta[:, None]
+            quad[:, q] = ph[:, q] + delta
+            held = ph.clone()
+            held[:, q] = ph[:, q] + delta
+            with torch.no_grad():
+                f_quad = nll_phi(quad, every)
+                f_held = nll_phi(held, every)
+            use_quad = torch.isfinite(f_quad) & (f_quad <= f_held)
+            start = torch.where(use_quad[:, None], quad, held)
+            phi, f_p, _ = _newton(nll_phi, start, free=free, max_iter=40, tol=1e-6)
+            with torch.no_grad():
+                u_p = phi @ A.T
+                uc = torch.minimum(torch.maximum(u_p, lo_u), hi_u)
+                data_dev = _nll(uc, hh) - fh
+            # the wall, not the data, made most of the deviance: flat to the box
+            wall = (f_p - fh - data_dev) > data_dev.clamp_min(0.0)
             r = torch.sqrt((2.0 * (f_p - fh)).clamp_min(1e-12))
             delta = delta * math.sqrt(_CHI2_95) / r
         delta = torch.sign(delta) * delta.abs().minimum(max_delta)
         unbounded = hit_box & (delta.abs() >= max_delta - 1e-9)
         out[:, q, :] = (ph[:, q] + delta).reshape(G, 2)
         bounded[:, q, :] = ~unbounded.reshape(G, 2)
-    return out, bounded
+        flat[:, q, :] = (unbounded | wall).reshape(G, 2)
+    return out, bounded, flat
+
+
+MAX_CI_RATIO = math.exp(2 * 1.959964 * 0.10 / 0.674490)
+r"""Widest 95 % interval (upper / lower) that supports a 10 % estimate, about 1.79.
+
+A 95 % interval :math:`[L, U]` of a positive quantity gives a log-scale standard error
+:math:`s \approx \ln(U/L) / (2 \cdot 1.96)`; with a normal error on the log scale the median
+absolute relative error is about :math:`0.674\,s` (0.674 is the normal 75 % quantile). A median
+error of at most 10 % thus needs :math:`U/L \le \exp(2 \cdot 1.96 \cdot 0.10 / 0.674)`.
+"""
 
 
 def fit_genes(
@@ -944,7 +1004,7 @@ def fit_genes(
     *,
     ci: bool = True,
     max_iter: int = 60,
-    max_ci_ratio: float = 3.0,
+    max_ci_ratio: float = MAX_CI_RATIO,
 ) -> GeneFits:
     r"""Maximum-likelihood :math:`(k_{on}, k_{off}, k_{syn})` of every gene, all genes at once.
 
@@ -955,17 +1015,34 @@ def fit_genes(
     :func:`moment_estimates`.
 
     Confidence intervals (``ci=True``): 95 % profile likelihood for burst frequency and burst
-    size (see :func:`_profile_ci`). A gene is flagged ``non_identifiable`` when an interval
-    reaches the parameter box, an estimate sits on a bound, or an interval spans more than a
-    factor ``max_ci_ratio``: typically :math:`k_{on} \gg k_{off}` (nearly Poisson: only the mean
-    :math:`k_{syn}k_{on}/(k_{on}+k_{off})` is determined) or almost no expressing cells.
+    size (see :func:`_profile_ci`). Identifiability is judged per gene and per quantity, from
+    that quantity's own profile (so :math:`k_{off}` and :math:`k_{syn}` may be individually
+    loose, as in the bursty negative-binomial limit :math:`k_{off} \gg 1`, while burst size and
+    frequency are well determined), in two kinds:
+
+    - *structural* (``bf_structural``, ``bs_structural``): the profile likelihood stays within
+      1.92 of its maximum out to the box, i.e. the interval reaches the end of the quantity's
+      feasible range or the other parameters run onto :data:`BOUNDS` along a flat ridge. Typical:
+      the Poisson limit :math:`k_{on} \gg k_{off}`, where only the mean
+      :math:`k_{syn}k_{on}/(k_{on}+k_{off})` is determined. More cells do not help.
+    - *practical* (``bf_practical``, ``bs_practical``): not structural, but the interval ratio
+      upper/lower exceeds ``max_ci_ratio``, too wide to support a 10 % estimate with this many
+      cells (e.g. a rarely bursting gene with a few expressing cells). More cells help.
+
+    The default threshold follows from the 10 % target (:data:`MAX_CI_RATIO`): a 95 % interval
+    :math:`[L, U]` means a log-scale standard error :math:`s \approx \ln(U/L)/(2\cdot 1.96)`, the
+    median absolute relative error is about :math:`0.674\,s`, so a median error
+    :math:`\le 10\,\%` needs :math:`U/L \le \exp(2\cdot 1.96\cdot 0.10/0.674) \approx 1.79`.
+    Without intervals (``ci=False``) only an estimate on the end of its feasible range is
+    flagged (structural) and the ratios are NaN.
 
     Args:
         counts: ``[G, C]`` non-negative integer counts (genes x cells), each gene with at least
             one non-zero count.
         ci: compute the profile-likelihood intervals (about 4x the cost of the fit).
         max_iter: Newton iterations at most.
-        max_ci_ratio: interval width (upper/lower) above which a gene is flagged.
+        max_ci_ratio: interval ratio (upper/lower) above which a quantity is flagged practically
+            non-identifiable; default :data:`MAX_CI_RATIO` (about 1.79, a 10 % median error).
 
     Returns:
         :class:`GeneFits`.
@@ -985,6 +1062,8 @@ def fit_genes(
     x = _as_counts(counts, "counts")
     if x.dim() != 2:
         raise ValueError(f"counts must be [genes, cells], got shape {list(x.shape)}")
+    if not (isinstance(max_ci_ratio, (int, float)) and max_ci_ratio > 1):
+        raise ValueError(f"max_ci_ratio must be a number > 1, got {max_ci_ratio!r}")
     if x.shape[1] < 2:
         raise ValueError(f"counts needs at least 2 cells per gene, got {x.shape[1]}")
     empty = (x.sum(1) == 0).nonzero().flatten().tolist()
@@ -1000,22 +1079,34 @@ def fit_genes(
         max_iter=max_iter,
     )
     e = u.exp()
-    at_bound = ((u - _LOG_LO).abs() < 1e-3).any(1) | ((u - _LOG_HI).abs() < 1e-3).any(1)
     bf, bs = e[:, 0], e[:, 2] / e[:, 1]
+    # estimates on the end of their feasible range (k_on on a bound; burst size on both)
+    on_edge = torch.stack(
+        (
+            ((u[:, 0] - _LOG_LO[0]).abs() < 1e-3) | ((u[:, 0] - _LOG_HI[0]).abs() < 1e-3),
+            ((u[:, 2] - u[:, 1] - (_LOG_LO[2] - _LOG_HI[1])).abs() < 1e-3)
+            | ((u[:, 2] - u[:, 1] - (_LOG_HI[2] - _LOG_LO[1])).abs() < 1e-3),
+        ),
+        1,
+    )
+    nan = torch.full((G,), math.nan, dtype=DTYPE)
     if ci:
-        ends, bounded = _profile_ci(hist, u, f, H)
+        ends, bounded, flat = _profile_ci(hist, u, f, H)
         ends = ends.exp()
-        wide = (ends[:, :, 1] / ends[:, :, 0] > max_ci_ratio).any(1)
-        flag = at_bound | ~bounded.all((1, 2)) | wide
-        bf_lo, bf_hi, bs_lo, bs_hi = ends[:, 0, 0], ends[:, 0, 1], ends[:, 1, 0], ends[:, 1, 1]
         inf = torch.tensor(math.inf, dtype=DTYPE)
-        bf_hi = torch.where(bounded[:, 0, 1], bf_hi, inf)
-        bs_hi = torch.where(bounded[:, 1, 1], bs_hi, inf)
-        bf_lo = torch.where(bounded[:, 0, 0], bf_lo, torch.zeros_like(bf_lo))
-        bs_lo = torch.where(bounded[:, 1, 0], bs_lo, torch.zeros_like(bs_lo))
+        ends[:, :, 1] = torch.where(bounded[:, :, 1], ends[:, :, 1], inf)
+        ends[:, :, 0] = torch.where(
+            bounded[:, :, 0], ends[:, :, 0], torch.zeros_like(ends[:, :, 0])
+        )
+        ratio = ends[:, :, 1] / ends[:, :, 0]  # inf where a side is unbounded
+        structural = on_edge | flat.any(2)
+        practical = ~structural & (ratio > max_ci_ratio)
+        bf_lo, bf_hi, bs_lo, bs_hi = ends[:, 0, 0], ends[:, 0, 1], ends[:, 1, 0], ends[:, 1, 1]
     else:
-        flag = at_bound
-        bf_lo = bf_hi = bs_lo = bs_hi = torch.full((G,), math.nan, dtype=DTYPE)
+        structural = on_edge
+        practical = torch.zeros_like(on_edge)
+        ratio = torch.stack((nan, nan), 1)
+        bf_lo = bf_hi = bs_lo = bs_hi = nan
     np_ = lambda t: t.detach().numpy().copy()  # noqa: E731
     return GeneFits(
         k_on=np_(e[:, 0]),
@@ -1027,8 +1118,14 @@ def fit_genes(
         bf_high=np_(bf_hi),
         bs_low=np_(bs_lo),
         bs_high=np_(bs_hi),
+        bf_ci_ratio=np_(ratio[:, 0]),
+        bs_ci_ratio=np_(ratio[:, 1]),
         log_likelihood=np_(-f),
-        non_identifiable=np_(flag),
+        bf_structural=np_(structural[:, 0]),
+        bf_practical=np_(practical[:, 0]),
+        bs_structural=np_(structural[:, 1]),
+        bs_practical=np_(practical[:, 1]),
+        non_identifiable=np_((structural | practical).any(1)),
     )
 
 
@@ -1045,6 +1142,7 @@ class FitConfig:
     chunk_size: int = 50
     ci: bool = True
     max_iter: int = 60
+    max_ci_ratio: float = MAX_CI_RATIO
 
 
 @dataclass
@@ -1080,10 +1178,10 @@ class _FitCheckpoint(RunCheckpoint):
         return out
 
 
-def _fit_chunk(payload: tuple[np.ndarray, bool, int]) -> GeneFits:
+def _fit_chunk(payload: tuple[np.ndarray, bool, int, float]) -> GeneFits:
     """Worker job: fit one chunk of genes (module level so worker processes can import it)."""
-    counts, ci, max_iter = payload
-    return fit_genes(torch.from_numpy(counts), ci=ci, max_iter=max_iter)
+    counts, ci, max_iter, max_ci_ratio = payload
+    return fit_genes(torch.from_numpy(counts), ci=ci, max_iter=max_iter, max_ci_ratio=max_ci_ratio)
 
 
 def fit_counts(
@@ -1092,6 +1190,7 @@ def fit_counts(
     chunk_size: int = 50,
     ci: bool = True,
     max_iter: int = 60,
+    max_ci_ratio: float = MAX_CI_RATIO,
     backend: str = "serial",
     num_workers: int | None = None,
     checkpoint: str | Path | None = None,
@@ -1100,7 +1199,7 @@ def fit_counts(
 ) -> GeneFits:
     """:func:`fit_genes` over many genes in chunks, in parallel, resumable.
 
-    Genes with only zero counts get NaN kinetics and the non-identifiable flag. The other genes
+    Genes with only zero counts get NaN kinetics and every non-identifiability flag. The other genes
     are sorted by their largest count (so a chunk shares a similar recurrence length) and cut
     into chunks of ``chunk_size``; chunks run through :func:`stochgrad.parallel.map_items`.
     Each finished chunk is saved to ``checkpoint`` at once, so an interrupted fit resumed with
@@ -1109,7 +1208,7 @@ def fit_counts(
     Args:
         counts: ``[G, C]`` counts, genes x cells.
         chunk_size: genes per job.
-        ci, max_iter: as in :func:`fit_genes`.
+        ci, max_iter, max_ci_ratio: as in :func:`fit_genes`.
         backend, num_workers: as in :func:`stochgrad.parallel.map_items`.
         checkpoint: a ``.pt`` file, or None for no checkpoint.
         restart: ignore (overwrite) an existing checkpoint.
@@ -1140,6 +1239,7 @@ def fit_counts(
         chunk_size=chunk_size,
         ci=ci,
         max_iter=max_iter,
+        max_ci_ratio=float(max_ci_ratio),
     )
     ckpt = None
     done: dict[int, GeneFits] = {}
@@ -1163,14 +1263,15 @@ def fit_counts(
 
     map_items(
         _fit_chunk,
-        [(arr[chunks[i]], ci, max_iter) for i in todo],
+        [(arr[chunks[i]], ci, max_iter, float(max_ci_ratio)) for i in todo],
         backend=backend,
         num_workers=num_workers,
         callback=finished,
     )
     nan = np.full(G, np.nan)
     out = GeneFits(**{c: nan.copy() for c in GeneFits.COLUMNS})
-    out.non_identifiable = np.ones(G, dtype=bool)
+    for c in GeneFits.FLAGS:  # all-zero genes: nothing is identifiable
+        setattr(out, c, np.ones(G, dtype=bool))
     for i, idx in enumerate(chunks):
         for c in GeneFits.COLUMNS:
             getattr(out, c)[idx] = getattr(done[i], c)
@@ -1269,7 +1370,7 @@ def write_fits(path: str | Path, names: Sequence[str], fits: GeneFits) -> None:
             row = [name]
             for c in GeneFits.COLUMNS:
                 v = getattr(fits, c)[i]
-                row.append(str(bool(v)) if c == "non_identifiable" else f"{float(v):.6g}")
+                row.append(str(bool(v)) if c in GeneFits.FLAGS else f"{float(v):.6g}")
             w.writerow(row)
 
 
@@ -1278,23 +1379,74 @@ def write_fits(path: str | Path, names: Sequence[str], fits: GeneFits) -> None:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class RecoveryResult:
-    """Median relative errors of burst frequency / size per grid cell (over replicates)."""
+    """Recovery of burst frequency (``bf``) and burst size (``bs``) per grid cell.
+
+    Every array is ``[len(k_on), len(k_off)]``, a statistic over the replicates of a cell:
+    ``*_error`` median relative error over all replicates, ``*_error_ident`` over those not
+    flagged for that quantity (NaN if none), ``*_ratio`` median 95 % interval ratio,
+    ``*_structural`` / ``*_practical`` fractions flagged, ``expressing`` median fraction of
+    cells with a non-zero count.
+    """
 
     k_on: list[float]
     k_off: list[float]
     k_syn: float
     num_cells: int
     replicates: int
-    bf_error: np.ndarray  # [len(k_on), len(k_off)]
+    max_ci_ratio: float
+    bf_error: np.ndarray
     bs_error: np.ndarray
-    flagged: np.ndarray  # fraction of replicates flagged non-identifiable
+    bf_error_ident: np.ndarray
+    bs_error_ident: np.ndarray
+    bf_ratio: np.ndarray
+    bs_ratio: np.ndarray
+    bf_structural: np.ndarray
+    bs_structural: np.ndarray
+    bf_practical: np.ndarray
+    bs_practical: np.ndarray
+    expressing: np.ndarray
     seconds: float
+
+    ARRAYS = (
+        "bf_error",
+        "bs_error",
+        "bf_error_ident",
+        "bs_error_ident",
+        "bf_ratio",
+        "bs_ratio",
+        "bf_structural",
+        "bs_structural",
+        "bf_practical",
+        "bs_practical",
+        "expressing",
+    )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("bf_error", "bs_error", "flagged"):
-            d[key] = np.asarray(d[key]).tolist()
+        for key in self.ARRAYS:
+            arr = np.asarray(d[key], dtype=float)
+            # strict JSON: NaN (no identifiable replicate) -> null, an infinite ratio -> "inf"
+            d[key] = [
+                [None if np.isnan(v) else (float(v) if np.isfinite(v) else "inf") for v in row]
+                for row in arr
+            ]
         return d
+
+    def verdict(self, q: str, i: int, j: int) -> str:
+        """``"S"`` (mostly structural), ``"P"`` (mostly practical) or ``""`` for quantity ``q``."""
+        s, p = getattr(self, f"{q}_structural")[i, j], getattr(self, f"{q}_practical")[i, j]
+        if s + p <= 0.5:
+            return ""
+        return "S" if s >= p else "P"
+
+
+def _median_where(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Median over the last axis of the kept entries (NaN where none is kept)."""
+    v = np.where(keep, values, np.nan)
+    out = np.full(v.shape[:-1], np.nan)
+    some = keep.any(-1)
+    out[some] = np.nanmedian(v[some], -1)
+    return out
 
 
 def recovery_study(
@@ -1303,15 +1455,22 @@ def recovery_study(
     *,
     k_syn: float = 100.0,
     num_cells: int = 1000,
-    replicates: int = 5,
+    replicates: int = 10,
     seed: int = 0,
     method: str = "gillespie",
+    max_ci_ratio: float = MAX_CI_RATIO,
     chunk_size: int = 16,
     backend: str = "serial",
     num_workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RecoveryResult:
-    """Simulate every grid cell ``replicates`` times, fit, and report median relative errors.
+    """Simulate every grid cell ``replicates`` times, fit with intervals, summarise the recovery.
+
+    Per cell and quantity (burst frequency, burst size): the median relative error over all
+    replicates and over the replicates judged identifiable for that quantity, the median
+    profile-interval ratio and the fractions flagged structurally / practically
+    (see :func:`fit_genes`). Genes simulated with no expressing cell count as flagged both ways
+    with infinite error.
 
     Args:
         k_on, k_off: grid values.
@@ -1320,6 +1479,7 @@ def recovery_study(
         replicates: simulated genes per grid cell.
         seed: seed of the simulation.
         method: ``"gillespie"`` or ``"exact"`` (see :func:`simulate`).
+        max_ci_ratio: as in :func:`fit_genes`.
         chunk_size, backend, num_workers, progress: as in :func:`fit_counts`.
 
     Returns:
@@ -1329,6 +1489,7 @@ def recovery_study(
     >>> r.bf_error.shape
     (1, 1)
     """
+    replicates = _check_int(replicates, "replicates")
     t0 = time.perf_counter()
     kon = torch.tensor(k_on, dtype=DTYPE)
     koff = torch.tensor(k_off, dtype=DTYPE)
@@ -1339,37 +1500,60 @@ def recovery_study(
     g = torch.Generator().manual_seed(seed)
     x = simulate(a, b, k, num_cells, generator=g, method=method)
     fits = fit_counts(
-        x, chunk_size=chunk_size, backend=backend, num_workers=num_workers, progress=progress
+        x,
+        max_ci_ratio=max_ci_ratio,
+        chunk_size=chunk_size,
+        backend=backend,
+        num_workers=num_workers,
+        progress=progress,
     )
     shape = (len(k_on), len(k_off), replicates)
-    bf_err = np.abs(fits.burst_frequency / a.numpy() - 1).reshape(shape)
-    bs_err = np.abs(fits.burst_size / (k / b).numpy() - 1).reshape(shape)
-    flag = fits.non_identifiable.reshape(shape)
+    r = lambda v: np.asarray(v).reshape(shape)  # noqa: E731
+    inf_nan = lambda v: np.where(np.isnan(v), np.inf, v)  # noqa: E731 - all-zero genes
+    bf_err = r(inf_nan(np.abs(fits.burst_frequency / a.numpy() - 1)))
+    bs_err = r(inf_nan(np.abs(fits.burst_size / (k / b).numpy() - 1)))
+    ok_bf = ~(r(fits.bf_structural) | r(fits.bf_practical))
+    ok_bs = ~(r(fits.bs_structural) | r(fits.bs_practical))
+    med = lambda v: np.median(r(inf_nan(v)), -1)  # noqa: E731
     return RecoveryResult(
-        list(map(float, k_on)),
-        list(map(float, k_off)),
-        float(k_syn),
-        num_cells,
-        replicates,
-        np.nanmedian(bf_err, -1),
-        np.nanmedian(bs_err, -1),
-        flag.mean(-1),
-        time.perf_counter() - t0,
+        k_on=list(map(float, k_on)),
+        k_off=list(map(float, k_off)),
+        k_syn=float(k_syn),
+        num_cells=num_cells,
+        replicates=replicates,
+        max_ci_ratio=float(max_ci_ratio),
+        bf_error=np.median(bf_err, -1),
+        bs_error=np.median(bs_err, -1),
+        bf_error_ident=_median_where(bf_err, ok_bf),
+        bs_error_ident=_median_where(bs_err, ok_bs),
+        bf_ratio=med(fits.bf_ci_ratio),
+        bs_ratio=med(fits.bs_ci_ratio),
+        bf_structural=r(fits.bf_structural).mean(-1),
+        bs_structural=r(fits.bs_structural).mean(-1),
+        bf_practical=r(fits.bf_practical).mean(-1),
+        bs_practical=r(fits.bs_practical).mean(-1),
+        expressing=np.median(r((x > 0).double().mean(1).numpy()), -1),
+        seconds=time.perf_counter() - t0,
     )
 
 
 def plot_recovery(result: RecoveryResult, path: str | Path) -> None:
-    """Heatmaps of the median relative errors of burst frequency and burst size."""
+    """Heatmaps of the median relative errors of burst frequency and burst size.
+
+    Each cell shows the median error over all replicates and, below it, the median interval
+    ratio; cells where most replicates are flagged are hatched and marked ``S`` (structural) or
+    ``P`` (practical).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
-    for ax, err, name in zip(
-        axes, (result.bf_error, result.bs_error), ("burst frequency", "burst size"), strict=True
-    ):
-        im = ax.imshow(100 * err, origin="lower", cmap="viridis", vmin=0, vmax=50)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
+    for ax, q, name in zip(axes, ("bf", "bs"), ("burst frequency", "burst size"), strict=True):
+        err = 100 * np.minimum(getattr(result, f"{q}_error"), 10.0)
+        ratio = getattr(result, f"{q}_ratio")
+        im = ax.imshow(err, origin="lower", cmap="viridis", vmin=0, vmax=30)
         ax.set_xticks(range(len(result.k_off)), [f"{v:.3g}" for v in result.k_off])
         ax.set_yticks(range(len(result.k_on)), [f"{v:.3g}" for v in result.k_on])
         ax.set_xlabel("k_off")
@@ -1377,15 +1561,80 @@ def plot_recovery(result: RecoveryResult, path: str | Path) -> None:
         ax.set_title(f"median |rel. error| of {name} (%)")
         for i in range(len(result.k_on)):
             for j in range(len(result.k_off)):
-                mark = "*" if result.flagged[i, j] > 0.5 else ""
-                ax.text(j, i, f"{100 * err[i, j]:.0f}{mark}", ha="center", va="center", color="w")
+                mark = result.verdict(q, i, j)
+                if mark:
+                    ax.add_patch(
+                        plt.Rectangle(
+                            (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", ec="w", lw=0
+                        )
+                    )
+                v = ratio[i, j]
+                rt = "inf" if not np.isfinite(v) else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
+                ax.text(
+                    j,
+                    i,
+                    f"{err[i, j]:.0f}{' ' + mark if mark else ''}\nx{rt}",
+                    ha="center",
+                    va="center",
+                    color="w",
+                    fontsize=9,
+                    bbox={"fc": "k", "alpha": 0.45, "ec": "none", "pad": 1.5},
+                )
         fig.colorbar(im, ax=ax)
     fig.suptitle(
         f"telegraph recovery: k_syn={result.k_syn:g}, {result.num_cells} cells, "
-        f"{result.replicates} replicates (* = mostly flagged non-identifiable)"
+        f"{result.replicates} replicates\nx = median 95% interval ratio; hatched: mostly "
+        f"non-identifiable (S structural, P practical: ratio > {result.max_ci_ratio:.2f})",
+        fontsize=9,
     )
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def recovery_markdown(result: RecoveryResult) -> str:
+    """The recovery tables as Markdown: errors, errors on identifiable replicates, ratios, flags."""
+
+    def pct(v: float) -> str:
+        return "-" if not np.isfinite(v) else f"{100 * v:.1f}"
+
+    def rt(v: float) -> str:
+        return "inf" if not np.isfinite(v) else f"{v:.2f}"
+
+    head = "| k_on \\ k_off | " + " | ".join(f"{b:.3g}" for b in result.k_off) + " |"
+    rule = "|---" * (len(result.k_off) + 1) + "|"
+    tables = {
+        "median relative error, all replicates, % (bf / bs; S/P = mostly flagged "
+        "structurally/practically)": lambda i, j: (
+            f"{pct(result.bf_error[i, j])}{result.verdict('bf', i, j)} / "
+            f"{pct(result.bs_error[i, j])}{result.verdict('bs', i, j)}"
+        ),
+        "median relative error over the identifiable replicates, % (bf / bs; - = none)": (
+            lambda i, j: f"{pct(result.bf_error_ident[i, j])} / {pct(result.bs_error_ident[i, j])}"
+        ),
+        "median 95 % interval ratio upper/lower (bf / bs)": lambda i, j: (
+            f"{rt(result.bf_ratio[i, j])} / {rt(result.bs_ratio[i, j])}"
+        ),
+        "fraction flagged structural, practical (bf; bs)": lambda i, j: (
+            f"{result.bf_structural[i, j]:.1f}, {result.bf_practical[i, j]:.1f}; "
+            f"{result.bs_structural[i, j]:.1f}, {result.bs_practical[i, j]:.1f}"
+        ),
+        "median fraction of expressing cells (count > 0)": lambda i, j: (
+            f"{result.expressing[i, j]:.3f}"
+        ),
+    }
+    out = [
+        f"k_syn = {result.k_syn:g}, {result.num_cells} cells, {result.replicates} replicates, "
+        f"identifiable = interval ratio <= {result.max_ci_ratio:.2f} and not flat to the box",
+        "",
+    ]
+    for title, cell in tables.items():
+        out += [f"{title}:", "", head, rule]
+        for i, a in enumerate(result.k_on):
+            out.append(
+                f"| {a:.3g} | " + " | ".join(cell(i, j) for j in range(len(result.k_off))) + " |"
+            )
+        out.append("")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1399,6 +1648,16 @@ def _parallel_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=50, help="genes per job")
 
 
+def _ratio_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-ci-ratio",
+        type=float,
+        default=MAX_CI_RATIO,
+        help="widest 95%% interval ratio (upper/lower) counted as identifiable; default "
+        f"{MAX_CI_RATIO:.2f} = exp(2*1.96*0.10/0.674), a 10%% median error",
+    )
+
+
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad telegraph fit``."""
     parser.add_argument(
@@ -1409,6 +1668,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     _parallel_options(parser)
     parser.add_argument("--no-ci", action="store_true", help="skip profile-likelihood intervals")
     parser.add_argument("--max-iter", type=int, default=60, help="Newton iterations at most")
+    _ratio_option(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: <output>.ckpt.pt")
     parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
 
@@ -1429,6 +1689,7 @@ def run_fit(args: argparse.Namespace, console: Any) -> int:
             chunk_size=args.chunk_size,
             ci=not args.no_ci,
             max_iter=args.max_iter,
+            max_ci_ratio=args.max_ci_ratio,
             backend=args.backend,
             num_workers=args.workers,
             checkpoint=ckpt,
@@ -1437,9 +1698,11 @@ def run_fit(args: argparse.Namespace, console: Any) -> int:
         )
         bar.update(task, completed=counts.shape[0])
     write_fits(out, names, fits)
-    flagged = int(np.sum(fits.non_identifiable))
+    n_struct = int(np.sum(fits.bf_structural | fits.bs_structural))
+    n_pract = int(np.sum(fits.non_identifiable)) - n_struct
     console.print(
-        f"wrote {out} ({counts.shape[0]} genes, {flagged} flagged non-identifiable) in "
+        f"wrote {out} ({counts.shape[0]} genes; {n_struct} structurally and {n_pract} only "
+        "practically non-identifiable in burst frequency or size) in "
         f"{time.perf_counter() - t0:.1f} s; checkpoint {ckpt}"
     )
     return 0
@@ -1523,9 +1786,10 @@ def add_recover_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", type=int, default=4, help="points per axis")
     parser.add_argument("--k-syn", type=float, default=100.0)
     parser.add_argument("--cells", type=int, default=1000)
-    parser.add_argument("--replicates", type=int, default=5)
+    parser.add_argument("--replicates", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", choices=("gillespie", "exact"), default="gillespie")
+    _ratio_option(parser)
     _parallel_options(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/telegraph_recovery"))
 
@@ -1549,32 +1813,39 @@ def run_recover(args: argparse.Namespace, console: Any) -> int:
             replicates=args.replicates,
             seed=args.seed,
             method=args.method,
+            max_ci_ratio=args.max_ci_ratio,
             chunk_size=args.chunk_size,
             backend=args.backend,
             num_workers=args.workers,
             progress=lambda m: bar.advance(task, m),
         )
     table = Table(
-        title=f"median |relative error| (burst frequency / burst size), k_syn={args.k_syn:g}, "
-        f"{args.cells} cells, {args.replicates} replicates; * = flagged non-identifiable"
+        title=f"median |relative error| % (burst frequency / burst size), k_syn={args.k_syn:g}, "
+        f"{args.cells} cells, {args.replicates} replicates; all replicates [identifiable ones]; "
+        "S/P = mostly structurally/practically non-identifiable"
     )
     table.add_column("k_on \\ k_off", justify="right")
     for b in k_off:
         table.add_column(f"{b:.3g}", justify="right")
-    lines = ["| k_on \\ k_off | " + " | ".join(f"{b:.3g}" for b in k_off) + " |"]
-    lines.append("|---" * (len(k_off) + 1) + "|")
+
+    def pct(v: float) -> str:
+        return "-" if not np.isfinite(v) else f"{100 * v:.1f}"
+
     for i, a in enumerate(k_on):
-        cells = [
-            f"{100 * res.bf_error[i, j]:.1f}% / {100 * res.bs_error[i, j]:.1f}%"
-            + ("*" if res.flagged[i, j] > 0.5 else "")
-            for j in range(len(k_off))
-        ]
-        table.add_row(f"{a:.3g}", *cells)
-        lines.append(f"| {a:.3g} | " + " | ".join(cells) + " |")
+        table.add_row(
+            f"{a:.3g}",
+            *[
+                f"{pct(res.bf_error[i, j])}{res.verdict('bf', i, j)} "
+                f"[{pct(res.bf_error_ident[i, j])}] / "
+                f"{pct(res.bs_error[i, j])}{res.verdict('bs', i, j)} "
+                f"[{pct(res.bs_error_ident[i, j])}]"
+                for j in range(len(k_off))
+            ],
+        )
     console.print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recovery.json").write_text(json.dumps(res.to_json(), indent=2))
-    (args.out / "recovery.md").write_text("\n".join(lines) + "\n")
+    (args.out / "recovery.md").write_text(recovery_markdown(res))
     plot_recovery(res, args.out / "recovery.png")
     console.print(f"wrote {args.out}/recovery.json, .md, .png in {res.seconds:.1f} s")
     return 0
