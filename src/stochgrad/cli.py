@@ -37,6 +37,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from stochgrad.argtypes import float_list, positive_int
+
 # ---------------------------------------------------------------------------------------------
 # the registry
 # ---------------------------------------------------------------------------------------------
@@ -151,32 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``2_000_000`` and ``2e6`` accepted)."""
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(value)
-
-
-def float_list(text: str) -> list[float]:
-    """argparse type: comma-separated numbers, e.g. ``0,1,3``."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got {text!r}"
-        ) from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected finite numbers separated by commas, got {text!r}"
-        )
-    return values
-
-
 def progress_bar(console: Console) -> Progress:
     """The progress bar every long job shows (transient: it disappears when done)."""
     return Progress(

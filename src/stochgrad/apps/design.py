@@ -83,6 +83,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from stochgrad.argtypes import float_list, positive_int
 from stochgrad.estimate import GradientEstimate
 
 __all__ = [
@@ -1092,44 +1093,20 @@ PYRO_LINEAR_DESIGN = ((1.0, 0.0), (0.0, 1.0), (0.0, 1.0))
 PYRO_PRIOR_SD = (1.0, 1.5)
 
 
-def _parse_floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got {text!r}"
-        ) from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected finite numbers separated by commas, got {text!r}"
-        )
-    return values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(value)
-
-
 def add_eig_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad design eig``."""
     parser.add_argument("--model", choices=("linear", "logistic"), default="linear")
     parser.add_argument(
         "--doses",
-        type=_parse_floats,
+        type=float_list,
         default=[-1.0, 0.0, 1.0, 2.0],
         help="logistic: comma-separated dose levels (default -1,0,1,2)",
     )
     parser.add_argument(
-        "--outer", type=_positive, default=4000, help="outer samples N (default 4000)"
+        "--outer", type=positive_int, default=4000, help="outer samples N (default 4000)"
     )
     parser.add_argument(
-        "--inner", type=_positive, default=1000, help="inner samples L (default 1000)"
+        "--inner", type=positive_int, default=1000, help="inner samples L (default 1000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="optional JSON of the table")
@@ -1246,7 +1223,7 @@ def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
     d = DesignConfig()
     parser.add_argument("--model", choices=("linear", "logistic"), default="linear")
     parser.add_argument(
-        "--steps", type=_positive, default=d.steps, help=f"Adam steps (default {d.steps})"
+        "--steps", type=positive_int, default=d.steps, help=f"Adam steps (default {d.steps})"
     )
     parser.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
     parser.add_argument(
@@ -1257,13 +1234,13 @@ def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--outer",
-        type=_positive,
+        type=positive_int,
         default=d.num_outer,
         help=f"outer samples N (default {d.num_outer})",
     )
     parser.add_argument(
         "--inner",
-        type=_positive,
+        type=positive_int,
         default=d.num_inner,
         help=f"contrastive samples L (default {d.num_inner})",
     )
@@ -1278,13 +1255,13 @@ def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--doses",
-        type=_positive,
+        type=positive_int,
         default=d.num_doses,
         help=f"logistic: number of doses K (default {d.num_doses})",
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=_positive,
+        type=positive_int,
         default=d.checkpoint_every,
         help=f"steps between checkpoints (default {d.checkpoint_every})",
     )

@@ -68,6 +68,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stochgrad.argtypes import positive_int
+
 ALGOS = ("reinforce", "trpo")
 BASELINES = ("none", "mean", "value", "gae")
 
@@ -864,35 +866,25 @@ def plot_learning_curve(history: History, path: str | Path, title: str = "") -> 
 # ---------------------------------------------------------------------------------------------
 # command line (registered by stochgrad.cli as `stochgrad rl train` / `stochgrad rl eval`)
 # ---------------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(value)
-
-
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad rl train``."""
     p.add_argument("--env", default="CartPole-v1", help="gymnasium id (default CartPole-v1)")
     p.add_argument("--algo", choices=ALGOS, default="reinforce", help="default reinforce")
-    p.add_argument("--steps", type=_positive_int, default=100_000, help="env steps (100000)")
+    p.add_argument("--steps", type=positive_int, default=100_000, help="env steps (100000)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument(
         "--baseline", choices=BASELINES, default=None, help="default value (reinforce), gae (trpo)"
     )
     p.add_argument("--gae-lambda", type=float, default=None, help="GAE lambda")
-    p.add_argument("--num-envs", type=_positive_int, default=None, help="parallel envs")
-    p.add_argument("--n-steps", type=_positive_int, default=None, help="rollout steps per env")
+    p.add_argument("--num-envs", type=positive_int, default=None, help="parallel envs")
+    p.add_argument("--n-steps", type=positive_int, default=None, help="rollout steps per env")
     p.add_argument("--lr", type=float, default=None, help="policy Adam learning rate")
     p.add_argument("--entropy-coef", type=float, default=None, help="entropy bonus")
     p.add_argument(
         "--no-normalize", action="store_true", help="do not normalise advantages per batch"
     )
     p.add_argument(
-        "--checkpoint-every", type=_positive_int, default=50, help="updates between checkpoints"
+        "--checkpoint-every", type=positive_int, default=50, help="updates between checkpoints"
     )
     p.add_argument(
         "--out",
@@ -1001,7 +993,7 @@ def run_train(args: argparse.Namespace, console) -> int:
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad rl eval``."""
     p.add_argument("checkpoint", help="a .pt file written by `stochgrad rl train`")
-    p.add_argument("--episodes", type=_positive_int, default=10, help="episodes (default 10)")
+    p.add_argument("--episodes", type=positive_int, default=10, help="episodes (default 10)")
     p.add_argument("--seed", type=int, default=10_000, help="first reset seed (default 10000)")
     p.add_argument("--stochastic", action="store_true", help="sample actions (default: mode)")
 
