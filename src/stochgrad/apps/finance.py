@@ -931,6 +931,17 @@ def estimate_greeks(
 # ---------------------------------------------------------------------------------------------
 
 
+def _quantlib_greeks(opt: Any, T: float) -> dict[str, float]:
+    """Price and Greeks of a QuantLib option priced on the time-changed clock (factor ``T``)."""
+    return {
+        "price": opt.NPV(),
+        "delta": opt.delta(),
+        "gamma": opt.gamma(),
+        "vega": opt.vega() * math.sqrt(T),
+        "rho": opt.rho() * T,
+    }
+
+
 def quantlib_reference(
     option: Option, market: Market, heston: Heston | None = None
 ) -> dict[str, float]:
@@ -1017,13 +1028,7 @@ def quantlib_reference(
         )
         opt = ql.VanillaOption(pay, exercise)
         opt.setPricingEngine(ql.AnalyticEuropeanEngine(process))
-        return {
-            "price": opt.NPV(),
-            "delta": opt.delta(),
-            "gamma": opt.gamma(),
-            "vega": opt.vega() * math.sqrt(T),
-            "rho": opt.rho() * T,
-        }
+        return _quantlib_greeks(opt, T)
     if option.payoff == "geometric":
         fixings = [today + (i + 1) * (days // m) for i in range(m)]
         opt = ql.DiscreteAveragingAsianOption(
@@ -1035,13 +1040,7 @@ def quantlib_reference(
             exercise,
         )
         opt.setPricingEngine(ql.AnalyticDiscreteGeometricAveragePriceAsianEngine(process))
-        return {
-            "price": opt.NPV(),
-            "delta": opt.delta(),
-            "gamma": opt.gamma(),
-            "vega": opt.vega() * math.sqrt(T),
-            "rho": opt.rho() * T,
-        }
+        return _quantlib_greeks(opt, T)
     if option.payoff == "barrier":
         opt = ql.BarrierOption(
             ql.Barrier.UpOut,
