@@ -213,7 +213,7 @@ def throughput(n: int, repeats: int, threads: int) -> dict:
 
     impls = {
         "stochgrad float64, torch normals": (torch.float64, "torch"),
-        "stochgrad float64, numpy normals": (torch.float64, "numpy"),
+        "stochgrad float64, numpy normals (default)": (torch.float64, "numpy"),
         "stochgrad float32, torch normals": (torch.float32, "torch"),
         "numpy float64 (hand-written)": None,
     }
