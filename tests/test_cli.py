@@ -103,3 +103,45 @@ def test_registry_is_extensible():
             cli.subcommand("_probe", help="", arguments=lambda p: None)(run_probe)
     finally:
         del cli.SUBCOMMANDS["_probe"]
+
+
+APP_JOBS = [
+    ["rl", "train"],
+    ["rl", "eval"],
+    ["rl", "options"],
+    ["rl", "pareto"],
+    ["hmm", "fit"],
+    ["telegraph", "fit"],
+    ["telegraph", "simulate"],
+    ["telegraph", "recover"],
+    ["rbm"],
+    ["bbvi"],
+    ["greeks"],
+    ["design", "eig"],
+    ["design", "optimize"],
+    ["offpolicy"],
+    ["molecules", "pretrain"],
+    ["molecules", "sample"],
+    ["molecules", "optimize"],
+]
+
+
+@pytest.mark.parametrize("job", APP_JOBS, ids=" ".join)
+def test_every_application_job_has_options(job, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*job, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: stochgrad {' '.join(job)}")
+    assert "--" in out.split("options:", 1)[1].replace("--help", "")  # its own options
+
+
+def test_group_without_job_prints_usage(capsys):
+    assert cli.main(["telegraph"]) == 2
+    assert "fit,simulate,recover" in capsys.readouterr().out
+
+
+def test_only_the_chosen_application_is_imported():
+    parser = cli.build_parser(["demo"])
+    hmm = parser._subparsers._group_actions[0].choices["hmm"]
+    assert all(a.dest == "help" for a in hmm._actions)  # not built: its module not imported
