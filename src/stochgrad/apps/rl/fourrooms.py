@@ -858,7 +858,7 @@ def run_fourrooms(
 
 
 # ---------------------------------------------------------------------------------------------
-# command line (registered by the lead as `stochgrad rl options`)
+# command line (registered in stochgrad.cli as `stochgrad rl options`)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -803,7 +803,7 @@ def _plot(path: Path, res: ParetoResult) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# command line (registered by the lead as `stochgrad rl pareto`)
+# command line (registered in stochgrad.cli as `stochgrad rl pareto`)
 # ---------------------------------------------------------------------------------------------
 
 
