@@ -13,6 +13,7 @@ import torch
 from stochgrad.apps.hmm import (
     HMM,
     baum_welch,
+    baum_welch_batched,
     complete_data_score,
     emission_log_prob,
     fisher_gradient,
@@ -434,6 +435,58 @@ def test_bad_input_raises(quakes: torch.Tensor) -> None:
         random_hmm(quakes, 0, generator=torch.Generator())
     with pytest.raises(ValueError, match="max_iter"):
         baum_welch(hmm, quakes, max_iter=0)
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+def test_batched_em_matches_hand_m_step_and_single_runs(quakes: torch.Tensor, emission) -> None:
+    if emission == "poisson":
+        y, yb = quakes, quakes.reshape(1, -1)
+    else:
+        y = torch.randn(2, 60, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+        y[:, 20:40] += 3.0
+        yb = y
+    starts = [
+        random_hmm(y, 3, emission, generator=torch.Generator().manual_seed(s)) for s in range(4)
+    ]
+    # one EM step from each start, against the M-step written out from forward_backward
+    for h, f in zip(starts, baum_welch_batched(starts, y, max_iter=1), strict=True):
+        post = forward_backward(h, y)
+        g = post.gamma
+        pi = g[:, 0].sum(0)
+        P = post.xi.sum((0, 1))
+        torch.testing.assert_close(f.hmm.startprob, pi / pi.sum(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            f.hmm.transmat, P / P.sum(-1, keepdim=True), rtol=1e-12, atol=1e-14
+        )
+        w = g.sum((0, 1))
+        if emission == "poisson":
+            rates = (g * yb[..., None]).sum((0, 1)) / w
+            torch.testing.assert_close(f.hmm.rates, rates, rtol=1e-12, atol=0.0)
+        else:
+            mu = torch.einsum("btk,btd->kd", g, yb) / w[:, None]
+            torch.testing.assert_close(f.hmm.means, mu, rtol=1e-12, atol=1e-12)
+        assert f.history[0] == pytest.approx(float(log_likelihood(h, y).sum()), rel=1e-13)
+    # the stacked run stops each start where it would stop alone (a tolerance well above
+    # rounding, which can move a gain of ~1e-11 across the default one)
+    together = baum_welch_batched(starts, y, max_iter=300, tol=1e-8)
+    for h, f in zip(starts, together, strict=True):
+        alone = baum_welch(h, y, max_iter=300, tol=1e-8)
+        assert (f.n_iter, f.converged) == (alone.n_iter, alone.converged)
+        assert f.log_likelihood == pytest.approx(alone.log_likelihood, rel=1e-12)
+    assert len({f.n_iter for f in together}) > 1  # starts did leave the batch at different times
+
+
+def test_batched_em_bad_input(quakes: torch.Tensor) -> None:
+    two = HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=[10.0, 20.0])
+    three = random_hmm(quakes, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="non-empty"):
+        baum_welch_batched([], quakes)
+    with pytest.raises(ValueError, match="non-empty"):
+        baum_welch_batched([two, "model"], quakes)
+    with pytest.raises(ValueError, match="num_states"):
+        baum_welch_batched([two, three], quakes)
+    with pytest.raises(ValueError, match="tol"):
+        baum_welch_batched([two], quakes, tol=float("nan"))
 
 
 def test_earthquakes_match_published_summary(quakes: torch.Tensor) -> None:

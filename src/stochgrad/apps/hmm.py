@@ -80,6 +80,7 @@ __all__ = [
     "Posterior",
     "add_fit_arguments",
     "baum_welch",
+    "baum_welch_batched",
     "complete_data_score",
     "emission_log_prob",
     "fisher_gradient",
@@ -431,12 +432,22 @@ def _log_matmul(log_v: Tensor, M: Tensor) -> Tensor:
 
 def _forward(hmm: HMM, log_e: Tensor) -> Tensor:
     """Log forward variables ``[B, T, K]`` (log-space, loop over time)."""
-    P = torch.softmax(hmm.trans_logits, -1)
-    steps = log_e.unbind(1)
-    alphas = [torch.log_softmax(hmm.start_logits, -1) + steps[0]]
+    return _forward_logs(
+        torch.log_softmax(hmm.start_logits, -1), torch.softmax(hmm.trans_logits, -1), log_e
+    )
+
+
+def _forward_logs(log_start: Tensor, P: Tensor, log_e: Tensor) -> Tensor:
+    """Forward pass on raw arrays; leading dims broadcast, so ``R`` stacked models work too.
+
+    ``log_start`` ``[K]`` or ``[R, 1, K]``, ``P`` ``[K, K]`` or ``[R, K, K]``, ``log_e``
+    ``[B, T, K]`` or ``[R, B, T, K]``; returns log alphas shaped like ``log_e``.
+    """
+    steps = log_e.unbind(-2)
+    alphas = [log_start + steps[0]]
     for e in steps[1:]:
         alphas.append(_log_matmul(alphas[-1], P) + e)
-    return torch.stack(alphas, 1)
+    return torch.stack(alphas, -2)
 
 
 def log_likelihood(hmm: HMM, y: Any) -> Tensor:
@@ -491,24 +502,31 @@ def forward_backward(hmm: HMM, y: Any) -> Posterior:
     (torch.Size([1, 3, 2]), torch.Size([1, 2, 2, 2]), True)
     """
     log_e = emission_log_prob(hmm, y)
-    log_P = torch.log_softmax(hmm.trans_logits, -1)
-    log_alpha = _forward(hmm, log_e)
-    T = log_e.shape[1]
-    PT = log_P.exp().T
-    steps = log_e.unbind(1)
+    log_start = torch.log_softmax(hmm.start_logits, -1)
+    return _forward_backward_logs(log_start, torch.log_softmax(hmm.trans_logits, -1), log_e)
+
+
+def _forward_backward_logs(log_start: Tensor, log_P: Tensor, log_e: Tensor) -> Posterior:
+    """Forward-backward on raw arrays, shapes as in :func:`_forward_logs` (``R`` stacked models
+    give ``[R, B]`` likelihoods, ``[R, B, T, K]`` marginals, ``[R, B, T-1, K, K]`` pairs)."""
+    P = log_P.exp()
+    log_alpha = _forward_logs(log_start, P, log_e)
+    T = log_e.shape[-2]
+    PT = P.transpose(-1, -2)
+    steps = log_e.unbind(-2)
     betas = [torch.zeros_like(steps[0])]
     for t in range(T - 2, -1, -1):
         betas.append(_log_matmul(steps[t + 1] + betas[-1], PT))
-    log_beta = torch.stack(betas[::-1], 1)
-    ll = torch.logsumexp(log_alpha[:, -1], -1)
+    log_beta = torch.stack(betas[::-1], -2)
+    ll = torch.logsumexp(log_alpha[..., -1, :], -1)
     if not torch.isfinite(ll).all():
         raise ValueError("log-likelihood is not finite: y has zero probability under this model")
-    gamma = (log_alpha + log_beta - ll[:, None, None]).exp()
+    gamma = (log_alpha + log_beta - ll[..., None, None]).exp()
     log_xi = (
-        log_alpha[:, :-1, :, None]
-        + log_P
-        + (log_e[:, 1:] + log_beta[:, 1:])[:, :, None, :]
-        - ll[:, None, None, None]
+        log_alpha[..., :-1, :, None]
+        + log_P[..., None, None, :, :]
+        + (log_e[..., 1:, :] + log_beta[..., 1:, :])[..., None, :]
+        - ll[..., None, None, None]
     )
     return Posterior(ll, log_alpha, log_beta, gamma, log_xi.exp())
 
@@ -746,42 +764,131 @@ def baum_welch(
     >>> round(baum_welch(init, y, tol=1e-6).log_likelihood, 2)
     -341.88
     """
+    return baum_welch_batched([hmm], y, max_iter=max_iter, tol=tol, min_sd=min_sd)[0]
+
+
+@torch.no_grad()
+def baum_welch_batched(
+    hmms: Sequence[HMM],
+    y: Any,
+    *,
+    max_iter: int = 1000,
+    tol: float = 1e-11,
+    min_sd: float = 1e-3,
+) -> list[FitResult]:
+    r"""EM from several starting points at once: :func:`baum_welch` for each of ``hmms``.
+
+    The models are stacked along a leading dimension, so one forward-backward pass (a loop over
+    time of batched matrix products) serves every start; a start leaves the batch when it has
+    converged, and its result is the one :func:`baum_welch` gives alone (to rounding). This
+    is what makes random restarts cheap: the cost of ten restarts is close to that of the
+    slowest one, not the sum.
+
+    Args:
+        hmms: starting models, all with one emission family, K and D.
+        y: observations (see :func:`fisher_gradient`).
+        max_iter, tol, min_sd: as in :func:`baum_welch`.
+
+    Returns:
+        One :class:`FitResult` per starting model, in order.
+
+    Raises:
+        ValueError: empty ``hmms``, mixed families or sizes, bad settings.
+
+    >>> y = load_earthquakes()
+    >>> inits = [HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=r)
+    ...          for r in ([15.0, 26.0], [10.0, 30.0])]
+    >>> [round(f.log_likelihood, 2) for f in baum_welch_batched(inits, y, tol=1e-6)]
+    [-341.88, -341.88]
+    """
     max_iter = _check_int("max_iter", max_iter, 1)
     if not (tol >= 0):
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     if not (min_sd > 0):
         raise ValueError(f"min_sd must be > 0, got {min_sd!r}")
-    yb = _as_batch(hmm, y)
-    history: list[float] = []
-    converged = False
+    hmms = list(hmms)
+    if not hmms or not all(isinstance(h, HMM) for h in hmms):
+        raise ValueError("hmms must be a non-empty sequence of HMM")
+    first = hmms[0]
+    shape = (first.emission, first.num_states, first.dim, first.start_logits.dtype)
+    if any((h.emission, h.num_states, h.dim, h.start_logits.dtype) != shape for h in hmms):
+        raise ValueError("hmms must share the emission family, num_states, dim and dtype")
+    yb = _as_batch(first, y)
+    poisson = first.emission == "poisson"
+    # parameters of all starts, stacked: [R, K], [R, K, K], [R, K] or [R, K, D] (x2)
+    start = torch.stack([h.start_logits for h in hmms])
+    trans = torch.stack([h.trans_logits for h in hmms])
+    emis = (
+        [torch.stack([h.log_rates for h in hmms])]
+        if poisson
+        else [torch.stack([h.means for h in hmms]), torch.stack([h.log_sds for h in hmms])]
+    )
+    R = len(hmms)
+    history: list[list[float]] = [[] for _ in range(R)]
+    converged = [False] * R
+    active = torch.arange(R)
     tiny = torch.finfo(yb.dtype).tiny
+    lgamma_y = torch.lgamma(yb + 1.0)[..., None] if poisson else None
     for _ in range(max_iter):
-        post = forward_backward(hmm, yb)
-        history.append(float(post.log_likelihood.sum()))
-        if len(history) > 1 and history[-1] - history[-2] < tol:
-            converged = True
-            break
-        g = post.gamma
-        pi = g[:, 0].sum(0)
-        trans = post.xi.sum((0, 1))
-        a = (pi / pi.sum()).clamp_min(tiny).log()
-        # a state never left (or never visited) keeps its row
-        rows = trans.sum(-1, keepdim=True)
-        A = torch.where(
-            rows > 0, (trans / rows.clamp_min(tiny)).clamp_min(tiny).log(), hmm.trans_logits
+        post = _forward_backward_logs(
+            torch.log_softmax(start[active], -1)[:, None, :],
+            torch.log_softmax(trans[active], -1),
+            _stacked_emission(yb, [e[active] for e in emis], lgamma_y),
         )
-        w = g.sum((0, 1))  # [K]
-        if hmm.emission == "poisson":
-            rate = (g * yb[..., None]).sum((0, 1)) / w.clamp_min(tiny)
-            hmm = HMM("poisson", a, A, log_rates=rate.clamp_min(tiny).log())
+        lls = post.log_likelihood.sum(-1).tolist()
+        moving = []
+        for j, r in enumerate(active.tolist()):  # bookkeeping per start, not per sample
+            history[r].append(lls[j])
+            if len(history[r]) > 1 and history[r][-1] - history[r][-2] < tol:
+                converged[r] = True
+            else:
+                moving.append(j)
+        if not moving:
+            active = active[:0]
+            break
+        keep = torch.tensor(moving)
+        idx = active[keep]
+        g, xi = post.gamma[keep], post.xi[keep]  # [r, B, T, K], [r, B, T-1, K, K]
+        pi = g[:, :, 0].sum(1)
+        start[idx] = (pi / pi.sum(-1, keepdim=True)).clamp_min(tiny).log()
+        pairs = xi.sum((1, 2))
+        # a state never left (or never visited) keeps its row
+        rows = pairs.sum(-1, keepdim=True)
+        trans[idx] = torch.where(
+            rows > 0, (pairs / rows.clamp_min(tiny)).clamp_min(tiny).log(), trans[idx]
+        )
+        w = g.sum((1, 2)).clamp_min(tiny)  # [r, K]
+        if poisson:
+            rate = torch.einsum("rbtk,bt->rk", g, yb) / w
+            emis[0][idx] = rate.clamp_min(tiny).log()
         else:
-            wk = w.clamp_min(tiny)[:, None]
-            mu = torch.einsum("btk,btd->kd", g, yb) / wk
-            var = torch.einsum("btk,btkd->kd", g, (yb[:, :, None, :] - mu).square()) / wk
-            hmm = HMM("gaussian", a, A, means=mu, log_sds=0.5 * var.clamp_min(min_sd**2).log())
-    if not converged:
-        history.append(float(log_likelihood(hmm, yb).sum()))
-    return FitResult(hmm, history[-1], len(history) - 1, converged, "em", history)
+            mu = torch.einsum("rbtk,btd->rkd", g, yb) / w[..., None]
+            dev = (yb[None, :, :, None, :] - mu[:, None, None]).square()
+            var = torch.einsum("rbtk,rbtkd->rkd", g, dev) / w[..., None]
+            emis[0][idx] = mu
+            emis[1][idx] = 0.5 * var.clamp_min(min_sd**2).log()
+        active = idx
+    out = []
+    for r in range(R):
+        if poisson:
+            hmm = HMM("poisson", start[r], trans[r], log_rates=emis[0][r])
+        else:
+            hmm = HMM("gaussian", start[r], trans[r], means=emis[0][r], log_sds=emis[1][r])
+        if not converged[r]:
+            history[r].append(float(log_likelihood(hmm, yb).sum()))
+        h = history[r]
+        out.append(FitResult(hmm, h[-1], len(h) - 1, converged[r], "em", h))
+    return out
+
+
+def _stacked_emission(yb: Tensor, emis: Sequence[Tensor], lgamma_y: Tensor | None) -> Tensor:
+    """``[R, B, T, K]`` emission log-probabilities of ``R`` stacked models."""
+    if lgamma_y is not None:  # Poisson: emis = (log_rates [R, K],)
+        eta = emis[0][:, None, None, :]
+        return yb[None, ..., None] * eta - eta.exp() - lgamma_y[None]
+    means, log_sds = (e[:, None, None] for e in emis)  # [R, 1, 1, K, D]
+    z = (yb[None, :, :, None, :] - means) / log_sds.exp()
+    return (-0.5 * z.square() - log_sds - 0.5 * _LOG_2PI).sum(-1)
 
 
 def _flatten(params: Sequence[Tensor]) -> np.ndarray:
@@ -916,7 +1023,8 @@ def fit_hmm(
     """Fit from ``restarts`` seeded random starts (:func:`random_hmm`); keep the best.
 
     Restart ``r`` draws its start from a generator seeded by ``SeedSequence([seed, r])``, so a
-    restart's result does not depend on the others. With ``checkpoint`` (a JSON file) each
+    restart's result does not depend on the others. EM runs all restarts at once
+    (:func:`baum_welch_batched`); gradient fits run one after another. With ``checkpoint`` (a JSON file) each
     finished restart is saved at once and reused when the same call is repeated: an interrupted
     run resumed this way gives the same results as an uninterrupted one.
 
@@ -970,12 +1078,22 @@ def fit_hmm(
             done[int(r)] = FitResult(
                 HMM.from_dict(d["hmm"]), d["log_likelihood"], d["n_iter"], d["converged"], method
             )
-    fit = baum_welch if method == "em" else fit_gradient
+
+    def start(r: int) -> HMM:
+        g = torch.Generator().manual_seed(_restart_seed(seed, r))
+        return random_hmm(y_t, K, emission, generator=g)
+
+    todo = [r for r in range(restarts) if r not in done]
+    batched: dict[int, FitResult] = {}
+    if method == "em" and todo:  # all EM starts in one stacked run
+        fits = baum_welch_batched([start(r) for r in todo], y_t, max_iter=max_iter)
+        batched = dict(zip(todo, fits, strict=True))
     results = []
     for r in range(restarts):
         if r not in done:
-            g = torch.Generator().manual_seed(_restart_seed(seed, r))
-            done[r] = fit(random_hmm(y_t, K, emission, generator=g), y_t, max_iter=max_iter)
+            done[r] = (
+                batched[r] if method == "em" else fit_gradient(start(r), y_t, max_iter=max_iter)
+            )
             if ckpt is not None:
                 _save_checkpoint(ckpt, settings, done)
         results.append(done[r])
