@@ -66,11 +66,14 @@ def _corpus(name: str, n: int, seed: int) -> list[str]:
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad molecules pretrain``."""
     g, p = GRUConfig(), PretrainConfig()
-    parser.add_argument("--smiles", type=int, default=100_000, help="training SMILES")
+    parser.add_argument("--smiles", type=int, default=200_000, help="training SMILES")
     parser.add_argument("--corpus", choices=("moses", "nci"), default="moses")
     parser.add_argument("--epochs", type=int, default=p.epochs)
     parser.add_argument("--batch-size", type=int, default=p.batch_size)
     parser.add_argument("--lr", type=float, default=p.lr, help="initial Adam learning rate")
+    parser.add_argument(
+        "--lr-final", type=float, default=p.lr_final, help="learning rate at the last step"
+    )
     parser.add_argument("--hidden", type=int, default=g.hidden, help="GRU width")
     parser.add_argument("--layers", type=int, default=g.layers, help="GRU layers")
     parser.add_argument("--embedding", type=int, default=g.embedding)
@@ -83,6 +86,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 on a shared machine)"
     )
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
 
 
 def run_pretrain(args: argparse.Namespace, console: Any) -> int:
@@ -99,7 +103,13 @@ def run_pretrain(args: argparse.Namespace, console: Any) -> int:
     torch.set_num_threads(args.threads)
     smiles = _corpus(args.corpus, args.smiles, args.seed)
     gru = GRUConfig(embedding=args.embedding, hidden=args.hidden, layers=args.layers)
-    cfg = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = PretrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_final=args.lr_final,
+        seed=args.seed,
+    )
     total = cfg.epochs * ((len(smiles) + cfg.batch_size - 1) // cfg.batch_size)
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -112,6 +122,7 @@ def run_pretrain(args: argparse.Namespace, console: Any) -> int:
             config=cfg,
             restart=args.restart,
             callback=lambda step, loss: progress.update(task, completed=step),
+            device=args.device,
         )
     data = {"corpus": args.corpus, "n": len(smiles), "seed": args.seed}
     save_model(model, out / "prior_weights.pt", data=data)
@@ -153,7 +164,7 @@ def run_sample(args: argparse.Namespace, console: Any) -> int:
     path = args.model or default_prior_path()
     model = load_model(path)
     model.eval()
-    data = torch.load(path, weights_only=True).get("data") or {
+    data = torch.load(path, map_location="cpu", weights_only=True).get("data") or {
         "corpus": "moses",
         "n": 100_000,
         "seed": 0,
@@ -210,6 +221,12 @@ def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("reinvent", "reinforce"), default=a.method)
     parser.add_argument("--sigma", type=float, default=a.sigma, help="REINVENT score weight")
     parser.add_argument("--beta", type=float, default=a.beta, help="REINFORCE KL weight")
+    parser.add_argument(
+        "--likelihood-penalty",
+        type=float,
+        default=None,
+        help="weight of mean(-1/log P_agent) in the loss (default: 5000 for REINVENT, 0 for REINFORCE)",
+    )
     parser.add_argument("--batch-size", type=int, default=a.batch_size)
     parser.add_argument("--lr", type=float, default=a.lr)
     parser.add_argument("--replay", type=int, default=a.replay_batch, help="replayed per step")
@@ -241,6 +258,7 @@ def run_optimize(args: argparse.Namespace, console: Any) -> int:
         method=args.method,
         sigma=args.sigma,
         beta=args.beta,
+        likelihood_penalty=args.likelihood_penalty,
         batch_size=args.batch_size,
         lr=args.lr,
         replay_batch=args.replay,
