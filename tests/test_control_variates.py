@@ -71,6 +71,10 @@ def test_control_variate_object_equals_name():
     c = _delta(torch.sin, _normal, theta, 100, 3)
     assert torch.equal(a.per_sample, b.per_sample)
     assert torch.equal(a.per_sample, c.per_sample)  # same seed, same numbers
+    # work: f at the 100 samples and once at the mean
+    assert a.evaluations == b.evaluations == 101 and a.info["control_variate_evaluations"] == 1
+    plain = sg.score_function(torch.sin, _normal, theta, num_samples=100, seed=3)
+    assert plain.evaluations == 100
 
 
 # ---------------------------------------------------------------------------------------------

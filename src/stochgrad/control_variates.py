@@ -36,6 +36,8 @@ class ControlVariate:
     """
 
     name = "control_variate"
+    #: evaluations of ``f`` per call beyond those at the samples (counted as work)
+    extra_evaluations = 0
 
     def __call__(self, f, dist_fn, leaves, d, x, scores) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -62,7 +64,8 @@ class DeltaMethod(ControlVariate):
     r"""Second-order Taylor control variate with analytic Gaussian expectation.
 
     Needs ``f`` differentiable twice by torch autograd (the gradient and Hessian at the mean
-    are taken once per call; ``D`` backward passes for ``D`` coordinates).
+    are taken once per call: ``1 + D`` backward passes for ``D`` coordinates). The evaluation
+    of ``f`` at the mean counts as one more in the estimate's ``evaluations``.
 
     When ``f`` is exactly quadratic the control variate is perfect: the estimate is then exact up
     to an :math:`O(1/n)` term from estimating :math:`\beta`, and the reported standard error
@@ -77,6 +80,7 @@ class DeltaMethod(ControlVariate):
     """
 
     name = "delta"
+    extra_evaluations = 1  # f at the mean
 
     def __call__(self, f, dist_fn, leaves, d, x, scores):
         mu, cov, diagonal = _gaussian_moments(d)
@@ -158,9 +162,14 @@ def apply_control_variate(
     per: Tensor,
     coefficient: float | str = "loo",
 ) -> tuple[Tensor, dict]:
-    """Subtract ``beta * (h - h_mean)`` from the per-sample terms ``per`` ``[n, P]``."""
+    """Subtract ``beta * (h - h_mean)`` from the per-sample terms ``per`` ``[n, P]``.
+
+    Returns the new terms and an info dict: the control variate's name and its extra
+    evaluations of ``f`` (``"control_variate_evaluations"``).
+    """
     cv = resolve_control_variate(spec)
     h, h_mean = cv(f, dist_fn, leaves, d, x, scores)
+    info = {"control_variate": cv.name, "control_variate_evaluations": int(cv.extra_evaluations)}
     centred = h - h_mean
     if coefficient == "loo":
         if per.shape[0] < 2:
@@ -168,7 +177,7 @@ def apply_control_variate(
         beta = loo_coefficient(per, centred)
     else:
         beta = torch.as_tensor(float(coefficient), dtype=per.dtype)
-    return per - beta * centred, {"control_variate": cv.name}
+    return per - beta * centred, info
 
 
 __all__ = [

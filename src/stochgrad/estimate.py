@@ -36,7 +36,8 @@ class GradientEstimate:
         num_samples: number of per-sample terms.
         method: the estimator's name (``"score_function"``, ``"pathwise"``, ...).
         biased: ``True`` for estimators whose expectation is not the true gradient.
-        evaluations: how many times ``f`` was evaluated at a sample (work, for diagnostics).
+        evaluations: how many times ``f`` was evaluated (work, for diagnostics): at the
+            samples, plus any point a control variate needs (the mean, for ``"delta"``).
         info: estimator-specific extras (the baseline's value, the pilot run of ``auto``, ...).
 
     >>> import torch

@@ -291,7 +291,7 @@ def score_function(
         _core.pack(out, is_tuple),
         method="score_function",
         biased=not bl.unbiased,
-        evaluations=n,
+        evaluations=n + info.get("control_variate_evaluations", 0),
         info=info,
         extra_variance_of_mean=extra_parts,
     )
