@@ -323,7 +323,7 @@ class LearnedBaseline(Baseline):
             loss = ((self.module(ctx).reshape(1, 1) - target) ** 2).mean()
             loss.backward()
             self.optimizer.step()
-            self.last_loss = float(loss)
+            self.last_loss = float(loss.detach())
         return b.to(fx.dtype)
 
 
