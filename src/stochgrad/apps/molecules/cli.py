@@ -164,11 +164,14 @@ def run_sample(args: argparse.Namespace, console: Any) -> int:
     path = args.model or default_prior_path()
     model = load_model(path)
     model.eval()
-    data = torch.load(path, map_location="cpu", weights_only=True).get("data") or {
-        "corpus": "moses",
-        "n": 100_000,
-        "seed": 0,
-    }
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    data = state.get("data")
+    if data is None:
+        data = {"corpus": "moses", "n": 200_000, "seed": 0}
+        console.print(
+            "the model file does not record its training data (prior_weights.pt does): "
+            "novelty is measured against the default 200k MOSES SMILES"
+        )
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     smiles = model.sample_smiles(args.n, generator=gen, batch_size=args.batch_size)
