@@ -415,10 +415,8 @@ def emission_log_prob(hmm: HMM, y: Any) -> Tensor:
     """
     y = _as_batch(hmm, y)
     if hmm.emission == "poisson":
-        eta = hmm.log_rates
-        return y[..., None] * eta - eta.exp() - torch.lgamma(y + 1.0)[..., None]
-    z = (y[:, :, None, :] - hmm.means) / hmm.sds  # [B, T, K, D]
-    return (-0.5 * z.square() - hmm.log_sds - 0.5 * _LOG_2PI).sum(-1)
+        return _stacked_emission(y, [hmm.log_rates[None]], torch.lgamma(y + 1.0)[..., None])[0]
+    return _stacked_emission(y, [hmm.means[None], hmm.log_sds[None]], None)[0]
 
 
 def _log_matmul(log_v: Tensor, M: Tensor) -> Tensor:
