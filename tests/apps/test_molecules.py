@@ -414,6 +414,19 @@ def test_cli_pretrain_sample_optimize(tmp_path, capsys):
     assert rows[0] == ["rank", "smiles", "score", "qed", "penalized_logp", "similarity"]
     for f in ("best.png", "curve.png", "agent.pt"):
         assert (out / "o" / f).exists()
+    # a weighted sum of scores; its top molecule's score is the weighted sum of its parts
+    weighted = ["molecules", "optimize", "--model", model, "--objective", "sum"]
+    weighted += ["--weights", "qed=0.25,similarity=0.75", "--budget", "20", "--batch-size", "8"]
+    weighted += ["--replay", "2", "--max-steps", "3", "--out", str(out / "w")]
+    assert main(weighted) == 0
+    with open(out / "w" / "top.csv") as fh:
+        best = next(csv.DictReader(fh))
+    expected = 0.25 * float(best["qed"]) + 0.75 * float(best["similarity"])
+    assert float(best["score"]) == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="--weights"):
+        main(["molecules", "optimize", "--model", model, "--objective", "sum", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        main([*weighted[:5], "--weights", "qed:0.5"])
 
 
 def test_shipped_prior_loads_and_samples():

@@ -214,10 +214,37 @@ def run_sample(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def _weights(text: str) -> dict[str, float]:
+    """argparse type: ``qed=0.5,similarity=0.5`` -> ``{"qed": 0.5, "similarity": 0.5}``."""
+    out: dict[str, float] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected name=weight pairs, got {item!r}")
+    if not out:
+        raise argparse.ArgumentTypeError("expected name=weight pairs, e.g. qed=0.5,similarity=0.5")
+    return out
+
+
 def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad molecules optimize``."""
     a = AgentConfig()
-    parser.add_argument("--objective", choices=("qed", "logp", "similarity"), default="similarity")
+    parser.add_argument(
+        "--objective",
+        choices=("qed", "logp", "similarity", "sum"),
+        default="similarity",
+        help="score to maximise; 'sum' is a weighted sum of the others (--weights)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        help="for --objective sum: e.g. qed=0.5,similarity=0.5 (non-negative, summing to 1)",
+    )
     parser.add_argument("--target", default=CELECOXIB, help="target SMILES for similarity")
     parser.add_argument("--budget", type=int, default=10_000, help="oracle calls (unique valid)")
     parser.add_argument("--seed", type=int, default=0)
@@ -268,8 +295,11 @@ def run_optimize(args: argparse.Namespace, console: Any) -> int:
         max_steps=args.max_steps,
         patience=args.patience,
     )
-    target = args.target if args.objective == "similarity" else None
-    objective = make_objective(args.objective, target=target)
+    if (args.objective == "sum") != (args.weights is not None):
+        raise ValueError("--weights goes with --objective sum, and --objective sum needs --weights")
+    uses_target = args.objective == "similarity" or "similarity" in (args.weights or {})
+    target = args.target if uses_target else None
+    objective = make_objective(args.objective, target=target, weights=args.weights)
     oracle = Oracle(objective, budget=args.budget)
     prior = load_model(args.model or default_prior_path())
     agent = copy.deepcopy(prior)
@@ -323,6 +353,7 @@ def run_optimize(args: argparse.Namespace, console: Any) -> int:
     last = result.steps[-10:]
     summary = {
         "objective": args.objective,
+        "weights": args.weights,
         "target": target,
         "method": args.method,
         "budget": args.budget,
