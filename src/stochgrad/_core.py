@@ -236,6 +236,47 @@ def black_box(fn: Callable[[np.ndarray], Any]) -> BlackBox:
 # ---------------------------------------------------------------------------------------------
 # seeded sampling
 # ---------------------------------------------------------------------------------------------
+# Random numbers are drawn on the generator's device and then moved to the parameters' device:
+# torch refuses a CPU generator for CUDA draws (and the reverse), and drawing where the
+# generator lives makes ``seed=`` give the same numbers whether the parameters sit on the CPU
+# or on a GPU. Without a generator the draw happens on the parameters' device.
+def _where(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def rand(shape, generator, *, dtype, device) -> Tensor:
+    """``U(0, 1)`` of ``shape`` on ``device``, drawn from ``generator`` (see above)."""
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=_where(generator, device))
+    return u.to(device)
+
+
+def randn(shape, generator, *, dtype, device) -> Tensor:
+    """Standard normals of ``shape`` on ``device``, drawn from ``generator``."""
+    z = torch.randn(shape, generator=generator, dtype=dtype, device=_where(generator, device))
+    return z.to(device)
+
+
+def exponential(shape, generator, *, dtype, device) -> Tensor:
+    """``Exp(1)`` draws of ``shape`` on ``device``, drawn from ``generator``."""
+    e = torch.empty(shape, dtype=dtype, device=_where(generator, device))
+    return e.exponential_(generator=generator).to(device)
+
+
+def with_generator(op: Callable[..., Tensor], *inputs: Any, generator, **kwargs) -> Tensor:
+    """``op(*inputs, generator=generator, **kwargs)`` run on the generator's device, the result
+    returned on the inputs' device (for ``multinomial``, ``poisson``, ``binomial``)."""
+    device = inputs[0].device
+    where = _where(generator, device)
+    args = (t.to(where) if isinstance(t, Tensor) else t for t in inputs)
+    return op(*args, generator=generator, **kwargs).to(device)
+
+
+def random_seed(generator: torch.Generator | None) -> int:
+    """A 62-bit seed drawn from ``generator`` (torch's default generator if ``None``)."""
+    source = generator if generator is not None else torch.default_generator
+    return int(torch.randint(0, 2**62, (1,), generator=source, device=source.device).item())
+
+
 @contextlib.contextmanager
 def seeded_global_rng(generator: torch.Generator | None, device: torch.device):
     """Run code that uses torch's global RNG, seeded from ``generator`` (if any).
@@ -246,7 +287,7 @@ def seeded_global_rng(generator: torch.Generator | None, device: torch.device):
     if generator is None:
         yield
         return
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    seed = random_seed(generator)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)

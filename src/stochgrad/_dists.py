@@ -29,6 +29,7 @@ from torch.distributions import (
     Uniform,
 )
 
+from stochgrad import _core
 from stochgrad._core import seeded_global_rng
 
 Sampler = Callable[[Distribution, int, "torch.Generator | None"], Tensor]
@@ -58,20 +59,20 @@ def _stored(d: Distribution, name: str) -> bool:
 # samplers (no gradient: score-function and measure-valued use these)
 # ---------------------------------------------------------------------------------------------
 def _normal_sample(d: Normal, n: int, g) -> Tensor:
-    eps = torch.randn(_shape(d, n), generator=g, dtype=d.loc.dtype, device=d.loc.device)
+    eps = _core.randn(_shape(d, n), g, dtype=d.loc.dtype, device=d.loc.device)
     return eps.mul_(d.scale.detach()).add_(d.loc.detach())
 
 
 def _bernoulli_sample(d: Bernoulli, n: int, g) -> Tensor:
     p = d.probs.detach()
-    u = torch.rand(_shape(d, n), generator=g, dtype=p.dtype, device=p.device)
+    u = _core.rand(_shape(d, n), g, dtype=p.dtype, device=p.device)
     return (u < p).to(p.dtype)
 
 
 def _categorical_index(d: Categorical, n: int, g) -> Tensor:
     p = d.probs.detach()
     k = p.shape[-1]
-    idx = torch.multinomial(p.reshape(-1, k), n, replacement=True, generator=g)  # [B, n]
+    idx = _core.with_generator(torch.multinomial, p.reshape(-1, k), n, True, generator=g)  # [B, n]
     return idx.T.reshape(n, *d.batch_shape)
 
 
@@ -81,25 +82,26 @@ def _onehot_sample(d: OneHotCategorical, n: int, g) -> Tensor:
 
 
 def _poisson_sample(d: Poisson, n: int, g) -> Tensor:
-    return torch.poisson(d.rate.detach().expand(_shape(d, n)).contiguous(), generator=g)
+    rate = d.rate.detach().expand(_shape(d, n)).contiguous()
+    return _core.with_generator(torch.poisson, rate, generator=g)
 
 
 def _exponential_sample(d: Exponential, n: int, g) -> Tensor:
     rate = d.rate.detach()
-    e = torch.empty(_shape(d, n), dtype=rate.dtype, device=rate.device).exponential_(generator=g)
-    return e / rate
+    return _core.exponential(_shape(d, n), g, dtype=rate.dtype, device=rate.device) / rate
 
 
 def _uniform_sample(d: Uniform, n: int, g) -> Tensor:
     lo, hi = d.low.detach(), d.high.detach()
-    u = torch.rand(_shape(d, n), generator=g, dtype=lo.dtype, device=lo.device)
+    u = _core.rand(_shape(d, n), g, dtype=lo.dtype, device=lo.device)
     return lo + (hi - lo) * u
 
 
 def _binomial_sample(d: Binomial, n: int, g) -> Tensor:
     shape = _shape(d, n)
     count = d.total_count.detach().expand(shape).contiguous().to(d.probs.dtype)
-    return torch.binomial(count, d.probs.detach().expand(shape).contiguous(), generator=g)
+    probs = d.probs.detach().expand(shape).contiguous()
+    return _core.with_generator(torch.binomial, count, probs, generator=g)
 
 
 SAMPLERS.update(
@@ -221,6 +223,4 @@ def normal_noise(d: Distribution, n: int, generator) -> Tensor | None:
     base = unwrap(d)
     if type(base) is not Normal:
         return None
-    return torch.randn(
-        _shape(base, n), generator=generator, dtype=base.loc.dtype, device=base.loc.device
-    )
+    return _core.randn(_shape(base, n), generator, dtype=base.loc.dtype, device=base.loc.device)

@@ -65,8 +65,9 @@ def _enumerate(f, d: Distribution, dist_fn, leaves, max_configurations: int):
             f"max_configurations={max_configurations}"
         )
     # All joint configurations as mixed-radix digits of 0..total-1: [total, coords].
-    codes = torch.arange(total)
-    powers = k ** torch.arange(coords - 1, -1, -1)
+    device = _dists._device_of(d)
+    codes = torch.arange(total, device=device)
+    powers = k ** torch.arange(coords - 1, -1, -1, device=device)
     idx = (codes.unsqueeze(1) // powers) % k
     x = to_value(idx.reshape(total, *base.batch_shape))
     if isinstance(base, Binomial):  # drop counts above a coordinate's own total
@@ -167,14 +168,14 @@ def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
 
     lo, hi = _interval(d)
     sizes = [leaf.numel() for leaf in leaves]
-    dtype = leaves[0].dtype
+    dtype, device = leaves[0].dtype, leaves[0].device
     width = sum(sizes) + 1
     shape = (*d.batch_shape, *d.event_shape)
 
     def at(x_np: np.ndarray) -> np.ndarray:
         """[M] points -> [M, 1 + P] values of (f p, f p grad log p)."""
         m = len(x_np)
-        x = torch.as_tensor(x_np, dtype=dtype).reshape(m, *shape)
+        x = torch.as_tensor(x_np, dtype=dtype, device=device).reshape(m, *shape)
         with torch.no_grad():
             lp = d.log_prob(x).reshape(m)
         out = np.zeros((m, width))
@@ -188,7 +189,7 @@ def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
         s = scores_per_sample(dist_fn, d, leaves, xk)
         flat = torch.cat([si.reshape(k, -1) for si in s], 1).detach()
         vals = torch.cat([weight.unsqueeze(1), weight.unsqueeze(1) * flat], 1)
-        out[keep.numpy()] = vals.double().numpy()
+        out[keep.cpu().numpy()] = vals.double().cpu().numpy()
         return out
 
     # Cut the tails off the bulk of the mass (not at the mean: pieces on either side of it carry
@@ -214,7 +215,7 @@ def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
     value = total[0]
     grads = np.split(total[1:], np.cumsum(sizes)[:-1])
     return value, [
-        torch.as_tensor(g, dtype=dtype).reshape(leaf.shape)
+        torch.as_tensor(g, dtype=dtype, device=device).reshape(leaf.shape)
         for g, leaf in zip(grads, leaves, strict=True)
     ]
 

@@ -89,7 +89,7 @@ def _antithetic(
             f"respect to probs is d/dlogit / (p (1 - p))), got {p}"
         )
 
-    u = torch.rand((n, *base.batch_shape), generator=g, dtype=p.dtype, device=p.device)
+    u = _core.rand((n, *base.batch_shape), g, dtype=p.dtype, device=p.device)
     b = (u < p).to(p.dtype)  # b = 1[u < sigma(a)]
     b_anti = (1.0 - u < p).to(p.dtype)  # b~ = 1[1 - u < sigma(a)] = 1[u > sigma(-a)]
     fx = _core.evaluate_f(f, torch.cat([b, b_anti]), 2 * n, shape=(2 * n, *problem))

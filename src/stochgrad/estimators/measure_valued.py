@@ -141,12 +141,12 @@ def _normal_weak(d: Normal, x: Tensor, g) -> list[WeakDerivativePiece]:
     """
     loc, scale = d.loc.detach(), d.scale.detach()
     shape, dtype, dev = x.shape, x.dtype, x.device
-    e = torch.empty(shape, dtype=dtype, device=dev).exponential_(generator=g)
+    e = _core.exponential(shape, g, dtype=dtype, device=dev)
     w = (2.0 * e).sqrt()  # Weibull(scale sqrt 2, shape 2) by inversion
-    z = torch.randn((*shape, 3), generator=g, dtype=dtype, device=dev)
-    neg_sign = torch.rand(shape, generator=g, dtype=dtype, device=dev) < 0.5
+    z = _core.randn((*shape, 3), g, dtype=dtype, device=dev)
+    neg_sign = _core.rand(shape, g, dtype=dtype, device=dev) < 0.5
     maxwell = torch.where(neg_sign, -1.0, 1.0).to(dtype) * z.norm(dim=-1)  # ±sqrt(chi2_3)
-    u = torch.rand(shape, generator=g, dtype=dtype, device=dev)
+    u = _core.rand(shape, g, dtype=dtype, device=dev)
     return [
         WeakDerivativePiece(
             d.loc,
@@ -196,7 +196,7 @@ def _exponential_weak(d: Exponential, x: Tensor, g) -> list[WeakDerivativePiece]
     \mathrm{Gamma}(2, \lambda)` (:math:`X + X'` with an independent :math:`X' \sim
     \mathrm{Exp}(\lambda)`)."""
     rate = d.rate.detach()
-    extra = torch.empty_like(x).exponential_(generator=g) / rate
+    extra = _core.exponential(x.shape, g, dtype=x.dtype, device=x.device) / rate
     return [
         WeakDerivativePiece(
             d.rate, replace_coordinate(x, x), replace_coordinate(x, x + extra), 1.0 / rate

@@ -175,7 +175,9 @@ def pathwise(
         parts = _core.chain_to_params([base.loc, base.scale], [gx, gx * eps], leaves, n)
     else:
         source = g if g is not None else torch.default_generator
-        seeds = torch.randint(0, 2**62, (-(-n // _SAMPLE_CHUNK),), generator=source).tolist()
+        chunks = -(-n // _SAMPLE_CHUNK)
+        seeds = torch.randint(0, 2**62, (chunks,), generator=source, device=source.device)
+        seeds = seeds.tolist()
         with torch.no_grad():
             x = _rsample(dist_fn, leaves, seeds, n)
         x = x.detach().requires_grad_(True)

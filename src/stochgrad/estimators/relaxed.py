@@ -72,7 +72,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 def _uniform(shape: tuple[int, ...], like: Tensor, generator) -> Tensor:
     """``U(0, 1)`` noise in ``like``'s dtype, kept off 0 so that logs stay finite."""
-    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+    u = _core.rand(shape, generator, dtype=like.dtype, device=like.device)
     return u.clamp_(min=torch.finfo(like.dtype).tiny)
 
 
