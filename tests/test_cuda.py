@@ -1,11 +1,12 @@
 """The estimators with parameters on a GPU (skipped without CUDA).
 
-Random numbers are drawn on the generator's device, so ``seed=`` (a CPU generator) gives the
-same samples whether the parameters live on the CPU or on the GPU: the estimates then agree to
-floating-point rounding. A CUDA generator draws on the GPU, and no generator uses the
-parameters' device. Distributions without a sampler of the library's own (here the
-multivariate normal) draw from torch's global generator of their device, seeded from
-``seed``: reproducible on each device, but not the same numbers on both.
+Random numbers are drawn on the generator's device, so a CPU generator gives the same samples
+whether the parameters live on the CPU or on the GPU: the estimates then agree to
+floating-point rounding. ``seed=`` makes its generator on the parameters' device (fast, and
+reproducible on that device), and no generator draws there too. Distributions without a
+sampler of the library's own (here the multivariate normal) draw from torch's global
+generator of their device, seeded from the generator: reproducible on each device, but not
+the same numbers on both.
 """
 
 from __future__ import annotations
@@ -59,21 +60,29 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_seed_gives_the_same_estimate_on_cpu_and_gpu(name):
+def test_cpu_generator_gives_the_same_estimate_on_cpu_and_gpu(name):
     fn, f, dist_fn, values, kw = CASES[name]
-    cpu = fn(f, dist_fn, torch.tensor(values, dtype=F64), num_samples=500, seed=0, **kw)
+
+    def cpu_gen():
+        return torch.Generator().manual_seed(0)
+
+    cpu = fn(
+        f, dist_fn, torch.tensor(values, dtype=F64), num_samples=500, generator=cpu_gen(), **kw
+    )
     gpu_params = torch.tensor(values, dtype=F64, device="cuda")
-    gpu = fn(f, dist_fn, gpu_params, num_samples=500, seed=0, **kw)
+    gpu = fn(f, dist_fn, gpu_params, num_samples=500, generator=cpu_gen(), **kw)
     assert gpu.grad.device.type == "cuda"
     if "mvn" in name:  # torch's own sampler: reproducible per device
-        again = fn(f, dist_fn, gpu_params, num_samples=500, seed=0, **kw)
-        assert torch.equal(again.grad, gpu.grad)
         assert (gpu.grad.cpu() - cpu.grad).abs().max() < 5 * cpu.stderr.max()
     else:
         torch.testing.assert_close(gpu.grad.cpu(), cpu.grad, rtol=1e-6, atol=1e-9)
-    # a CUDA generator, and no generator, draw on the GPU
+    # seed= draws on the GPU and repeats itself; so does an explicit CUDA generator
+    a = fn(f, dist_fn, gpu_params, num_samples=500, seed=0, **kw)
+    b = fn(f, dist_fn, gpu_params, num_samples=500, seed=0, **kw)
+    assert a.grad.is_cuda and torch.equal(a.grad, b.grad)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    assert fn(f, dist_fn, gpu_params, num_samples=500, generator=gen, **kw).grad.is_cuda
+    c = fn(f, dist_fn, gpu_params, num_samples=500, generator=gen, **kw)
+    torch.testing.assert_close(c.grad, a.grad, rtol=0, atol=0)
     assert fn(f, dist_fn, gpu_params, num_samples=500, **kw).grad.is_cuda
 
 

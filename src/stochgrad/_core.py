@@ -75,8 +75,11 @@ def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
     return int(num_samples)
 
 
-def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
-    """``seed`` is shorthand for a fresh generator; giving both is ambiguous."""
+def make_generator(
+    generator: torch.Generator | None, seed: int | None, device: torch.device | str | None = None
+) -> torch.Generator | None:
+    """``seed`` is shorthand for a fresh generator on ``device`` (the parameters' device, so
+    that draws for GPU parameters happen on the GPU); giving both is ambiguous."""
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -84,7 +87,7 @@ def make_generator(generator: torch.Generator | None, seed: int | None) -> torch
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        return torch.Generator().manual_seed(int(seed))
+        return torch.Generator(device=device or "cpu").manual_seed(int(seed))
     return generator
 
 
@@ -238,8 +241,9 @@ def black_box(fn: Callable[[np.ndarray], Any]) -> BlackBox:
 # ---------------------------------------------------------------------------------------------
 # Random numbers are drawn on the generator's device and then moved to the parameters' device:
 # torch refuses a CPU generator for CUDA draws (and the reverse), and drawing where the
-# generator lives makes ``seed=`` give the same numbers whether the parameters sit on the CPU
-# or on a GPU. Without a generator the draw happens on the parameters' device.
+# generator lives lets a CPU generator give the same numbers whether the parameters sit on the
+# CPU or on a GPU. ``seed=`` makes its generator on the parameters' device (fast), and without
+# a generator the draw happens there too.
 def _where(generator: torch.Generator | None, device: torch.device) -> torch.device:
     return generator.device if generator is not None else device
 

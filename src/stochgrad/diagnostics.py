@@ -162,7 +162,7 @@ def compare(
     ['score_function', 'score_function:loo']
     """
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, _core.as_params(params)[0][0].device)
     runners = [_runner(m) for m in methods]
     if not runners:
         raise ValueError("methods must name at least one estimator")

@@ -75,7 +75,7 @@ def _antithetic(
     """
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, tensors[0].device)
     check_batch_dims(batch_dims)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)

@@ -101,9 +101,10 @@ def estimate(
         raise ValueError(f"cost must be 'time' or 'evaluations', got {cost!r}")
     if isinstance(pilot_samples, bool) or not isinstance(pilot_samples, int) or pilot_samples < 2:
         raise ValueError(f"pilot_samples must be an int >= 2, got {pilot_samples!r}")
-    g = _core.make_generator(generator, seed)
+    device = _core.as_params(params)[0][0].device
+    g = _core.make_generator(generator, seed, device)
     if g is None:  # the pilot and the final run must come from one reproducible stream
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        g = torch.Generator(device=device).manual_seed(_core.random_seed(None))
     sf_baseline = baseline if baseline is not None else ("loo" if n >= 2 else None)
     n_pilot = max(2, min(pilot_samples, n))
     report: dict[str, dict] = {}

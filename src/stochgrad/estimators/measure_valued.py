@@ -300,7 +300,7 @@ def measure_valued(
         )
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, tensors[0].device)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
     base, weak = _lookup(d)

@@ -159,7 +159,7 @@ def pathwise(
         raise ValueError("baseline: the pathwise estimator takes no baseline; pass baseline=None")
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, tensors[0].device)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
     if not d.has_rsample:

@@ -154,7 +154,7 @@ def gumbel_max(
     """
     logits = _check_tensor(logits, "logits", min_dim=1)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, logits.device)
     u = _uniform((n, *logits.shape), logits, g)
     return (logits.detach() + _gumbel(u)).argmax(-1)
 
@@ -199,7 +199,7 @@ def concrete_sample(
     logits = _check_tensor(logits, "logits", min_dim=1)
     lam = _check_temperature(temperature)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, logits.device)
     u = _uniform((n, *logits.shape), logits, g)
     y = torch.softmax((logits + _gumbel(u)) / lam, -1)
     if hard:
@@ -246,7 +246,7 @@ def relaxed_bernoulli_sample(
     logits = _check_tensor(logits, "logits")
     lam = _check_temperature(temperature)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, logits.device)
     u = _uniform((n, *logits.shape), logits, g)
     z = logits + _logit(u)
     y = torch.sigmoid(z / lam)
@@ -285,7 +285,7 @@ def straight_through_bernoulli(
     """
     probs = _check_tensor(probs, "probs")
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, probs.device)
     u = _uniform((n, *probs.shape), probs, g)
     return _st((u > 1.0 - probs.detach()).to(probs.dtype), probs.expand(n, *probs.shape))
 
@@ -319,7 +319,7 @@ def straight_through_categorical(
     """
     probs = _check_tensor(probs, "probs", min_dim=1)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, probs.device)
     u = _uniform((n, *probs.shape), probs, g)
     idx = (torch.log(probs.detach()) + _gumbel(u)).argmax(-1)
     hard = F.one_hot(idx, probs.shape[-1]).to(probs.dtype)
@@ -466,7 +466,7 @@ class _Setup:
 def _setup(dist_fn, params, num_samples, generator, seed, who: str, batch_dims=0) -> _Setup:
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, tensors[0].device)
     check_batch_dims(batch_dims)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)

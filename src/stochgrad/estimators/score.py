@@ -216,7 +216,7 @@ def score_function(
     n = _core.check_num_samples(
         num_samples, bl.min_samples, why=f"baseline {bl.name!r} needs at least 2 samples"
     )
-    g = _core.make_generator(generator, seed)
+    g = _core.make_generator(generator, seed, tensors[0].device)
     if check_batch_dims(batch_dims) > 0 and control_variate is not None:
         raise ValueError(
             "control_variate is not supported with batch_dims > 0 (factorised objectives); "
