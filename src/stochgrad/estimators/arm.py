@@ -143,7 +143,7 @@ def arm(
         params: a tensor or a tuple of tensors.
         num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``).
         generator: the random generator (or give ``seed``).
-        seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
         batch_dims: how many leading batch dimensions of the distribution index independent
             problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns ``[2n, *B]``, the
             value of problem ``b`` depending only on its own slice ``x[:, b]``; each problem's
@@ -203,7 +203,7 @@ def disarm(
         params: a tensor or a tuple of tensors.
         num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``).
         generator: the random generator (or give ``seed``).
-        seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
         batch_dims: how many leading batch dimensions of the distribution index independent
             problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns ``[2n, *B]``, the
             value of problem ``b`` depending only on its own slice ``x[:, b]``; each problem's
@@ -261,7 +261,7 @@ def rloo(
         params: a tensor or a tuple of tensors.
         num_samples: number of samples ``n >= 2``.
         generator: the random generator (or give ``seed``).
-        seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
         parallel: passed to :func:`stochgrad.score_function`.
         batch_dims: leading batch dimensions of the distribution that index independent
             problems; ``f`` then returns ``[n, *B]`` and the leave-one-out mean is taken per

@@ -271,7 +271,7 @@ def measure_valued(
         num_samples: number of samples ``n`` (per-sample terms).
         baseline: must be ``None`` (the coupled difference needs none).
         generator: the random generator (or give ``seed``).
-        seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="measure_valued"`` and

@@ -178,7 +178,7 @@ def score_function(
         control_variate: ``None``, ``"delta"`` (second-order Taylor control variate, Gaussians
             only) or a :class:`~stochgrad.control_variates.ControlVariate`.
         generator: the random generator (or give ``seed``).
-        seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
         parallel: evaluate ``f`` over sample chunks in parallel: ``"process"``, ``"ray"``,
             ``"serial"`` or a :class:`~stochgrad.parallel.ParallelMap` (the control variate, if
             any, still uses ``f`` itself).
