@@ -29,7 +29,7 @@ def _check_pilot_report(est, n_pilot):
     assert report["chosen"] == est.method
     assert report["pilot_samples"] == n_pilot
     cands = report["candidates"]
-    assert set(cands) == set(sg.ESTIMATORS)
+    assert set(cands) == set(sg.GENERAL_ESTIMATORS)
     kept = {k: v for k, v in cands.items() if "excluded" not in v}
     assert est.method in kept
     for name, fig in kept.items():

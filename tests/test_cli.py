@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from stochgrad import cli
+from stochgrad.cli import argtypes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -20,34 +21,35 @@ def _check_png(path):
 
 
 def test_demo(tmp_path, capsys):
-    out = tmp_path / "plots" / "demo.png"  # the folder is created
+    folder = tmp_path / "runs" / "demo"  # the folder is created
+    out = folder / "demo_variance.png"
     threads = torch.get_num_threads()
-    assert cli.main(["demo", "--samples", "20000", "--out", str(out)]) == 0
+    assert cli.main(["demo", "--samples", "20000", "--out", str(folder)]) == 0
     assert torch.get_num_threads() == threads  # main restores torch's thread count
     _check_png(out)
+    assert (folder / "demo.json").stat().st_size > 0
     text = capsys.readouterr().out
-    for header in ("θ − a", "true ∂/∂θ", "true ∂/∂σ", "estimate ± stderr", "Var measured",
-                   "Var closed form", "rel. diff", "max |rel. diff|"):  # fmt: skip
+    for header in ("θ − a", "true ∂/∂θ", "true ∂/∂σ", "estimate ± se", "Var meas.",
+                   "Var closed", "rel. diff", "max |rel. diff|"):  # fmt: skip
         assert header in text
     for label in ("score function", "score fn + LOO baseline", "score fn + optimal baseline",
-                  "pathwise", "measure-valued (coupled)"):  # fmt: skip
+                  "pathwise", "measure-valued (coupled)", "SF+LOO", "MVD"):  # fmt: skip
         assert label in text
     assert "n = 20,000" in text
     assert out.name in text
 
 
 def test_demo_plot_delta_outside_grid(tmp_path, capsys):
-    out = tmp_path / "d.png"
     argv = ["demo", "--samples", "2000", "--deltas", "0", "--sigmas", "0.5,2",
-            "--plot-delta", "2", "--out", str(out)]  # fmt: skip
+            "--plot-delta", "2", "--out", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0
-    _check_png(out)
-    assert "Var closed form" in capsys.readouterr().out
+    _check_png(tmp_path / "demo_variance.png")
+    assert "Var closed" in capsys.readouterr().out
 
 
 def test_compare(tmp_path, capsys):
-    out = tmp_path / "compare.png"
-    assert cli.main(["compare", "--samples", "5000", "--points", "5", "--out", str(out)]) == 0
+    out = tmp_path / "compare_variance.png"
+    assert cli.main(["compare", "--samples", "5000", "--points", "5", "--out", str(tmp_path)]) == 0
     _check_png(out)
     text = capsys.readouterr().out
     for header in ("SF quad", "SF MC", "SF+opt quad", "PW MC", "MVD quad", "max |z|",
@@ -62,35 +64,36 @@ def test_no_subcommand_prints_help(capsys):
     assert "demo" in text and "compare" in text
 
 
-def test_bad_arguments_exit_2():
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["demo", "--samples", "0"])
-    assert exc.value.code == 2
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["compare", "--points", "two"])
-    assert exc.value.code == 2
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["demo", "--sigmas", "1,x"])
-    assert exc.value.code == 2
+@pytest.mark.parametrize(
+    "argv",
+    [["demo", "--samples", "0"], ["compare", "--points", "two"], ["demo", "--sigmas", "1,x"]],
+)
+def test_bad_arguments_exit_2(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--help" in err[0]
 
 
 def test_too_few_samples_is_an_error(tmp_path, capsys):
-    assert cli.main(["demo", "--samples", "1", "--out", str(tmp_path / "x.png")]) == 2
-    assert "at least 2" in capsys.readouterr().out
-    assert not (tmp_path / "x.png").exists()
+    assert cli.main(["demo", "--samples", "1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: samples must be >= 2, got 1"
+    assert not (tmp_path / "demo_variance.png").exists()
 
 
 def test_argument_types():
-    assert cli.positive_int("2e6") == 2_000_000
-    assert cli.positive_int("2_000_000") == 2_000_000
-    assert cli.float_list("0, 1,3") == [0.0, 1.0, 3.0]
-    for bad in ("0", "1.5", "-3", "x"):
+    assert argtypes.positive_int("2e6") == 2_000_000
+    assert argtypes.positive_int("2_000_000") == 2_000_000
+    assert argtypes.float_list("0, 1,3") == [0.0, 1.0, 3.0]
+    for bad in ("0", "1.5", "-3", "x", "inf"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.positive_int(bad)
+            argtypes.positive_int(bad)
+    assert argtypes.choice_list(["a", "b"])("b, a,b") == ["b", "a"]
+    with pytest.raises(argparse.ArgumentTypeError, match="'foo'"):
+        argtypes.choice_list(["a", "b"])("a,foo")
 
 
 def test_registry_is_extensible():
-    assert list(cli.SUBCOMMANDS)[:2] == ["demo", "compare"]
+    assert list(cli.COMMANDS)[:2] == ["demo", "compare"]
 
     @cli.subcommand("_probe", help="test only", arguments=lambda p: p.add_argument("--x"))
     def run_probe(args, console):
@@ -128,7 +131,7 @@ APP_JOBS = [
 
 @pytest.mark.parametrize("job", APP_JOBS, ids=" ".join)
 def test_every_application_job_has_options(job, capsys):
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit) as exc:  # --help exits 0 through argparse
         cli.main([*job, "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out

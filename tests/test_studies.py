@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stochgrad import studies as S
+from stochgrad.studies import variance as S
 
 QUAD_POINTS = [(0.0, 1.0), (1.0, 0.5), (-2.0, 5.0), (3.0, 0.1), (0.3, 2.0)]
 TARGET = 0.7  # a in f(x) = (x - a)^2; mu = a + delta
@@ -26,7 +26,7 @@ def one_thread():
 # ---------------------------------------------------------------------------------------------
 # closed forms vs quadrature
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("estimator", S.ESTIMATORS)
+@pytest.mark.parametrize("estimator", S.VARIANCE_ESTIMATORS)
 @pytest.mark.parametrize(("delta", "sigma"), QUAD_POINTS)
 def test_closed_form_matches_quadrature(estimator, delta, sigma):
     moments = S.quadrature_moments(estimator, S.quadratic(TARGET), TARGET + delta, sigma)
@@ -95,7 +95,7 @@ def _exact_gradient(family: str, k: float, mu: float, s: float) -> tuple[float, 
     return 2 * (mu - k), 2 * s
 
 
-@pytest.mark.parametrize("estimator", S.ESTIMATORS)
+@pytest.mark.parametrize("estimator", S.VARIANCE_ESTIMATORS)
 @pytest.mark.parametrize(("family", "k"), [("exp", 0.3), ("exp", 7.0), ("cos", 0.8), ("cos", 4.0)])
 def test_quadrature_means_are_the_true_gradient(estimator, family, k):
     """Every estimator is unbiased, so the quadrature of its term gives the known gradient."""
@@ -182,13 +182,15 @@ def _variance_tolerance(mc: S.MonteCarlo, moments: dict[str, S.Moments]) -> np.n
     return 5 * np.maximum(mc.variance_se, exact)
 
 
-@pytest.mark.parametrize("estimator", S.ESTIMATORS)
+@pytest.mark.parametrize("estimator", S.VARIANCE_ESTIMATORS)
 @pytest.mark.parametrize(("family", "k"), MC_CASES)
 def test_library_variance_matches_quadrature(estimator, family, k):
     obj = S.FAMILIES[family].make(k)
     mu, sigma = 1.0, 1.0
     moments = S.quadrature_moments(estimator, obj, mu, sigma, fourth=True)
-    gen = S.cell_generator(2024, S.ESTIMATORS.index(estimator), list(S.FAMILIES).index(family))
+    gen = S.cell_generator(
+        2024, S.VARIANCE_ESTIMATORS.index(estimator), list(S.FAMILIES).index(family)
+    )
     mc = S.monte_carlo(estimator, obj.torch_f, mu, sigma, num_samples=100_000, generator=gen)
     tol = _variance_tolerance(mc, moments)
     for i, coord in enumerate(("mu", "sigma")):
@@ -197,12 +199,12 @@ def test_library_variance_matches_quadrature(estimator, family, k):
         assert abs(mc.variance[i] - var) < tol[i], (coord, mc.variance[i], var)
 
 
-@pytest.mark.parametrize("estimator", S.ESTIMATORS)
+@pytest.mark.parametrize("estimator", S.VARIANCE_ESTIMATORS)
 def test_library_variance_matches_closed_form(estimator):
     delta, sigma, n = 1.0, 0.5, 200_000
     mc = S.monte_carlo(
         estimator, lambda x: (x - 2.0) ** 2, 2.0 + delta, sigma, num_samples=n,
-        generator=S.cell_generator(7, S.ESTIMATORS.index(estimator)),
+        generator=S.cell_generator(7, S.VARIANCE_ESTIMATORS.index(estimator)),
     )  # fmt: skip
     closed = S.quadratic_variance(estimator, delta, sigma, num_samples=n)
     moments = S.quadrature_moments(estimator, S.quadratic(2.0), 2.0 + delta, sigma, fourth=True)

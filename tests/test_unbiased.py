@@ -18,7 +18,7 @@ def _run(method: str, case, seed: int):
         kwargs["control_variate"] = "delta"
     elif option:
         kwargs["baseline"] = option
-    fn = sg.ESTIMATORS[name]
+    fn = sg.GENERAL_ESTIMATORS[name]
     return fn(case.f, case.dist_fn, case.params, num_samples=NUM_SAMPLES, seed=seed, **kwargs)
 
 

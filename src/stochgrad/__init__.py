@@ -9,6 +9,9 @@
 torch.Size([2])
 """
 
+from typing import Any
+
+from stochgrad import _compat
 from stochgrad._core import black_box
 from stochgrad.baselines import (
     Baseline,
@@ -22,10 +25,9 @@ from stochgrad.baselines import (
 )
 from stochgrad.control_variates import ControlVariate, DeltaMethod
 from stochgrad.diagnostics import Comparison, ComparisonRow, compare
-from stochgrad.estimate import GradientEstimate
 from stochgrad.estimators import (
     ALL_ESTIMATORS,
-    ESTIMATORS,
+    GENERAL_ESTIMATORS,
     Relax,
     arm,
     concrete_sample,
@@ -45,13 +47,24 @@ from stochgrad.estimators import (
     straight_through_categorical,
 )
 from stochgrad.exact import exact_gradient
+from stochgrad.gradient_estimate import GradientEstimate
 from stochgrad.graph import StochasticGraph, TrackedTensor, magic_box
 
 __version__ = "0.1.0"
 
+_compat.install()
+
+# renamed in 0.2; the old names work, with a DeprecationWarning, until the next release
+_MOVED = {"ESTIMATORS": ("stochgrad.estimators", "GENERAL_ESTIMATORS")}
+
+
+def __getattr__(name: str) -> Any:
+    return _compat.moved_attribute(__name__, name, _MOVED)
+
+
 __all__ = [
     "ALL_ESTIMATORS",
-    "ESTIMATORS",
+    "GENERAL_ESTIMATORS",
     "Relax",
     "StochasticGraph",
     "TrackedTensor",

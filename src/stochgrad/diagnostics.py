@@ -22,10 +22,10 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from stochgrad import _core
-from stochgrad.estimate import GradientEstimate, Params
-from stochgrad.estimators import ALL_ESTIMATORS as ESTIMATORS
+from stochgrad.estimators import ALL_ESTIMATORS
 from stochgrad.estimators.auto import estimate
 from stochgrad.exact import exact_gradient
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 DEFAULT_METHODS = (
     "score_function",
@@ -115,12 +115,12 @@ def _runner(spec) -> tuple[str, Callable[..., GradientEstimate]]:
     name, _, option = spec.partition(":")
     if name == "auto":
         return spec, lambda *a, **k: estimate(*a, **k)
-    if name not in ESTIMATORS:
+    if name not in ALL_ESTIMATORS:
         raise ValueError(
-            f"methods: unknown method {name!r}; expected one of {sorted(ESTIMATORS)} or 'auto', "
+            f"methods: unknown method {name!r}; expected one of {sorted(ALL_ESTIMATORS)} or 'auto', "
             "optionally with ':option' (e.g. 'score_function:loo', 'score_function:delta')"
         )
-    fn = ESTIMATORS[name]
+    fn = ALL_ESTIMATORS[name]
     if not option:
         return spec, fn
     if name != "score_function":

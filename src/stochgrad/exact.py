@@ -27,7 +27,7 @@ from torch.distributions import (
 )
 
 from stochgrad import _core, _dists
-from stochgrad.estimate import Params
+from stochgrad.gradient_estimate import Params
 
 MAX_CONFIGURATIONS = 2**20
 

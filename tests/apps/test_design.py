@@ -300,7 +300,7 @@ def test_cli_eig_and_optimize(tmp_path, monkeypatch):
     from stochgrad.cli import main
 
     monkeypatch.setattr(
-        "stochgrad.cli.make_console", lambda: Console(file=io.StringIO(), width=200)
+        "stochgrad.cli.make_console", lambda **_: Console(file=io.StringIO(), width=200)
     )
     out = tmp_path / "eig.json"
     assert main("design eig --model linear --outer 50 --inner 20 --out".split() + [out]) == 0

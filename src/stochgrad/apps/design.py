@@ -84,7 +84,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from stochgrad.argtypes import float_list, positive_int
-from stochgrad.estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = [
     "DesignConfig",

@@ -76,10 +76,10 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent
 
 from stochgrad.checkpoint import RunCheckpoint
-from stochgrad.estimate import GradientEstimate
 from stochgrad.estimators.arm import disarm, rloo
 from stochgrad.estimators.relaxed import gumbel_softmax, rebar
 from stochgrad.estimators.score import score_function
+from stochgrad.gradient_estimate import GradientEstimate
 
 PIXELS = 64
 """Pixels of one digit (8 x 8)."""

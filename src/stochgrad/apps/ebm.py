@@ -77,7 +77,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus
 
-from stochgrad.estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = [
     "DEFAULT_CHAINS",
@@ -521,7 +521,7 @@ def sampled_gradient(
         generator: source of all randomness.
 
     Returns:
-        A :class:`~stochgrad.estimate.GradientEstimate` over ``(W, b, c)``; ``biased`` is true for
+        A :class:`~stochgrad.gradient_estimate.GradientEstimate` over ``(W, b, c)``; ``biased`` is true for
         ``"cd"``.
 
     >>> g = torch.Generator().manual_seed(0)

@@ -71,7 +71,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stochgrad.estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = [
     "EMISSIONS",
@@ -696,7 +696,7 @@ def monte_carlo_gradient(
     Unbiased for :func:`fisher_gradient`; the posterior draws are exact (FFBS), independent.
 
     Returns:
-        A :class:`~stochgrad.estimate.GradientEstimate` with tuple fields in the order of
+        A :class:`~stochgrad.gradient_estimate.GradientEstimate` with tuple fields in the order of
         ``hmm.params()`` and per-sample terms ``[S, *param.shape]``.
 
     >>> hmm = HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=[1.0, 10.0])

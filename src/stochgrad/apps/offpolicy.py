@@ -91,7 +91,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.checkpoint import RunCheckpoint
-from stochgrad.estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = [
     "LEARNERS",
@@ -465,7 +465,7 @@ def ips_gradient(
         contexts, actions, rewards, propensities: the logged rounds (``[n, d]``, ``[n]`` ...).
 
     Returns:
-        :class:`~stochgrad.estimate.GradientEstimate` with ``per_sample`` ``[n, A, d + 1]`` and
+        :class:`~stochgrad.gradient_estimate.GradientEstimate` with ``per_sample`` ``[n, A, d + 1]`` and
         ``info["value"]``, the IPS value estimate.
 
     Raises:

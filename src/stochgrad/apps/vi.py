@@ -447,7 +447,7 @@ def expected_loglik_gradient(
         generator: all randomness.
 
     Returns:
-        The :class:`~stochgrad.estimate.GradientEstimate` (``grad`` is the pair
+        The :class:`~stochgrad.gradient_estimate.GradientEstimate` (``grad`` is the pair
         ``(grad_mu, grad_log_sigma)``).
 
     Raises:

@@ -1,12 +1,12 @@
 """Gradient estimators, all with the signature ``(f, dist_fn, params, *, num_samples, ...)``.
 
-``ESTIMATORS`` holds the general-purpose three that :func:`estimate` chooses among;
+``GENERAL_ESTIMATORS`` holds the general-purpose three that :func:`estimate` chooses among;
 ``ALL_ESTIMATORS`` adds the discrete-variable estimators (biased ones are flagged ``biased=True``
 in their results) for :func:`stochgrad.compare`.
 """
 
 from stochgrad.estimators.arm import arm, disarm, rloo
-from stochgrad.estimators.auto import ESTIMATORS, estimate
+from stochgrad.estimators.auto import GENERAL_ESTIMATORS, estimate
 from stochgrad.estimators.measure_valued import measure_valued, register_weak_derivative
 from stochgrad.estimators.pathwise import pathwise
 from stochgrad.estimators.relaxed import (
@@ -23,7 +23,7 @@ from stochgrad.estimators.relaxed import (
 from stochgrad.estimators.score import score_function, scores_per_sample
 
 ALL_ESTIMATORS = {
-    **ESTIMATORS,
+    **GENERAL_ESTIMATORS,
     "rloo": rloo,
     "arm": arm,
     "disarm": disarm,
@@ -34,7 +34,7 @@ ALL_ESTIMATORS = {
 
 __all__ = [
     "ALL_ESTIMATORS",
-    "ESTIMATORS",
+    "GENERAL_ESTIMATORS",
     "Relax",
     "arm",
     "concrete_sample",

@@ -43,8 +43,8 @@ import torch
 from torch.distributions import Bernoulli, Distribution
 
 from stochgrad import _core, _dists
-from stochgrad.estimate import GradientEstimate, Params
 from stochgrad.estimators.score import check_batch_dims, problem_shape, score_function
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 
 def _bernoulli_of(d: Distribution, method: str) -> Bernoulli:

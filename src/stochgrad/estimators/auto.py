@@ -25,12 +25,12 @@ import torch
 from torch.distributions import Distribution
 
 from stochgrad import _core
-from stochgrad.estimate import GradientEstimate, Params
 from stochgrad.estimators.measure_valued import measure_valued
 from stochgrad.estimators.pathwise import pathwise
 from stochgrad.estimators.score import score_function
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
-ESTIMATORS: dict[str, Callable[..., GradientEstimate]] = {
+GENERAL_ESTIMATORS: dict[str, Callable[..., GradientEstimate]] = {
     "score_function": score_function,
     "pathwise": pathwise,
     "measure_valued": measure_valued,
@@ -88,12 +88,12 @@ def estimate(
     'pathwise'
     """
     if method != "auto":
-        if method not in ESTIMATORS:
+        if method not in GENERAL_ESTIMATORS:
             raise ValueError(
-                f"method: unknown option {method!r}; expected 'auto' or one of {sorted(ESTIMATORS)}"
+                f"method: unknown option {method!r}; expected 'auto' or one of {sorted(GENERAL_ESTIMATORS)}"
             )
         kwargs = {"baseline": baseline} if baseline is not None else {}
-        return ESTIMATORS[method](
+        return GENERAL_ESTIMATORS[method](
             f, dist_fn, params, num_samples=num_samples, generator=generator, seed=seed, **kwargs
         )
     n = _core.check_num_samples(num_samples)
@@ -109,7 +109,7 @@ def estimate(
     n_pilot = max(2, min(pilot_samples, n))
     report: dict[str, dict] = {}
     pilots: dict[str, GradientEstimate] = {}
-    for name, fn in ESTIMATORS.items():
+    for name, fn in GENERAL_ESTIMATORS.items():
         try:
             est, sec = _pilot(name, fn, f, dist_fn, params, n_pilot, g, sf_baseline, cost)
         except (ValueError, TypeError, NotImplementedError) as exc:
@@ -139,7 +139,7 @@ def estimate(
             }
     chosen = min(pilots, key=lambda k: report[k]["work_normalized_variance"])
     kwargs = {"baseline": sf_baseline} if chosen == "score_function" else {}
-    final = ESTIMATORS[chosen](f, dist_fn, params, num_samples=n, generator=g, **kwargs)
+    final = GENERAL_ESTIMATORS[chosen](f, dist_fn, params, num_samples=n, generator=g, **kwargs)
     final.info["auto"] = {
         "chosen": chosen,
         "pilot_samples": n_pilot,

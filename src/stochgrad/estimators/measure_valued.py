@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Distribution, Exponential, Normal, Poisson
 
 from stochgrad import _core, _dists
-from stochgrad.estimate import GradientEstimate, Params
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 
 class WeakDerivativePiece(NamedTuple):

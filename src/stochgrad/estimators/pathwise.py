@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
-from stochgrad.estimate import GradientEstimate, Params
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 _SAMPLE_CHUNK = 512
 

@@ -49,8 +49,8 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
 from stochgrad import _core, _dists
-from stochgrad.estimate import GradientEstimate, Params
 from stochgrad.estimators.score import check_batch_dims, problem_shape
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 SUPPORTED = "Bernoulli, Categorical or OneHotCategorical (optionally wrapped in Independent)"
 

@@ -25,7 +25,7 @@ from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
 from stochgrad.baselines import Baseline, NoBaseline, OptimalBaseline, resolve_baseline
-from stochgrad.estimate import GradientEstimate, Params
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 
 def scores_per_sample(

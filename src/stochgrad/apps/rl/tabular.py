@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from stochgrad._core import make_generator
-from stochgrad.estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = [
     "TabularMDP",
@@ -313,7 +313,7 @@ def reinforce(
         seed: shorthand for a fresh generator.
 
     Returns:
-        :class:`~stochgrad.estimate.GradientEstimate` with ``per_sample`` ``[N, S, A]``,
+        :class:`~stochgrad.gradient_estimate.GradientEstimate` with ``per_sample`` ``[N, S, A]``,
         ``method="reinforce"``, and ``info`` holding ``states``, ``actions`` ``[N, H]``,
         ``rewards`` ``[N, H]``, ``returns`` (:math:`G_0`, ``[N]``), ``horizon`` and
         ``baseline``.

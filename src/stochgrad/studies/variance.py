@@ -14,7 +14,7 @@ Three independent routes to that number:
 * Monte Carlo with the library's own estimators (:func:`monte_carlo`), together with the
   standard error of the variance estimate, :math:`\sqrt{(m_4 - v^2)/n}`.
 
-The estimator keys (:data:`ESTIMATORS`):
+The estimator keys (:data:`VARIANCE_ESTIMATORS`):
 
 ``score``
     score function without baseline, :math:`f(x)\, s_k(x)`;
@@ -55,7 +55,9 @@ import torch
 from scipy import integrate
 from torch import Tensor
 
-ESTIMATORS: tuple[str, ...] = (
+from stochgrad.studies.scaffold import cell_generator, relative_difference  # noqa: F401 (re-exported)
+
+VARIANCE_ESTIMATORS: tuple[str, ...] = (
     "score",
     "score_loo",
     "score_optimal",
@@ -88,7 +90,7 @@ SHORT_LABELS: dict[str, str] = {
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
-def _check_estimator(estimator: str, allowed: tuple[str, ...] = ESTIMATORS) -> None:
+def _check_estimator(estimator: str, allowed: tuple[str, ...] = VARIANCE_ESTIMATORS) -> None:
     if estimator not in allowed:
         raise ValueError(f"estimator: expected one of {list(allowed)}, got {estimator!r}")
 
@@ -131,7 +133,7 @@ def quadratic_variance(
     (``d`` = :math:`\delta`, ``s`` = :math:`\sigma`.)
 
     Args:
-        estimator: one of :data:`ESTIMATORS`.
+        estimator: one of :data:`VARIANCE_ESTIMATORS`.
         delta: :math:`\mu - a`.
         sigma: the standard deviation, > 0.
         num_samples: for ``score_loo`` only: the batch size :math:`n` of the leave-one-out
@@ -478,7 +480,7 @@ def run_estimator(
 ):
     """Run one library estimator on ``N(mu, sigma^2)`` with ``params = [mu, sigma]`` (float64).
 
-    Returns the :class:`~stochgrad.estimate.GradientEstimate`.
+    Returns the :class:`~stochgrad.gradient_estimate.GradientEstimate`.
     """
     _check_estimator(estimator)
     import stochgrad as sg
@@ -523,22 +525,3 @@ def monte_carlo(
         variance_se=variance_standard_error(per).numpy(),
         num_samples=est.num_samples,
     )
-
-
-def cell_generator(seed: int, *index: int) -> torch.Generator:
-    """A generator for one cell of a study, independent of the others and reproducible.
-
-    >>> a = torch.rand(2, generator=cell_generator(0, 1, 2))
-    >>> b = torch.rand(2, generator=cell_generator(0, 1, 2))
-    >>> bool((a == b).all())
-    True
-    """
-    words = np.random.SeedSequence([int(seed), *map(int, index)]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(words[0]) << 31 | int(words[1]) >> 1)
-
-
-def relative_difference(measured: float, reference: float) -> float:
-    """``(measured - reference) / |reference|``; ``nan`` when the reference is 0."""
-    if reference == 0:
-        return float("nan")
-    return (measured - reference) / abs(reference)

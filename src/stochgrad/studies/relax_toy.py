@@ -67,7 +67,7 @@ import torch
 from torch.distributions import Bernoulli
 
 from stochgrad.checkpoint import RunCheckpoint
-from stochgrad.estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate
 
 TARGET = 0.499
 """The target :math:`t` of RELAX's toy (REBAR's paper used 0.45)."""
@@ -395,7 +395,7 @@ def run_generator(seed: int, key: str, stream: str) -> torch.Generator:
     >>> bool(a != b)
     True
     """
-    from stochgrad.studies import cell_generator
+    from stochgrad.studies.scaffold import cell_generator
 
     return cell_generator(seed, zlib.crc32(key.encode()), zlib.crc32(stream.encode()))
 

@@ -1,0 +1,150 @@
+"""Argument checks shared by the core and the applications: one behaviour everywhere.
+
+Every check names the argument and says what was expected. A value of the wrong *type* (a string
+where a number belongs, a bool where an int belongs) raises :class:`TypeError`; a value of the
+right type outside its range raises :class:`ValueError`. The checks return the value converted to
+its plain Python type, so callers can write ``n = check_int("n", n, minimum=1)``.
+
+>>> check_int("steps", 3, minimum=1)
+3
+>>> check_float("lr", 0.5, minimum=0.0, open_min=True)
+0.5
+>>> check_int("steps", 0, minimum=1)
+Traceback (most recent call last):
+...
+ValueError: steps must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "check_callable",
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_numpy_generator",
+    "check_probability",
+    "check_seed",
+    "check_torch_generator",
+]
+
+# torch.Generator.manual_seed takes a 64-bit value; numpy's SeedSequence any non-negative int,
+# but one seed must mean the same thing everywhere.
+MAX_SEED = 2**63 - 1
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def check_int(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """``value`` as an ``int`` (numpy integers accepted; bools and floats refused).
+
+    Args:
+        name: the argument's name, used in the message.
+        value: what the caller passed.
+        minimum, maximum: inclusive bounds (``None``: unbounded).
+
+    Raises:
+        TypeError: not an integer.
+        ValueError: outside ``[minimum, maximum]``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {_type_name(value)} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    open_min: bool = False,
+    open_max: bool = False,
+) -> float:
+    """``value`` as a finite ``float`` (ints and 0-d tensors accepted; bools and strings refused).
+
+    Args:
+        name: the argument's name.
+        value: what the caller passed.
+        minimum, maximum: bounds; inclusive unless ``open_min``/``open_max``.
+
+    Raises:
+        TypeError: not a real number.
+        ValueError: NaN, infinite, or out of bounds.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {_type_name(value)} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if open_min else value < minimum):
+        raise ValueError(f"{name} must be {'>' if open_min else '>='} {minimum}, got {value}")
+    if maximum is not None and (value >= maximum if open_max else value > maximum):
+        raise ValueError(f"{name} must be {'<' if open_max else '<='} {maximum}, got {value}")
+    return value
+
+
+def check_probability(
+    name: str, value: Any, *, open_low: bool = False, open_high: bool = False
+) -> float:
+    """``value`` in ``[0, 1]`` (ends excluded on request)."""
+    return check_float(name, value, minimum=0.0, maximum=1.0, open_min=open_low, open_max=open_high)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices`` (strings)."""
+    choices = list(choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {choices}, got {_type_name(value)} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_callable(name: str, value: Any) -> Callable:
+    """``value`` if it can be called."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {_type_name(value)} {value!r}")
+    return value
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed: an int in ``[0, 2**63 - 1]``."""
+    return check_int(name, value, minimum=0, maximum=MAX_SEED)
+
+
+def check_torch_generator(value: Any, name: str = "generator") -> torch.Generator:
+    """``value`` if it is a ``torch.Generator`` (randomness is explicit)."""
+    if not isinstance(value, torch.Generator):
+        raise TypeError(
+            f"{name} must be a torch.Generator (randomness is explicit), got {_type_name(value)}"
+        )
+    return value
+
+
+def check_numpy_generator(value: Any, name: str = "generator") -> np.random.Generator:
+    """``value`` if it is a ``numpy.random.Generator`` (randomness is explicit)."""
+    if not isinstance(value, np.random.Generator):
+        raise TypeError(
+            f"{name} must be a numpy.random.Generator (randomness is explicit), "
+            f"got {_type_name(value)}"
+        )
+    return value

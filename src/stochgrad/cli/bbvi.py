@@ -1,0 +1,11 @@
+"""``stochgrad bbvi`` (transitional: forwards to the old implementation)."""
+
+import importlib
+
+
+def add_arguments(p):
+    importlib.import_module("stochgrad.apps.vi").add_arguments(p)
+
+
+def run(args, console):
+    return importlib.import_module("stochgrad.apps.vi").run(args, console)

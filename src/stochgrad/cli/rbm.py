@@ -1,0 +1,11 @@
+"""``stochgrad rbm`` (transitional: forwards to the old implementation)."""
+
+import importlib
+
+
+def add_arguments(p):
+    importlib.import_module("stochgrad.apps.ebm").add_arguments(p)
+
+
+def run(args, console):
+    return importlib.import_module("stochgrad.apps.ebm").run(args, console)
