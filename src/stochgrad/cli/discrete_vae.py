@@ -8,6 +8,4 @@ def add_arguments(p):
 
 
 def run(args, console):
-    return importlib.import_module("stochgrad.cli._legacy").run_discrete_vae(
-        args, console
-    )
+    return importlib.import_module("stochgrad.cli._legacy").run_discrete_vae(args, console)

@@ -8,9 +8,7 @@ def add_pretrain_arguments(p):
 
 
 def run_pretrain(args, console):
-    return importlib.import_module("stochgrad.apps.molecules.cli").run_pretrain(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.molecules.cli").run_pretrain(args, console)
 
 
 def add_sample_arguments(p):
@@ -18,9 +16,7 @@ def add_sample_arguments(p):
 
 
 def run_sample(args, console):
-    return importlib.import_module("stochgrad.apps.molecules.cli").run_sample(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.molecules.cli").run_sample(args, console)
 
 
 def add_optimize_arguments(p):
@@ -28,6 +24,4 @@ def add_optimize_arguments(p):
 
 
 def run_optimize(args, console):
-    return importlib.import_module("stochgrad.apps.molecules.cli").run_optimize(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.molecules.cli").run_optimize(args, console)

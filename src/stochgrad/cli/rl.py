@@ -8,9 +8,7 @@ def add_train_arguments(p):
 
 
 def run_train(args, console):
-    return importlib.import_module("stochgrad.apps.rl.policy_gradient").run_train(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.rl.policy_gradient").run_train(args, console)
 
 
 def add_eval_arguments(p):
@@ -18,9 +16,7 @@ def add_eval_arguments(p):
 
 
 def run_eval(args, console):
-    return importlib.import_module("stochgrad.apps.rl.policy_gradient").run_eval(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.rl.policy_gradient").run_eval(args, console)
 
 
 def add_pareto_arguments(p):
@@ -28,9 +24,7 @@ def add_pareto_arguments(p):
 
 
 def run_pareto(args, console):
-    return importlib.import_module("stochgrad.apps.rl.multi_objective").run(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.rl.multi_objective").run(args, console)
 
 
 def add_options_arguments(p):

@@ -16,9 +16,7 @@ def add_simulate_arguments(p):
 
 
 def run_simulate(args, console):
-    return importlib.import_module("stochgrad.apps.telegraph").run_simulate(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.telegraph").run_simulate(args, console)
 
 
 def add_recover_arguments(p):
@@ -26,6 +24,4 @@ def add_recover_arguments(p):
 
 
 def run_recover(args, console):
-    return importlib.import_module("stochgrad.apps.telegraph").run_recover(
-        args, console
-    )
+    return importlib.import_module("stochgrad.apps.telegraph").run_recover(args, console)
