@@ -8,7 +8,7 @@ import torch
 from torch import distributions as D
 
 import stochgrad as sg
-from stochgrad.estimators.arm import arm, disarm, rloo
+from stochgrad.estimators.discrete import arm, disarm, rloo
 
 DT = torch.float64
 T = 0.499

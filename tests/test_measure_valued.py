@@ -19,7 +19,7 @@ from torch.distributions import (
 )
 
 from stochgrad import _core
-from stochgrad.estimators.measure_valued import (
+from stochgrad.estimators.weak_derivative import (
     WEAK_DERIVATIVES,
     WeakDerivativePiece,
     measure_valued,

@@ -13,7 +13,8 @@ Two kinds of move:
 :class:`~stochgrad.gradient_estimate.GradientEstimate` under that name is now
 ``stochgrad.gradient_estimate``, and ``from stochgrad.estimate import GradientEstimate`` keeps
 working for a release through an alias entry in ``sys.modules`` that is not bound on the package
-(binding it would shadow the function again).
+(binding it would shadow the function again). The estimator modules named like their functions
+(``stochgrad.estimators.arm``, ``.pathwise``, ``.measure_valued``) moved the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ MOVED_MODULES: dict[str, str] = {
 }
 
 #: modules whose alias must not be bound on the parent package (a function holds the name)
-_UNBOUND_ALIASES: dict[str, str] = {"stochgrad.estimate": "stochgrad.gradient_estimate"}
+_UNBOUND_ALIASES: dict[str, str] = {
+    "stochgrad.estimate": "stochgrad.gradient_estimate",
+    "stochgrad.estimators.arm": "stochgrad.estimators.discrete",
+    "stochgrad.estimators.pathwise": "stochgrad.estimators.reparameterization",
+    "stochgrad.estimators.measure_valued": "stochgrad.estimators.weak_derivative",
+}
 
 
 def _warn(old: str, new: str, stacklevel: int = 3) -> None:

@@ -3,24 +3,28 @@
 ``GENERAL_ESTIMATORS`` holds the general-purpose three that :func:`estimate` chooses among;
 ``ALL_ESTIMATORS`` adds the discrete-variable estimators (biased ones are flagged ``biased=True``
 in their results) for :func:`stochgrad.compare`.
+
+Modules: :mod:`~stochgrad.estimators.score` (score function), :mod:`~.reparameterization`
+(pathwise), :mod:`~.weak_derivative` (measure-valued), :mod:`~.discrete` (RLOO, ARM, DisARM),
+:mod:`~.concrete` (Gumbel-max and Concrete samples), :mod:`~.relaxed` (the biased
+Gumbel-softmax and straight-through estimators), :mod:`~.rebar_relax` (REBAR, RELAX),
+:mod:`~.auto` (:func:`estimate`, the automatic choice).
 """
 
-from stochgrad.estimators.arm import arm, disarm, rloo
 from stochgrad.estimators.auto import GENERAL_ESTIMATORS, estimate
-from stochgrad.estimators.measure_valued import measure_valued, register_weak_derivative
-from stochgrad.estimators.pathwise import pathwise
-from stochgrad.estimators.relaxed import (
-    Relax,
+from stochgrad.estimators.concrete import (
     concrete_sample,
     gumbel_max,
-    gumbel_softmax,
-    rebar,
     relaxed_bernoulli_sample,
-    straight_through,
     straight_through_bernoulli,
     straight_through_categorical,
 )
+from stochgrad.estimators.discrete import arm, disarm, rloo
+from stochgrad.estimators.rebar_relax import Relax, rebar
+from stochgrad.estimators.relaxed import gumbel_softmax, straight_through
+from stochgrad.estimators.reparameterization import pathwise
 from stochgrad.estimators.score import score_function, scores_per_sample
+from stochgrad.estimators.weak_derivative import measure_valued, register_weak_derivative
 
 ALL_ESTIMATORS = {
     **GENERAL_ESTIMATORS,

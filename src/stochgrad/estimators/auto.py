@@ -25,9 +25,9 @@ import torch
 from torch.distributions import Distribution
 
 from stochgrad import _core
-from stochgrad.estimators.measure_valued import measure_valued
-from stochgrad.estimators.pathwise import pathwise
+from stochgrad.estimators.reparameterization import pathwise
 from stochgrad.estimators.score import score_function
+from stochgrad.estimators.weak_derivative import measure_valued
 from stochgrad.gradient_estimate import GradientEstimate, Params
 
 GENERAL_ESTIMATORS: dict[str, Callable[..., GradientEstimate]] = {

@@ -495,7 +495,7 @@ def run_estimator(
         return sg.score_function(f, _dist_fn, theta, baseline="optimal", **kwargs)
     if estimator == "pathwise":
         return sg.pathwise(f, _dist_fn, theta, **kwargs)
-    from stochgrad.estimators.measure_valued import measure_valued
+    from stochgrad.estimators.weak_derivative import measure_valued
 
     return measure_valued(f, _dist_fn, theta, **kwargs)
 

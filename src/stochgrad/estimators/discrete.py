@@ -160,7 +160,7 @@ def arm(
             returning the wrong shape or non-finite values, probs outside ``(0, 1)``.
 
     >>> import torch, stochgrad as sg
-    >>> from stochgrad.estimators.arm import arm
+    >>> from stochgrad.estimators.discrete import arm
     >>> dist_fn = lambda lg: torch.distributions.Bernoulli(logits=lg)
     >>> est = arm(lambda b: (b - 0.45) ** 2, dist_fn, torch.tensor(0.0), num_samples=4, seed=0)
     >>> est.per_sample.shape, est.evaluations
@@ -220,7 +220,7 @@ def disarm(
             returning the wrong shape or non-finite values, probs outside ``(0, 1)``.
 
     >>> import torch, stochgrad as sg
-    >>> from stochgrad.estimators.arm import disarm
+    >>> from stochgrad.estimators.discrete import disarm
     >>> dist_fn = lambda lg: torch.distributions.Bernoulli(logits=lg)
     >>> est = disarm(lambda b: (b - 0.499) ** 2, dist_fn, torch.tensor(0.0), num_samples=3, seed=0)
     >>> est.per_sample  # theta = 1/2: every term is the exact gradient 0.25 * 0.002
@@ -271,7 +271,7 @@ def rloo(
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="rloo"``.
 
     >>> import torch
-    >>> from stochgrad.estimators.arm import rloo
+    >>> from stochgrad.estimators.discrete import rloo
     >>> dist_fn = lambda lg: torch.distributions.Bernoulli(logits=lg)
     >>> est = rloo(lambda b: (b - 0.499) ** 2, dist_fn, torch.tensor(0.0), num_samples=8, seed=0)
     >>> est.method, est.info["baseline"]

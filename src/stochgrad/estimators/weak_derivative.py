@@ -283,7 +283,7 @@ def measure_valued(
             or non-finite.
 
     >>> import torch
-    >>> from stochgrad.estimators.measure_valued import measure_valued
+    >>> from stochgrad.estimators.weak_derivative import measure_valued
     >>> est = measure_valued(lambda x: (x - 2.0) ** 2,
     ...                      lambda th: torch.distributions.Normal(th[0], th[1]),
     ...                      torch.tensor([0.5, 1.0]), num_samples=10_000, seed=0)
