@@ -25,13 +25,7 @@ A = torch.tensor([1.0, -2.0, 0.5], dtype=DT)
 B = torch.tensor([[0.5, 2.0], [1.5, -1.0], [-0.7, 3.0]], dtype=DT)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: one thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------

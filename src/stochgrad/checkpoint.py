@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -165,7 +166,9 @@ def load_state(
     if path.stat().st_size == 0:
         raise _refuse(path, "the file is empty", hint)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: refused below
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many kinds: zip, EOF, unpickling, index errors
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text:

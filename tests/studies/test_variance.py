@@ -14,13 +14,7 @@ QUAD_POINTS = [(0.0, 1.0), (1.0, 0.5), (-2.0, 5.0), (3.0, 0.1), (0.3, 2.0)]
 TARGET = 0.7  # a in f(x) = (x - a)^2; mu = a + delta
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Vector work on ~1e5 elements: one thread is faster, and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -148,3 +148,26 @@ def test_only_the_chosen_application_is_imported():
     parser = cli.build_parser(["demo"])
     hmm = parser._subparsers._group_actions[0].choices["hmm"]
     assert all(a.dest == "help" for a in hmm._actions)  # not built: its module not imported
+
+
+def test_internal_errors_and_missing_extras_are_one_line(capsys):
+    def boom(args, console):
+        raise RuntimeError("something broke\nover two lines")
+
+    def missing(args, console):
+        raise ModuleNotFoundError("No module named 'gymnasium'", name="gymnasium")
+
+    cli.subcommand("_boom", help="test only", arguments=lambda p: None)(boom)
+    cli.subcommand("_missing", help="test only", arguments=lambda p: None)(missing)
+    try:
+        assert cli.main(["_boom"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: internal error (RuntimeError:")
+        assert "--debug" in err[0]
+        with pytest.raises(RuntimeError):
+            cli.main(["_boom", "--debug"])
+        assert cli.main(["_missing"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: this command needs a package") and "pip install" in err
+    finally:
+        del cli.SUBCOMMANDS["_boom"], cli.SUBCOMMANDS["_missing"]
