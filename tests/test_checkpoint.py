@@ -254,3 +254,11 @@ def test_a_second_run_on_one_output_folder_gets_a_clear_error(tmp_path):
                 pass
     with OutputLock(tmp_path):  # released: usable again
         pass
+
+
+def test_locks_leave_no_files_behind(tmp_path):
+    with OutputLock(tmp_path):
+        assert (tmp_path / OutputLock.NAME).exists()
+    ckpt = RunCheckpoint(tmp_path / "c.pt", Cfg(), Run)
+    ckpt.add(Run("a", 0, 1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]

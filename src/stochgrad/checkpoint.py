@@ -48,6 +48,7 @@ __all__ = [
     "CheckpointMismatch",
     "OutputBusy",
     "OutputLock",
+    "RESTART_HINT",
     "RunCheckpoint",
     "atomic_write",
     "check_settings",
@@ -241,7 +242,12 @@ def check_settings(saved: Any, now: Any, path: str | Path) -> None:
 # ---------------------------------------------------------------------------------------------
 class _FileLock:
     """An exclusive advisory lock on a file (``fcntl.flock``); ``blocking=False`` raises
-    :class:`OutputBusy` at once when another process holds it."""
+    :class:`OutputBusy` at once when another process holds it.
+
+    The file is removed on release, so no lock files are left behind. A process that opened the
+    file just before it was removed would then lock a file that no longer has a name; it checks,
+    after locking, that the path still names the file it locked, and tries again if not.
+    """
 
     def __init__(self, path: Path, blocking: bool):
         self.path = path
@@ -257,34 +263,40 @@ class _FileLock:
                 raise OutputBusy(str(self.path)) from None
             self._fh = os.fdopen(fd, "w")
             return
-        fh = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-        try:
-            flags = fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB)
-            fcntl.flock(fh.fileno(), flags)
-        except BlockingIOError:
-            fh.close()
-            raise OutputBusy(str(self.path)) from None
-        self._fh = fh
+        while True:
+            fh = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+            try:
+                flags = fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB)
+                fcntl.flock(fh.fileno(), flags)
+            except BlockingIOError:
+                fh.close()
+                raise OutputBusy(str(self.path)) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fh = fh
+                return
+            fh.close()  # the holder removed the file as we opened it: lock the new one
 
     def release(self) -> None:
         if self._fh is None:
             return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # still held: nobody can take the lock on this name meanwhile
         if fcntl is not None:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-        else:  # pragma: no cover - Windows
-            self._fh.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+        self._fh.close()
         self._fh = None
 
 
 class OutputLock:
     """Exclusive use of an output folder for the length of a run.
 
-    The lock is a file ``.stochgrad.lock`` in the folder, held with ``fcntl.flock``: the
-    operating system drops it when the process ends, however it ends, so a crashed run never
-    leaves a stale lock behind.
+    The lock is a file ``.stochgrad.lock`` in the folder, held with ``fcntl.flock`` and removed
+    on release: the operating system drops the lock when the process ends, however it ends, so
+    a crashed run never blocks the next one (its empty lock file is reused).
 
     Args:
         folder: the output folder (created if missing).
