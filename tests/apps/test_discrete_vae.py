@@ -1,9 +1,9 @@
-"""The binary-latent VAE on scikit-learn's digits: data, exact bounds, training, CLI, resume."""
+"""The binary-latent VAE on scikit-learn's digits (the app): data, exact bounds, training."""
 
 from __future__ import annotations
 
-import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,11 +11,12 @@ import torch
 from sklearn.datasets import load_digits
 from torch.distributions import Bernoulli
 
-from stochgrad import cli
+from stochgrad.apps import datasets
 from stochgrad.apps import discrete_vae as DV
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DT = torch.float64
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,9 @@ def test_split_is_fixed_and_seeded(data):
     assert not torch.equal(other[1], data[1])
     train, test = DV.load_binary_digits(test_size=100, dtype=DT)
     assert train.shape == (1697, 64) and test.shape == (100, 64) and test.dtype == DT
+    # the one digits loader of the library, in float32 by default here
+    shared = datasets.load_binary_digits(dtype=torch.float32)
+    assert torch.equal(shared[0], data[0]) and torch.equal(shared[1], data[1])
 
 
 @pytest.mark.parametrize("size", [0, 1797, 5000])
@@ -147,7 +151,7 @@ def test_encoder_gradient_is_unbiased(tiny, key):
     x = x[:4]
     logits = model.encode(x).detach().requires_grad_(True)
     exact = torch.autograd.grad(DV.exact_elbo(model, x, logits).sum(), logits)[0]
-    spec = DV.ESTIMATORS[key]
+    spec = DV.VAE_ESTIMATORS[key]
     config = DV.Config(samples=6 * 4000)
     est = DV.encoder_gradient(
         model, x, logits.detach(), spec, config, torch.Generator().manual_seed(4)
@@ -163,7 +167,7 @@ def test_gumbel_softmax_is_flagged_biased(tiny):
     model, x = tiny
     logits = model.encode(x).detach()
     est = DV.encoder_gradient(
-        model, x, logits, DV.ESTIMATORS["gumbel"], DV.Config(samples=6),
+        model, x, logits, DV.VAE_ESTIMATORS["gumbel"], DV.Config(samples=6),
         torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert est.biased and est.grad.shape == logits.shape
@@ -172,7 +176,7 @@ def test_gumbel_softmax_is_flagged_biased(tiny):
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("key", list(DV.ESTIMATORS))
+@pytest.mark.parametrize("key", list(DV.VAE_ESTIMATORS))
 def test_one_step_changes_encoder_decoder_and_prior(data, key):
     train, _ = data
     config = DV.Config(samples=6, latents=8, hidden=16)
@@ -180,7 +184,7 @@ def test_one_step_changes_encoder_decoder_and_prior(data, key):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     elbo = DV.train_step(
-        model, opt, train[:32], DV.ESTIMATORS[key], config, torch.Generator().manual_seed(0)
+        model, opt, train[:32], DV.VAE_ESTIMATORS[key], config, torch.Generator().manual_seed(0)
     )
     assert math.isfinite(elbo) and elbo < 0
     after = model.state_dict()
@@ -194,7 +198,7 @@ def test_encoder_receives_minus_the_estimate(data):
     train, _ = data
     x = train[:16]
     config = DV.Config(samples=4, latents=8, hidden=0)
-    spec = DV.ESTIMATORS["rloo"]
+    spec = DV.VAE_ESTIMATORS["rloo"]
     model = DV.BinaryVAE(8, 0, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a zero step keeps the gradients
     DV.train_step(model, opt, x, spec, config, torch.Generator().manual_seed(5))
@@ -206,11 +210,11 @@ def test_encoder_receives_minus_the_estimate(data):
 
 
 def test_budget_rule():
-    assert [DV.ESTIMATORS[k].num_samples(12) for k in DV.ESTIMATORS] == [12, 12, 6, 4, 12]
-    DV.check_budget(list(DV.ESTIMATORS), 6)
+    assert [DV.VAE_ESTIMATORS[k].num_samples(12) for k in DV.VAE_ESTIMATORS] == [12, 12, 6, 4, 12]
+    DV.check_budget(list(DV.VAE_ESTIMATORS), 6)
     for bad, match in ((4, "divisible by 3"), (3, "divisible by 2"), (1, "RLOO needs at least 2")):
         with pytest.raises(ValueError, match=match):
-            DV.check_budget(list(DV.ESTIMATORS), bad)
+            DV.check_budget(list(DV.VAE_ESTIMATORS), bad)
     with pytest.raises(ValueError, match="at least 2"):
         DV.check_budget(["rloo"], 1)
     with pytest.raises(ValueError, match="unknown"):
@@ -220,10 +224,16 @@ def test_budget_rule():
 @pytest.mark.parametrize(
     "kwargs",
     [{"steps": 0}, {"samples": 0}, {"hidden": -1}, {"lr": 0.0}, {"lr": float("nan")},
-     {"probe_calls": 1}, {"temperature": -1.0}, {"eta": float("inf")}, {"batch_size": 2.5}],
+     {"probe_calls": 1}, {"temperature": -1.0}, {"eta": float("inf")}],
 )  # fmt: skip
 def test_bad_config_raises(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        DV.Config(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 2.5}, {"steps": True}, {"lr": "0.1"}])
+def test_config_of_the_wrong_type_raises(kwargs):
+    with pytest.raises(TypeError, match=next(iter(kwargs))):
         DV.Config(**kwargs)
 
 
@@ -235,91 +245,19 @@ def test_bad_model_raises():
 
 
 # ---------------------------------------------------------------------------------------------
-# the study: resume, and the CLI
+# names that moved to the study, or were renamed
 # ---------------------------------------------------------------------------------------------
-SMALL = DV.Config(steps=12, samples=6, latents=8, hidden=16, eval_every=4, probe_every=6,
-                  probe_calls=3, probe_batch=20, final_samples=5, iwae_k=5,
-                  checkpoint_every=4)  # fmt: skip
+def test_moved_names_still_work_with_a_warning():
+    from stochgrad.studies import discrete_vae as study
 
-
-def test_mid_run_resume_reproduces_the_uninterrupted_run(tmp_path, data):
-    full = DV.run_study(["rloo", "rebar"], [0], SMALL, tmp_path / "a.pt", data=data)
-
-    class Stop(Exception):
-        pass
-
-    done = 0
-
-    def interrupt(k):
-        nonlocal done
-        done += k
-        if done == 12 + 9:  # rloo finished, rebar interrupted after step 9 (checkpoint at 8)
-            raise Stop
-
-    with pytest.raises(Stop):
-        DV.run_study(["rloo", "rebar"], [0], SMALL, tmp_path / "b.pt", data=data,
-                     progress=interrupt)  # fmt: skip
-    seen = []
-    again = DV.run_study(["rloo", "rebar"], [0], SMALL, tmp_path / "b.pt", data=data,
-                         resume=True, progress=seen.append)  # fmt: skip
-    assert again.resumed == 1 and again.continued == 1
-    assert seen[:2] == [12, 8] and sum(seen) == 24
-    for key in ("rloo", "rebar"):
-        a, b = full.runs[(key, 0)], again.runs[(key, 0)]
-        assert a.test_elbo == b.test_elbo and a.variance == b.variance
-        assert a.final_elbo == b.final_elbo and a.final_iwae == b.final_iwae
-    ckpt = DV.Checkpoint(tmp_path / "b.pt", SMALL)
-    assert ckpt.load() == 2 and not ckpt.partial
-
-
-def test_resume_with_other_settings_raises(tmp_path, data):
-    DV.run_study(["disarm"], [0], SMALL, tmp_path / "c.pt", data=data)
-    other = DV.Config(**{**SMALL.__dict__, "lr": 1e-2})
-    with pytest.raises(ValueError, match="other settings"):
-        DV.run_study(["disarm"], [0], other, tmp_path / "c.pt", data=data, resume=True)
-
-
-ARGS = ["--steps", "20", "--seeds", "1", "--samples", "6", "--latents", "8", "--hidden", "16",
-        "--eval-every", "5", "--probe-every", "10", "--probe-calls", "3",
-        "--checkpoint-every", "10", "--iwae-k", "10"]  # fmt: skip
-
-
-def test_cli_discrete_vae_writes_table_json_png_and_resumes(tmp_path, capsys):
-    out = tmp_path / "plots" / "dvae.png"
-    assert cli.main(["discrete-vae", *ARGS, "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    for label in ("REINFORCE", "RLOO", "DisARM", "REBAR", "Gumbel-softmax (biased)",
-                  "test ELBO", "IWAE", "log10 Var", "RLOO − REINFORCE"):  # fmt: skip
-        assert label in text
-    data = out.read_bytes()
-    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
-    results = json.loads(out.with_suffix(".json").read_text())
-    assert [r["key"] for r in results["summary"]] == list(DV.ESTIMATORS)
-    assert results["config"]["steps"] == 20 and len(results["runs"]) == 5
-    for r in results["runs"]:
-        assert r["eval_steps"] == [0, 5, 10, 15, 20] and r["probe_steps"] == [0, 10, 20]
-        assert r["final_iwae"] >= r["final_elbo"] - 1.0
-    md = out.with_name("dvae_table.md").read_text()
-    assert md.startswith("| estimator |") and "DisARM" in md
-    assert (tmp_path / "plots" / "dvae_checkpoint.pt").exists()
-
-    # resume: every finished run is loaded, none is redone
-    assert cli.main(["discrete-vae", *ARGS, "--out", str(out), "--resume"]) == 0
-    text = capsys.readouterr().out
-    assert "5 finished run(s) loaded" in text
-    again = json.loads(out.with_suffix(".json").read_text())
-    assert again["runs"] == results["runs"]
-
-
-def test_cli_discrete_vae_bad_options(tmp_path, capsys):
-    out = str(tmp_path / "x.png")
-    assert cli.main(["discrete-vae", "--estimators", "reinforce,bogus", "--out", out]) == 2
-    assert cli.main(["discrete-vae", "--steps", "0", "--out", out]) == 2
-    capsys.readouterr()
-    assert cli.main(["discrete-vae", "--samples", "4", "--out", out]) == 2
-    captured = capsys.readouterr()
-    assert "divisible by 3" in captured.out + captured.err
-    assert cli.main(["discrete-vae", "--probe-calls", "1", "--out", out]) == 2
-    assert "probe_calls" in capsys.readouterr().out
-    assert cli.main(["discrete-vae", "--hidden", "-1", "--out", out]) == 2
-    assert not (tmp_path / "x.png").exists()
+    with pytest.warns(DeprecationWarning, match="VAE_ESTIMATORS"):
+        assert DV.ESTIMATORS is DV.VAE_ESTIMATORS
+    for name in ("run_study", "run_one", "Study", "RunResult", "Checkpoint", "summarise",
+                 "SummaryRow", "paired_differences", "stream", "STREAMS"):  # fmt: skip
+        with pytest.warns(DeprecationWarning, match=f"stochgrad.studies.discrete_vae.{name}"):
+            assert getattr(DV, name) is getattr(study, name)
+    with pytest.raises(AttributeError):
+        DV.plot  # noqa: B018 - the plot is the command line's now
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from stochgrad.apps.discrete_vae import BinaryVAE, load_binary_digits  # noqa: F401

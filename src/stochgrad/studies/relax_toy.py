@@ -34,10 +34,16 @@ control variate is learned, so for it (for any stateful estimator) that measurem
 ``warmup`` training steps with :math:`\theta` held at 1/2, on a separate copy of the estimator;
 each training run itself starts from an untrained control variate, as in the paper.
 
-Estimators are pluggable: :data:`ESTIMATORS` maps a key to an :class:`Estimator` whose ``make``
-returns a callable with the library's signature ``(f, dist_fn, params, *, num_samples,
-generator)``. REBAR, RELAX and Gumbel-softmax come from ``stochgrad.estimators.relaxed`` when it
-is installed and are skipped with a message otherwise.
+Estimators are pluggable: :data:`TOY_ESTIMATORS` maps a key to an :class:`Estimator` whose
+``make`` returns a callable with the library's signature ``(f, dist_fn, params, *, num_samples,
+generator)``. REBAR, RELAX and Gumbel-softmax come from :mod:`stochgrad.estimators` when it
+provides them and are skipped with a message otherwise.
+
+The study (:func:`run_study`) is a grid of (estimator, seed) cells on
+:func:`stochgrad.studies.scaffold.run_grid`: each finished run is checkpointed at once, and the
+random streams of a run (:func:`~stochgrad.studies.scaffold.stream_generator`) depend only on its
+estimator and seed, so a resumed study gives the numbers of an uninterrupted one. Adam on the
+logit is :class:`stochgrad._optim.Adam` (a float, step for step ``torch.optim.Adam``).
 
 References:
     Grathwohl, Choi, Wu, Roeder, Duvenaud (ICLR 2018), "Backpropagation through the Void:
@@ -52,7 +58,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import math
 import time
 import warnings
@@ -66,8 +71,36 @@ import numpy as np
 import torch
 from torch.distributions import Bernoulli
 
+from stochgrad import _compat
+from stochgrad._checks import check_float, check_int, check_seed
+from stochgrad._optim import Adam
 from stochgrad.checkpoint import RunCheckpoint
 from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.studies.scaffold import run_grid, stream_generator
+
+__all__ = [
+    "DEFAULT_ESTIMATORS",
+    "TARGET",
+    "THRESHOLD",
+    "TOY_ESTIMATORS",
+    "Checkpoint",
+    "Config",
+    "Estimator",
+    "RunResult",
+    "Study",
+    "SummaryRow",
+    "availability",
+    "curves",
+    "exact_logit_gradient",
+    "exact_loss",
+    "run_one",
+    "run_study",
+    "step_variance",
+    "summarise",
+    "toy_dist",
+    "toy_f",
+    "variance_at_half",
+]
 
 TARGET = 0.499
 """The target :math:`t` of RELAX's toy (REBAR's paper used 0.45)."""
@@ -120,43 +153,6 @@ def _sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-class ScalarAdam:
-    r"""Adam on one float, step for step the same as ``torch.optim.Adam`` with default betas.
-
-    A tensor optimiser costs more per step than the whole estimate on this problem; the update
-    is the same: :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`,
-    :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`,
-    :math:`x \leftarrow x - \frac{\eta}{1-\beta_1^k}\, m / (\sqrt{v}/\sqrt{1-\beta_2^k} + \epsilon)`.
-
-    >>> opt = ScalarAdam(0.0, lr=0.01)
-    >>> round(opt.step(0.5), 6)  # the first step moves by lr against the gradient's sign
-    -0.01
-    """
-
-    def __init__(
-        self,
-        x: float,
-        lr: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ):
-        self.x = float(x)
-        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
-        self.m = self.v = 0.0
-        self.k = 0
-
-    def step(self, grad: float) -> float:
-        """Apply one update with gradient ``grad``; return the new value."""
-        self.k += 1
-        self.m = self.beta1 * self.m + (1.0 - self.beta1) * grad
-        self.v = self.beta2 * self.v + (1.0 - self.beta2) * grad * grad
-        bc1 = 1.0 - self.beta1**self.k
-        bc2 = 1.0 - self.beta2**self.k
-        denom = math.sqrt(self.v) / math.sqrt(bc2) + self.eps
-        self.x -= (self.lr / bc1) * self.m / denom
-        return self.x
-
-
 # ---------------------------------------------------------------------------------------------
 # estimators
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +172,11 @@ class Config:
         half_samples: draws for the variance at :math:`\\theta = 1/2`.
         warmup: control-variate training steps at :math:`\\theta = 1/2` before that measurement
             (stateful estimators only).
+
+    >>> Config(iterations=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: iterations must be >= 1, got 0
     """
 
     iterations: int = 5000
@@ -186,6 +187,13 @@ class Config:
     half_samples: int = 10_000
     warmup: int = 1000
 
+    def __post_init__(self) -> None:
+        for name in ("iterations", "probe_every", "probe_samples", "half_samples"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("warmup", self.warmup, minimum=0)
+        check_float("lr", self.lr, minimum=0.0, open_min=True)
+        check_float("target", self.target)
+
 
 @dataclass(frozen=True)
 class Estimator:
@@ -193,7 +201,7 @@ class Estimator:
 
     Attributes:
         key: short name (``--estimators``).
-        label: name in tables and plots.
+        label: name in plots, the legend and the JSON.
         make: ``make(seed, config)`` -> a callable ``(f, dist_fn, params, *, num_samples,
             generator) -> GradientEstimate``; a fresh one per run (stateful ones keep state).
         samples_per_step: ``num_samples`` of a training step.
@@ -205,6 +213,7 @@ class Estimator:
         biased: the estimator's expectation is not the true gradient.
         note: how it is configured, for the table's caption.
         probe_kwargs: extra keyword arguments of the probe calls (RELAX: ``train=False``).
+        short: label in the terminal's table (at most 6 characters; ``label`` if empty).
     """
 
     key: str
@@ -216,13 +225,20 @@ class Estimator:
     biased: bool = False
     note: str = ""
     probe_kwargs: dict[str, Any] = field(default_factory=dict)
+    short: str = ""
+
+    @property
+    def table_label(self) -> str:
+        """``short``, or ``label`` when no short label is set."""
+        return self.short or self.label
 
 
-RELAXED_MODULE = "stochgrad.estimators.relaxed"
+RELAXED_MODULE = "stochgrad.estimators"
+"""Where REBAR, RELAX and Gumbel-softmax are looked up (by their public names)."""
 
 
 def _relaxed(name: str):
-    """``stochgrad.estimators.relaxed.<name>``; ``ImportError`` naming what is missing."""
+    """``stochgrad.estimators.<name>``; ``ImportError`` naming what is missing."""
     try:
         module = importlib.import_module(RELAXED_MODULE)
     except ImportError as exc:
@@ -242,25 +258,25 @@ def _exact(seed: int, config: Config) -> EstimatorFn:
 
 
 def _reinforce(seed: int, config: Config) -> EstimatorFn:
-    from stochgrad.estimators.score import score_function
+    from stochgrad.estimators import score_function
 
     return score_function
 
 
 def _rloo(seed: int, config: Config) -> EstimatorFn:
-    from stochgrad.estimators.arm import rloo
+    from stochgrad.estimators import rloo
 
     return rloo
 
 
 def _disarm(seed: int, config: Config) -> EstimatorFn:
-    from stochgrad.estimators.arm import disarm
+    from stochgrad.estimators import disarm
 
     return disarm
 
 
 def _arm(seed: int, config: Config) -> EstimatorFn:
-    from stochgrad.estimators.arm import arm
+    from stochgrad.estimators import arm
 
     return arm
 
@@ -278,11 +294,15 @@ def _relax(seed: int, config: Config) -> EstimatorFn:
     return relax_cls(seed=zlib.crc32(f"relax/{seed}".encode()))  # the network's initialisation
 
 
-ESTIMATORS: dict[str, Estimator] = {
+TOY_ESTIMATORS: dict[str, Estimator] = {
     e.key: e
     for e in (
-        Estimator("exact", "exact gradient", _exact, note="closed form, no sampling"),
-        Estimator("reinforce", "REINFORCE", _reinforce, note="score function, no baseline"),
+        Estimator(
+            "exact", "exact gradient", _exact, note="closed form, no sampling", short="exact"
+        ),
+        Estimator(
+            "reinforce", "REINFORCE", _reinforce, note="score function, no baseline", short="SF"
+        ),
         Estimator(
             "rloo",
             "REINFORCE + LOO",
@@ -290,8 +310,9 @@ ESTIMATORS: dict[str, Estimator] = {
             samples_per_step=2,
             iid_terms=False,
             note="leave-one-out baseline: 2 samples per iteration",
+            short="SF+LOO",
         ),
-        Estimator("rebar", "REBAR", _rebar, note="temperature 0.5, eta 1 (fixed)"),
+        Estimator("rebar", "REBAR", _rebar, note="temperature 0.5, eta 1 (fixed)", short="REBAR"),
         Estimator(
             "relax",
             "RELAX",
@@ -299,6 +320,7 @@ ESTIMATORS: dict[str, Estimator] = {
             stateful=True,
             note="control variate eta f(relaxed) + MLP(10 tanh), trained online (defaults)",
             probe_kwargs={"train": False},
+            short="RELAX",
         ),
         Estimator(
             "gumbel",
@@ -306,9 +328,12 @@ ESTIMATORS: dict[str, Estimator] = {
             _gumbel,
             biased=True,
             note="relaxed sample, temperature 0.5",
+            short="GS*",
         ),
-        Estimator("disarm", "DisARM", _disarm, note="one antithetic pair: 2 evaluations"),
-        Estimator("arm", "ARM", _arm, note="one antithetic pair: 2 evaluations"),
+        Estimator(
+            "disarm", "DisARM", _disarm, note="one antithetic pair: 2 evaluations", short="DisARM"
+        ),
+        Estimator("arm", "ARM", _arm, note="one antithetic pair: 2 evaluations", short="ARM"),
     )
 }
 """Every estimator the study knows, in display order."""
@@ -331,10 +356,10 @@ def availability(key: str, config: Config | None = None) -> str | None:
     >>> availability("disarm") is None
     True
     """
-    if key not in ESTIMATORS:
-        return f"unknown estimator {key!r}; expected one of {list(ESTIMATORS)}"
+    if key not in TOY_ESTIMATORS:
+        return f"unknown estimator {key!r}; expected one of {list(TOY_ESTIMATORS)}"
     try:
-        ESTIMATORS[key].make(0, config or Config())
+        TOY_ESTIMATORS[key].make(0, config or Config())
     except ImportError as exc:
         return str(exc)
     return None
@@ -387,19 +412,6 @@ class RunResult:
         return cls(**kwargs)
 
 
-def run_generator(seed: int, key: str, stream: str) -> torch.Generator:
-    """An independent, reproducible random stream for one purpose of one run.
-
-    >>> a = torch.rand(1, generator=run_generator(0, "disarm", "train"))
-    >>> b = torch.rand(1, generator=run_generator(0, "disarm", "probe"))
-    >>> bool(a != b)
-    True
-    """
-    from stochgrad.studies.scaffold import cell_generator
-
-    return cell_generator(seed, zlib.crc32(key.encode()), zlib.crc32(stream.encode()))
-
-
 def step_variance(
     spec: Estimator,
     fn: EstimatorFn,
@@ -443,7 +455,7 @@ def variance_at_half(spec: Estimator, seed: int, config: Config) -> float:
     """Per-step gradient variance at :math:`\\theta = 1/2` (after a warm-up if stateful)."""
     f = _objective(config)
     fn = spec.make(seed, config)
-    g = run_generator(seed, spec.key, "half")
+    g = stream_generator(seed, spec.key, "half")
     if spec.stateful:
         zero = torch.tensor(0.0, dtype=DTYPE)
         for _ in range(config.warmup):
@@ -466,7 +478,7 @@ def run_one(
     """Train the logit with estimator ``key`` for ``config.iterations`` Adam steps.
 
     Args:
-        key: an :data:`ESTIMATORS` key.
+        key: a :data:`TOY_ESTIMATORS` key.
         seed: selects the random streams (training, probes, warm-up) and RELAX's initialisation.
         config: the shared settings.
         progress: called with the number of iterations done since the last call.
@@ -478,14 +490,14 @@ def run_one(
     >>> bool((np.diff(r.theta) < 0).all()), r.probe_variance.tolist()
     (True, [0.0, 0.0, 0.0, 0.0])
     """
-    spec = ESTIMATORS[key]
+    spec = TOY_ESTIMATORS[key]
     start = time.perf_counter()
     f = _objective(config)
     variance_half = variance_at_half(spec, seed, config)
     fn = spec.make(seed, config)
-    train = run_generator(seed, key, "train")
-    probe = run_generator(seed, key, "probe")
-    opt = ScalarAdam(0.0, lr=config.lr)
+    train = stream_generator(seed, key, "train")
+    probe = stream_generator(seed, key, "probe")
+    opt = Adam(0.0, lr=config.lr)
     iters = config.iterations
     theta = np.empty(iters + 1)
     theta[0] = 0.5
@@ -499,7 +511,7 @@ def run_one(
     for k in range(iters + 1):
         if next_probe < probe_iterations.size and probe_iterations[next_probe] == k:
             probe_variance[next_probe] = step_variance(
-                spec, fn, f, opt.x, config.probe_samples, probe
+                spec, fn, f, opt.value, config.probe_samples, probe
             )
             next_probe += 1
         if k == iters:
@@ -507,7 +519,7 @@ def run_one(
         est = fn(
             f,
             toy_dist,
-            torch.tensor(opt.x, dtype=DTYPE),
+            torch.tensor(opt.value, dtype=DTYPE),
             num_samples=spec.samples_per_step,
             generator=train,
         )
@@ -534,7 +546,7 @@ def run_one(
 # the study: many runs, checkpointed
 # ---------------------------------------------------------------------------------------------
 class Checkpoint(RunCheckpoint):
-    """Finished runs of one study (see :class:`stochgrad.checkpoint.RunCheckpoint`)."""
+    """The checkpoint file of :func:`run_study` (see :class:`stochgrad.checkpoint.RunCheckpoint`)."""
 
     result_type = RunResult
 
@@ -562,61 +574,76 @@ class Study:
     seconds: float = 0.0
 
     def of(self, key: str) -> list[RunResult]:
+        """The runs of estimator ``key``, seed by seed."""
         return [self.runs[(key, s)] for s in self.seeds]
 
 
 def run_study(
     keys: Sequence[str],
     seeds: Sequence[int],
-    config: Config,
-    checkpoint: str | Path,
+    config: Config = Config(),
+    checkpoint: str | Path | None = None,
     *,
-    resume: bool = False,
+    resume: bool = True,
     progress: Callable[[int], None] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
 ) -> Study:
-    """Run every (estimator, seed) pair not already finished in the checkpoint.
+    """Run every (estimator, seed) cell not already finished in the checkpoint.
 
     Args:
-        keys: estimator keys; unavailable ones are skipped (see :attr:`Study.skipped`).
-        seeds: the seeds.
+        keys: :data:`TOY_ESTIMATORS` keys; unavailable ones are skipped (see
+            :attr:`Study.skipped`).
+        seeds: the seeds (at least one).
         config: shared settings.
-        checkpoint: the checkpoint file; rewritten after every run.
-        resume: reuse finished runs from ``checkpoint`` (otherwise it is started afresh).
-        progress: called with iterations done (for a progress bar).
-        on_run: called with each finished run.
+        checkpoint: a ``.pt`` file saving each finished run (``None``: nothing is saved).
+        resume: reuse the finished runs of ``checkpoint`` (otherwise it is started afresh).
+        progress: called with iterations done (for a progress bar; resumed runs count at once).
+        on_run: called with each run finished now.
+        on_resume: called once, before any work, with the numbers of finished and of partly
+            run cells found in ``checkpoint``, when there are any.
 
     Returns:
         :class:`Study`.
+
+    Raises:
+        ValueError: an unknown estimator, no seed, or a checkpoint made with other settings
+            (:class:`~stochgrad.checkpoint.CheckpointMismatch`).
+
+    >>> study = run_study(["exact"], [0, 1], Config(iterations=5, probe_every=5))
+    >>> [round(float(r.theta[-1]), 4) for r in study.of("exact")]
+    [0.4875, 0.4875]
     """
-    unknown = [k for k in keys if k not in ESTIMATORS]
-    if unknown:
-        raise ValueError(f"estimators: unknown {unknown}; expected some of {list(ESTIMATORS)}")
-    ckpt = Checkpoint(checkpoint, config)
-    if resume:
-        ckpt.load()
+    keys = list(dict.fromkeys(keys))
+    unknown = [k for k in keys if k not in TOY_ESTIMATORS]
+    if unknown or not keys:
+        raise ValueError(f"estimators: unknown {unknown}; expected some of {list(TOY_ESTIMATORS)}")
+    seeds = [check_seed("seeds", s) for s in dict.fromkeys(seeds)]
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed")
     skipped = {k: r for k in keys if (r := availability(k, config)) is not None}
     ready = [k for k in keys if k not in skipped]
-    resumed = 0
-    start = time.perf_counter()
-    for key in ready:
-        for seed in seeds:
-            if (key, seed) in ckpt.runs:
-                resumed += 1
-                if progress is not None:
-                    progress(config.iterations)
-                continue
-            run = run_one(key, seed, config, progress)
-            ckpt.add(run)
-            if on_run is not None:
-                on_run(run)
-    ckpt.save()
-    runs = {(k, s): ckpt.runs[(k, s)] for k in ready for s in seeds}
-    return Study(config, ready, list(seeds), runs, skipped, resumed, time.perf_counter() - start)
+
+    def run_cell(cell: tuple[str, int], state: Any, save: Any) -> RunResult:
+        return run_one(cell[0], cell[1], config, progress)
+
+    grid = run_grid(
+        [(k, s) for k in ready for s in seeds],
+        run_cell,
+        config=config,
+        result_type=RunResult,
+        checkpoint=checkpoint,
+        resume=resume,
+        progress=progress,
+        cell_units=lambda cell: config.iterations,  # run_one advances the bar itself
+        on_result=None if on_run is None else (lambda cell, run: on_run(run)),
+        on_resume=on_resume,
+    )
+    return Study(config, ready, seeds, grid.results, skipped, grid.resumed, grid.seconds)
 
 
 # ---------------------------------------------------------------------------------------------
-# summaries, JSON, plot
+# summaries
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SummaryRow:
@@ -667,7 +694,7 @@ def summarise(study: Study) -> list[SummaryRow]:
     ref = half.get("reinforce", float("nan"))
     rows = []
     for key in study.keys:
-        spec = ESTIMATORS[key]
+        spec = TOY_ESTIMATORS[key]
         runs = study.of(key)
         finals = np.array([r.theta[-1] for r in runs])
         below = [b for r in runs if (b := r.first_below()) is not None]
@@ -722,102 +749,12 @@ def _nan_to_none(values) -> list[float | None]:
     return [None if not math.isfinite(float(v)) else float(v) for v in values]
 
 
-def to_json(study: Study, rows: list[SummaryRow], every: int = 10) -> dict[str, Any]:
-    """The study as plain JSON types: settings, the table, curves and per-seed results."""
-    out: dict[str, Any] = {
-        "problem": {
-            "objective": "E_{b ~ Bernoulli(theta)}[(b - t)^2]",
-            "target": study.config.target,
-            "theta": "sigmoid(logit), logit starts at 0",
-            "optimizer": f"Adam lr {study.config.lr}, default betas",
-            "samples_per_iteration": "1 (DisARM: 1 antithetic pair; RLOO: 2)",
-            "log_variance": "natural log of the variance of the per-iteration gradient "
-            "estimate w.r.t. the logit",
-        },
-        "config": asdict(study.config),
-        "seeds": study.seeds,
-        "skipped": study.skipped,
-        "summary": [_json_row(r) for r in rows],
-        "estimators": {},
-    }
-    for key in study.keys:
-        runs = study.of(key)
-        out["estimators"][key] = {
-            "label": ESTIMATORS[key].label,
-            "note": ESTIMATORS[key].note,
-            "curves": curves(study, key, every),
-            "runs": [
-                {
-                    "seed": r.seed,
-                    "final_theta": float(r.theta[-1]),
-                    "final_loss": float(r.loss[-1]),
-                    "first_below_0.05": r.first_below(),
-                    "variance_half": r.variance_half,
-                    "evaluations_per_iteration": r.evaluations,
-                    "seconds": r.seconds,
-                    "theta": r.theta[:: max(1, every)].tolist(),
-                    "probe_variance": r.probe_variance.tolist(),
-                }
-                for r in runs
-            ],
-        }
-    return out
+_MOVED = {
+    "ESTIMATORS": (__name__, "TOY_ESTIMATORS"),
+    "run_generator": ("stochgrad.studies.scaffold", "stream_generator"),
+}
 
 
-def _json_row(r: SummaryRow) -> dict[str, Any]:
-    d = asdict(r)
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def write_json(data: dict[str, Any], path: str | Path) -> Path:
-    """Write ``data`` (from :func:`to_json`) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-    return path
-
-
-def plot(study: Study, path: str | Path) -> Path:
-    """Two panels: exact loss and log gradient variance against iteration (mean, ±1 sd band)."""
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(13, 5.2), layout="constrained")
-    ax_loss, ax_var = fig.subplots(1, 2)
-    for i, key in enumerate(study.keys):
-        c = curves(study, key, every=max(1, study.config.iterations // 500))
-        color = f"C{i}"
-        label = ESTIMATORS[key].label
-        it = np.array(c["iterations"])
-        m, s = np.array(c["loss_mean"]), np.array(c["loss_sd"])
-        ax_loss.plot(it, m, color=color, label=label, lw=1.4)
-        ax_loss.fill_between(it, m - s, m + s, color=color, alpha=0.15, lw=0)
-        pit = np.array(c["probe_iterations"])
-        lm = np.array([np.nan if v is None else v for v in c["log_variance_mean"]])
-        ls = np.array([np.nan if v is None else v for v in c["log_variance_sd"]])
-        if np.isfinite(lm).any():
-            ax_var.plot(pit, lm, color=color, label=label, lw=1.4)
-            ax_var.fill_between(pit, lm - ls, lm + ls, color=color, alpha=0.15, lw=0)
-    t = study.config.target
-    ax_loss.axhline(t**2, color="0.4", ls=":", lw=1, label=f"optimum t² = {t**2:.6f}")
-    ax_loss.set_xlabel("iteration")
-    ax_loss.set_ylabel("loss E[(b − t)²] (exact, from θ)")
-    ax_loss.ticklabel_format(axis="y", useOffset=False)
-    ax_loss.set_title("loss")
-    ax_loss.legend(fontsize=8)
-    ax_var.set_xlabel("iteration")
-    ax_var.set_ylabel("log variance of the per-iteration gradient")
-    ax_var.set_title(
-        f"log gradient variance ({study.config.probe_samples} draws every "
-        f"{study.config.probe_every} iterations)"
-    )
-    ax_var.legend(fontsize=8, title="exact gradient: variance 0 (not drawn)", title_fontsize=8)
-    for ax in (ax_loss, ax_var):
-        ax.grid(True, alpha=0.3)
-    fig.suptitle(
-        f"RELAX toy: minimise E[(b − {t})²], b ~ Bernoulli(σ(logit)), Adam lr {study.config.lr}; "
-        f"mean over {len(study.seeds)} seeds, band ±1 sd"
-    )
-    fig.savefig(path, dpi=110)
-    return path
+def __getattr__(name: str) -> Any:
+    """Names renamed in this release (``ESTIMATORS``, ``run_generator``), with a warning."""
+    return _compat.moved_attribute(__name__, name, _MOVED)
