@@ -28,15 +28,14 @@ import numpy as np
 import torch
 
 from stochgrad.apps.offpolicy import (
-    StudyConfig,
     SyntheticBandit,
     dr_gradient,
     fit_reward_model,
     ips_gradient,
-    run_one,
     snips_gradient,
     true_gradient,
 )
+from stochgrad.studies.offpolicy import LearnersConfig, learner_run
 
 
 def estimator_table(rounds: int, datasets: int) -> dict:
@@ -71,8 +70,8 @@ def iterations_table(iterations: list[int], seeds: list[int], learners: list[str
     for learner in learners:
         out[learner] = {}
         for it in iterations:
-            cfg = StudyConfig(iterations=it)
-            out[learner][str(it)] = [run_one(learner, s, cfg).value for s in seeds]
+            cfg = LearnersConfig(iterations=it)
+            out[learner][str(it)] = [learner_run(learner, s, cfg).value for s in seeds]
     return out
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 from scipy import integrate, stats
 
+from stochgrad._optim import Adam
 from stochgrad.apps import design as D
 from stochgrad.apps.design import (
     DesignConfig,
@@ -22,18 +20,14 @@ from stochgrad.apps.design import (
     optimize_design,
     pce_eig,
 )
+from stochgrad.checkpoint import CheckpointError, CheckpointMismatch
 
 F64 = torch.float64
 PRIOR_SD = torch.tensor([1.0, 1.5], dtype=F64)
 X_PYRO = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=F64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -223,13 +217,14 @@ def test_logistic_estimates_match_quadrature():
 # ---------------------------------------------------------------------------------------------
 # design optimisation
 # ---------------------------------------------------------------------------------------------
-def test_adam_steps_replay_the_formula():
-    """Two ascent steps against Kingma & Ba's update with bias-corrected moments."""
-    opt = D._Adam(torch.zeros(2, dtype=F64), lr=0.1)
+def test_adam_ascent_steps_replay_the_formula():
+    """Two ascent steps of the optimiser's Adam (the shared one, maximize=True) against Kingma &
+    Ba's update with bias-corrected moments."""
+    opt = Adam(torch.zeros(2, dtype=F64), lr=0.1, maximize=True)
     g1 = torch.tensor([2.0, -0.5], dtype=F64)
     g2 = torch.tensor([1.0, 3.0], dtype=F64)
-    x1 = opt.step(torch.zeros(2, dtype=F64), g1)
-    x2 = opt.step(x1, g2)
+    x1 = opt.step(g1).clone()
+    x2 = opt.step(g2)
     b1, b2, eps = 0.9, 0.999, 1e-8
     m1, v1 = (1 - b1) * g1.numpy(), (1 - b2) * g1.numpy() ** 2
     e1 = 0.1 * (m1 / (1 - b1)) / (np.sqrt(v1 / (1 - b2)) + eps)
@@ -237,7 +232,7 @@ def test_adam_steps_replay_the_formula():
     e2 = e1 + 0.1 * (m2 / (1 - b1**2)) / (np.sqrt(v2 / (1 - b2**2)) + eps)
     np.testing.assert_allclose(x1.numpy(), e1, rtol=1e-14)
     np.testing.assert_allclose(x2.numpy(), e2, rtol=1e-14)
-    assert opt.state()["t"] == 2
+    assert opt.state_dict()["k"] == 2
 
 
 def test_unit_norm_ascent_reaches_top_eigenvector():
@@ -283,46 +278,69 @@ def test_resume_equals_uninterrupted(tmp_path):
 
     ckpt = tmp_path / "c.pt"
     with pytest.raises(Stop):
-        optimize_design(cfg, checkpoint=ckpt, callback=interrupt)
+        optimize_design(cfg, checkpoint=ckpt, progress=interrupt)
+    restored, advanced = [], []
+    resumed = optimize_design(
+        cfg, checkpoint=ckpt, on_resume=restored.append, progress=advanced.append
+    )
+    assert resumed.resumed_from == 2 and restored == [2]
+    assert advanced == [2, 1, 1, 1, 1]  # the restored steps at once, then one per step
+    assert torch.equal(resumed.designs, full.designs)
+    assert torch.equal(resumed.estimates, full.estimates)
+    assert torch.equal(resumed.exact, full.exact)
+    assert torch.equal(resumed.final_design, full.final_design)
+    with pytest.raises(CheckpointMismatch, match="other settings.*num_inner"):
+        optimize_design(DesignConfig(steps=6, num_outer=8, num_inner=9), checkpoint=ckpt)
+    # resume=False starts afresh and overwrites the checkpoint
+    again = optimize_design(cfg, checkpoint=ckpt, resume=False)
+    assert again.resumed_from == 0 and torch.equal(again.designs, full.designs)
+
+
+def test_resume_reads_a_checkpoint_of_the_earlier_private_adam(tmp_path):
+    """Checkpoints written before the shared Adam (``design`` beside ``optimizer`` = m, v, t)
+    still resume, to the numbers of an uninterrupted run."""
+    from stochgrad.checkpoint import load_state, save_state
+
+    cfg = DesignConfig(steps=4, num_outer=8, num_inner=8, checkpoint_every=2)
+    full = optimize_design(cfg)
+    ckpt = tmp_path / "c.pt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(k, seen=[]):  # noqa: B006 - a counter
+        seen.append(k)
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        optimize_design(cfg, checkpoint=ckpt, progress=stop_after_two)
+    state = load_state(ckpt)
+    assert state["step"] == 2
+    new = state.pop("optimizer")
+    state["design"] = new["value"]
+    state["optimizer"] = {"m": new["m"], "v": new["v"], "t": new["k"]}
+    save_state(state, ckpt)
     resumed = optimize_design(cfg, checkpoint=ckpt)
     assert resumed.resumed_from == 2
     assert torch.equal(resumed.designs, full.designs)
-    assert torch.equal(resumed.estimates, full.estimates)
-    assert torch.equal(resumed.final_design, full.final_design)
-    with pytest.raises(ValueError, match="other settings"):
-        optimize_design(DesignConfig(steps=6, num_outer=8, num_inner=9), checkpoint=ckpt)
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
-def test_cli_eig_and_optimize(tmp_path, monkeypatch):
-    from stochgrad.cli import main
+def test_initial_reference_eig_is_kept_in_float64():
+    """The reference EIG of the initial design is recorded exactly (it was rounded to float32)."""
+    cfg = DesignConfig(steps=2, num_outer=8, num_inner=8)
+    res = optimize_design(cfg)
+    problem = D.make_problem(cfg)
+    assert res.exact.dtype == torch.float64
+    assert float(res.exact[0]) == problem.exact_eig(problem.initial)
 
-    monkeypatch.setattr(
-        "stochgrad.cli.make_console", lambda **_: Console(file=io.StringIO(), width=200)
-    )
-    out = tmp_path / "eig.json"
-    assert main("design eig --model linear --outer 50 --inner 20 --out".split() + [out]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    names = [r["estimator"] for r in rows]
-    assert names == ["NMC (upper)", "PCE (lower)", "PCE score", "PCE pathwise"]
-    assert rows[0]["reference"][0] == pytest.approx(0.5 * math.log(11.0))
-    logistic = "design eig --model logistic --doses 0,1 --outer 20 --inner 10".split()
-    assert main(logistic) == 0
-    args = "design optimize --model linear --steps 3 --outer 8 --inner 8 --out".split()
-    args.append(tmp_path)
-    assert main(args) == 0
-    saved = json.loads((tmp_path / "design_linear.json").read_text())
-    assert len(saved["designs"]) == 4 and (tmp_path / "design_linear.png").stat().st_size > 0
-    assert main(args) == 0  # finished checkpoint: resumes at the end, same result
-    again = json.loads((tmp_path / "design_linear.json").read_text())
-    assert again["designs"] == saved["designs"] and again["resumed_from"] == 3
-    assert main([*args, "--restart"]) == 0
-    assert json.loads((tmp_path / "design_linear.json").read_text())["resumed_from"] == 0
-    assert main([*args, "--outer", "9"]) == 2  # other settings than the checkpoint's
-    bad = "design optimize --model logistic --method pathwise --out".split() + [tmp_path]
-    assert main(bad) == 2
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"PK\x03\x04 truncated"])
+def test_bad_checkpoint_is_one_clear_error(tmp_path, content):
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(content)
+    with pytest.raises(CheckpointError, match="c.pt"):
+        optimize_design(DesignConfig(steps=2, num_outer=8, num_inner=8), checkpoint=ckpt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,6 +384,12 @@ def test_bad_input_raises(linear):
         D.project(torch.zeros(3), "unit_norm")
     with pytest.raises(ValueError, match="constraint"):
         D.project(torch.ones(3), "ball")
+    with pytest.raises(TypeError, match="num_outer must be an int"):
+        pce_eig(linear, X_PYRO, num_outer=4.0, num_inner=2, generator=gen(0))
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        DesignConfig(steps=0)
+    with pytest.raises(ValueError, match="num_doses must be <= 16"):
+        DesignConfig(model="logistic", method="score", num_doses=17)
     with pytest.raises(ValueError, match="pathwise"):
         DesignConfig(model="logistic", method="pathwise")
     with pytest.raises(ValueError, match="lr"):

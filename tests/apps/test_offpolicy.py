@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -13,31 +11,24 @@ import stochgrad as sg
 from stochgrad.apps import offpolicy as op
 from stochgrad.apps.offpolicy import (
     ConfoundedBandit,
-    StudyConfig,
     SyntheticBandit,
-    confounding_study,
     cross_fitted_rewards,
     dr_gradient,
     fit_reward_model,
     ips_gradient,
     policy_probs,
     policy_value,
-    run_study,
     snips_gradient,
     train_policy,
     true_gradient,
 )
+from stochgrad.apps.offpolicy.policy import _features
 
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Vector work on ~1e6 elements: one thread is faster, and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# vector work on ~1e6 elements: one thread is faster, and immune to a busy machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +150,7 @@ def test_ips_per_sample_term_by_hand(env, theta) -> None:
     np.testing.assert_allclose(est.per_sample[i].numpy(), expected, atol=1e-14)
     # the score is the derivative of log pi_theta(a_i | x_i)
     th = theta.clone().requires_grad_(True)
-    logp = torch.log_softmax(op._features(d.contexts) @ th.T, -1)[i, a]
+    logp = torch.log_softmax(_features(d.contexts) @ th.T, -1)[i, a]
     (g,) = torch.autograd.grad(logp, th)
     torch.testing.assert_close(op.score(theta, d.contexts, d.actions)[i], g, atol=1e-14, rtol=1e-12)
 
@@ -288,16 +279,33 @@ def test_snips_bias_is_small_at_small_n_and_its_spread_below_ips(env, theta) -> 
     assert float(sn.var(0).sum()) < 0.8 * float(ips.var(0).sum())
 
 
-def test_confounding_biases_ips_and_observing_u_removes_it() -> None:
-    res = confounding_study(100_000, seed=1)
-    assert res["max_abs_z"]["observed"] < 5
-    assert res["max_abs_z"]["hidden"] > 8
-    # the value is biased upwards too (the logger picks the first half when it pays more)
-    assert res["hidden_value"] - res["true_value"] > 5 * res["hidden_value_stderr"]
-    assert abs(res["observed_value"] - res["true_value"]) < 5 * res["observed_value_stderr"]
-    # z is (estimate - truth) / stderr
-    est, true, se = (np.asarray(res[k]) for k in ("hidden", "true", "hidden_stderr"))
-    np.testing.assert_allclose(np.asarray(res["hidden_z"]), (est - true) / se, rtol=1e-12)
+def test_train_policy_is_adam_ascent_on_the_value_estimate(env) -> None:
+    """Three steps of train_policy replayed with torch.optim.Adam on minus the SNIPS value
+    estimate (autograd): the same update, to rounding."""
+    d = env.sample(300, generator=np.random.default_rng(15))
+    steps = []
+    theta = train_policy(d, "snips", iterations=3, lr=0.1, progress=steps.append)
+    assert steps == [1, 1, 1]
+    th = torch.zeros(10, 6, dtype=F64, requires_grad=True)
+    opt = torch.optim.Adam([th], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        (-_values(th, d, torch.zeros(300, 10, dtype=F64))[1]).backward()
+        opt.step()
+    torch.testing.assert_close(theta, th.detach(), atol=1e-12, rtol=1e-10)
+
+
+def test_moved_study_names_still_work_with_a_warning() -> None:
+    from stochgrad.studies import offpolicy as study
+
+    with pytest.warns(DeprecationWarning, match="stochgrad.studies.offpolicy.LearnersConfig"):
+        assert op.StudyConfig is study.LearnersConfig
+    with pytest.warns(DeprecationWarning, match="confounding_demonstration"):
+        assert op.confounding_study is study.confounding_demonstration
+    with pytest.warns(DeprecationWarning):
+        assert op.run_one is study.learner_run
+    with pytest.raises(AttributeError):
+        op.no_such_name  # noqa: B018
 
 
 def test_learned_policies_beat_logging_and_random(env) -> None:
@@ -312,58 +320,6 @@ def test_learned_policies_beat_logging_and_random(env) -> None:
     model = fit_reward_model(d.contexts, d.actions, d.rewards, 10)
     greedy = torch.nn.functional.one_hot(model.predict(test_x).argmax(-1), 10).to(F64)
     assert policy_value(greedy, q) > 0.7
-
-
-# ---------------------------------------------------------------------------------------------
-# study, checkpoint and command line
-# ---------------------------------------------------------------------------------------------
-
-TINY = StudyConfig(rounds=300, test_rounds=200, iterations=5)
-
-
-def test_resumed_study_equals_uninterrupted(tmp_path) -> None:
-    full = run_study(TINY, [0, 1], ["ips", "dm"], out_dir=tmp_path / "a")
-    seen = []
-
-    def stop_after_three(run) -> None:
-        seen.append(run)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_study(TINY, [0, 1], ["ips", "dm"], out_dir=tmp_path / "b", callback=stop_after_three)
-    redone = []
-    resumed = run_study(
-        TINY, [0, 1], ["ips", "dm"], out_dir=tmp_path / "b", callback=lambda r: redone.append(r)
-    )
-    assert resumed.value == full.value and resumed.greedy_value == full.greedy_value
-    # the three finished runs came from the checkpoint (their recorded times are unchanged)
-    assert [r.seconds for r in redone[:3]] == [r.seconds for r in seen]
-    with pytest.raises(ValueError, match="other settings"):
-        run_study(
-            StudyConfig(rounds=301, test_rounds=200, iterations=5),
-            [0],
-            ["ips"],
-            out_dir=tmp_path / "b",
-        )
-
-
-def test_cli_writes_tables_json_and_figures(tmp_path, capsys) -> None:
-    from stochgrad.cli import main
-
-    out = tmp_path / "op"
-    argv = ["offpolicy", "--rounds", "300", "--test-rounds", "200", "--seeds", "2"]
-    argv += ["--learners", "snips,dm", "--iterations", "5", "--confounding"]
-    argv += ["--confounding-rounds", "3000", "--out", str(out)]
-    assert main(argv) == 0
-    res = json.loads((out / "offpolicy.json").read_text())
-    assert res["keys"] == ["logging", "random", "snips", "dm"]
-    assert len(res["value"]["dm"]) == 2 and res["confounding"]["rounds"] == 3000
-    assert (out / "offpolicy_values.png").stat().st_size > 0
-    assert (out / "offpolicy_confounding.png").stat().st_size > 0
-    assert "True policy values" in capsys.readouterr().out
-    assert main(argv[:-2] + ["--learners", "nope", "--out", str(out)]) == 2
-    assert main(argv[:-2] + ["--seeds", "0", "--out", str(out)]) == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +356,11 @@ def test_bad_input_raises(env, theta) -> None:
         env.logits(torch.zeros(3, 4, dtype=F64))
     with pytest.raises(ValueError, match="rewards must be 0/1"):
         fit_reward_model(d.contexts, d.actions, torch.full((10,), 0.5, dtype=F64), 10)
-    with pytest.raises(ValueError, match="learners must be"):
-        run_study(TINY, [0], ["ips", "bogus"])
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        train_policy(d, "ips", lr=0.0)
+    with pytest.raises(TypeError, match="iterations must be an int"):
+        train_policy(d, "ips", iterations=2.5)
+    with pytest.raises(ValueError, match="C must be > 0"):
+        fit_reward_model(d.contexts, d.actions, d.rewards, 10, C=0.0)
     with pytest.raises(ValueError, match="probs and expected_rewards"):
         policy_value(torch.ones(3, 2), torch.ones(3, 3))
