@@ -44,7 +44,7 @@ def main() -> None:
     opt = vi.optimal_elbo(X, y, nodes=1024)
     mu = torch.tensor(opt.mu, dtype=X.dtype)
     ls = torch.tensor(opt.log_sigma, dtype=X.dtype)
-    names = list(vi.ESTIMATORS)
+    names = list(vi.ELBO_ESTIMATORS)
     g = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {k: [] for k in names}
     for k in names:  # warm-up (imports, first autograd graph)

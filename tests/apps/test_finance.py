@@ -1,7 +1,8 @@
 """Tests of option prices and Greeks by likelihood-ratio, pathwise and mixed estimators.
 
 References are QuantLib's analytic engines (European, digital, continuous barrier, Heston);
-tolerances are multiples of the reported standard error.
+tolerances are multiples of the reported standard error. The command is tested in
+``tests/cli/test_greeks.py``, the study in ``tests/studies/test_greeks.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 import stochgrad as sg
 from stochgrad.apps.finance import (
+    GREEKS,
     Heston,
     Market,
     Option,
@@ -26,11 +28,11 @@ from stochgrad.apps.finance import (
     payoff,
     quantlib_reference,
 )
-from stochgrad.cli import main
+from stochgrad.checkpoint import CheckpointError, CheckpointMismatch
 
 ql = pytest.importorskip("QuantLib")
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MARKETS = [
     Market(100.0, 0.2, 0.05, 1.0),
@@ -179,18 +181,18 @@ def test_interrupted_run_resumed_equals_uninterrupted(tmp_path, numpy_rng: bool)
 
     with pytest.raises(KeyboardInterrupt):
         estimate_greeks(
-            opt, mk, 5000, generator=gen(), checkpoint=ckpt, callback=stop_after_two, **kw
+            opt, mk, 5000, generator=gen(), checkpoint=ckpt, progress=stop_after_two, **kw
         )
     assert json.loads(ckpt.read_text())["done"] == 2000
     progress = []
     resumed = estimate_greeks(
-        opt, mk, 5000, generator=gen(), checkpoint=ckpt, callback=progress.append, **kw
+        opt, mk, 5000, generator=gen(), checkpoint=ckpt, progress=progress.append, **kw
     )
     assert progress[0] == 2000 and sum(progress) == 5000
     assert [(e.value, e.stderr) for e in resumed.estimates] == [
         (e.value, e.stderr) for e in full.estimates
     ]
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(CheckpointMismatch, match="other settings.*num_paths: 5000 saved, 6000 now"):
         estimate_greeks(opt, mk, 6000, generator=gen(), checkpoint=ckpt, **kw)
     again = estimate_greeks(opt, mk, 6000, generator=gen(), checkpoint=ckpt, restart=True, **kw)
     assert again.num_paths == 6000
@@ -375,36 +377,63 @@ def test_bad_estimator_arguments_raise() -> None:
         estimate_greeks(call, mk, 10, generator=0)
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
+def test_state_and_save_hooks_resume_exactly_through_a_pt_file(tmp_path) -> None:
+    """The state handed to ``save`` is plain data: through save_state/load_state (what the
+    study's checkpoint does) it resumes to the uninterrupted numbers, torch and numpy streams."""
+    from stochgrad.checkpoint import load_state, save_state
+
+    mk = Market(100.0, 0.2, 0.05, 1.0)
+    opt = Option("barrier", 100.0, barrier=125.0, steps=3)
+    for gen in (lambda: torch.Generator().manual_seed(1), lambda: np.random.default_rng(1)):
+        full = estimate_greeks(opt, mk, 3000, generator=gen(), chunk_size=700)
+        path = tmp_path / "state.pt"
+
+        def save(st, path=path):
+            save_state(st, path)
+
+        def stop(b, path=path):
+            if load_state(path)["done"] >= 1400:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            estimate_greeks(
+                opt, mk, 3000, generator=gen(), chunk_size=700, save=save, progress=stop
+            )
+        state = load_state(path)
+        assert state["done"] == 1400
+        seen = []
+        again = estimate_greeks(
+            opt, mk, 3000, generator=gen(), chunk_size=700, state=state, progress=seen.append
+        )
+        assert seen[0] == 1400 and sum(seen) == 3000
+        assert [(e.greek, e.method, e.value, e.stderr) for e in again.estimates] == [
+            (e.greek, e.method, e.value, e.stderr) for e in full.estimates
+        ]
+    with pytest.raises(CheckpointMismatch, match="chunk_size: 700 saved, 800 now"):
+        estimate_greeks(opt, mk, 3000, generator=gen(), chunk_size=800, state=state)
 
 
-def test_cli_greeks_prints_table_and_writes_plot(tmp_path, capsys) -> None:
-    plot, out = tmp_path / "g.png", tmp_path / "g.json"
-    argv = ["greeks", "--payoff", "digital", "--paths", "20000", "--chunk", "8000"]
-    assert main([*argv, "--plot", plot, "--json", out]) == 0
-    text = capsys.readouterr().out
-    assert "QuantLib" in text and "refused" in text and "95% CI" in text
-    assert plot.stat().st_size > 0
-    data = json.loads(out.read_text())
-    for e in data["estimates"]:
-        assert abs(e["z"]) < 4.0, e
+@pytest.mark.parametrize("content", ["", "{not json", '{"config": 1}', "[1, 2]"])
+def test_bad_checkpoint_file_is_one_clear_error(tmp_path, content: str) -> None:
+    ckpt = tmp_path / "greeks.json"
+    ckpt.write_text(content)
+    with pytest.raises(CheckpointError) as exc:
+        estimate_greeks(Option("call", 100.0), Market(100.0, 0.2, 0.05, 1.0), 10, seed=0,
+                        checkpoint=ckpt)  # fmt: skip
+    text = str(exc.value)
+    assert str(ckpt) in text and "\n" not in text and "restart" in text
 
 
-def test_cli_checkpoint_resume(tmp_path, capsys) -> None:
-    ckpt = tmp_path / "c.json"
-    argv = ["greeks", "--payoff", "put", "--paths", "3000", "--chunk", "1000"]
-    assert main([*argv, "--checkpoint", ckpt, "--json", tmp_path / "a.json"]) == 0
-    assert main([*argv, "--checkpoint", ckpt, "--json", tmp_path / "b.json"]) == 0
-    assert main([*argv, "--checkpoint", ckpt, "--restart", "--json", tmp_path / "c.json"]) == 0
-    a, b, c = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "abc")
-    assert a["estimates"] == b["estimates"] == c["estimates"]
-    capsys.readouterr()
+def test_callback_is_deprecated_and_checkpoint_excludes_save(tmp_path):
+    mk, call = Market(100.0, 0.2, 0.05, 1.0), Option("call", 100.0)
+    seen = []
+    with pytest.warns(DeprecationWarning, match="progress="):
+        estimate_greeks(call, mk, 30, seed=0, chunk_size=10, callback=seen.append)
+    assert seen == [10, 10, 10]
+    with pytest.raises(ValueError, match="not both"):
+        estimate_greeks(call, mk, 10, seed=0, checkpoint=tmp_path / "c.json", save=print)
 
 
-def test_cli_heston_and_bad_input(capsys) -> None:
-    assert main(["greeks", "--model", "heston", "--paths", "2000", "--steps", "8"]) == 0
-    assert "Heston" in capsys.readouterr().out
-    assert main(["greeks", "--payoff", "barrier", "--barrier", "90", "--paths", "10"]) == 2
-    assert "barrier must exceed strike" in capsys.readouterr().out
+def test_every_greek_is_estimated_by_default() -> None:
+    res = estimate_greeks(Option("call", 100.0), Market(100.0, 0.2, 0.05, 1.0), 100, seed=0)
+    assert {e.greek for e in res.estimates} == set(GREEKS)

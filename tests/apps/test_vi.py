@@ -1,8 +1,11 @@
-"""Tests of black-box variational inference for Bayesian logistic regression."""
+"""Tests of black-box variational inference for Bayesian logistic regression.
+
+The study (estimators x seeds, variance tables) is tested in ``tests/studies/test_bbvi.py``, the
+command in ``tests/cli/test_bbvi.py``.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -14,6 +17,7 @@ from sklearn.metrics import log_loss
 
 from stochgrad.apps import vi
 from stochgrad.apps.vi import (
+    ELBO_ESTIMATORS,
     BBVICheckpoint,
     BBVIConfig,
     elbo_gradient,
@@ -28,8 +32,9 @@ from stochgrad.apps.vi import (
     samples_per_step,
     train,
 )
+from stochgrad.checkpoint import CheckpointMismatch
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +233,7 @@ def test_gradient_variance_ranks_pathwise_below_score(small):
     assert float((vp_mu / vs_mu).median()) < 0.1 and float((vp_ls / vs_ls).median()) < 0.1
 
 
-# --- training, checkpoint, CLI ---------------------------------------------------------------
+# --- training, checkpoint ---------------------------------------------------------------
 
 
 def _tiny(**kw) -> BBVIConfig:
@@ -252,7 +257,7 @@ def test_divergence_is_reported_not_raised(data):
     """Four score-function samples at lr 1: steps of thousands in log_sigma."""
     X, y = data
     progress = []
-    r = train("score", X, y, _tiny(steps=50, lr=1.0), 0, callback=progress.append)
+    r = train("score", X, y, _tiny(steps=50, lr=1.0), 0, progress=progress.append)
     assert r.diverged_at is not None and r.diverged_at < 50
     assert r.final_elbo == -math.inf and r.mc_elbo == -math.inf
     assert sum(progress) == 50
@@ -272,58 +277,19 @@ def test_resumed_equals_uninterrupted(data, tmp_path, estimator):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(estimator, X, y, cfg, 1, checkpoint=ckpt, callback=stop)
+        train(estimator, X, y, cfg, 1, checkpoint=ckpt, progress=stop)
     again = BBVICheckpoint(tmp_path / "c.pt", cfg)
     assert again.load() == 0 and again.partial[(estimator, 1)]["step"] == 4
     progress = []
-    resumed = train(estimator, X, y, cfg, 1, checkpoint=again, callback=progress.append)
+    resumed = train(estimator, X, y, cfg, 1, checkpoint=again, progress=progress.append)
     assert progress[0] == 4 and sum(progress) == 7
     assert resumed.curve_elbo == whole.curve_elbo
     assert resumed.mu == whole.mu and resumed.log_sigma == whole.log_sigma
     assert resumed.mc_elbo == whole.mc_elbo
     final = BBVICheckpoint(tmp_path / "c.pt", cfg)
     assert final.load() == 1 and not final.partial
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(CheckpointMismatch, match="other settings.*steps: 7 saved, 8 now"):
         BBVICheckpoint(tmp_path / "c.pt", _tiny(steps=8)).load()
-
-
-def test_cli_writes_outputs_and_resumes(tmp_path, capsys):
-    from stochgrad.cli import main
-
-    out = tmp_path / "bbvi"
-    args = [
-        "bbvi",
-        "--steps",
-        "3",
-        "--samples",
-        "3",
-        "--estimators",
-        "loo,pathwise",
-        "--eval-every",
-        "1",
-        "--variance-repeats",
-        "2",
-        "--nodes",
-        "64",
-        "--out",
-        str(out),
-    ]
-    assert main(args) == 0
-    res = json.loads((out / "bbvi.json").read_text())
-    assert set(res["runs"]) == {"loo", "pathwise"}
-    assert res["runs"]["loo"]["curve_steps"] == [0, 1, 2, 3]
-    assert res["optimum"]["elbo"] > res["runs"]["loo"]["final_elbo"]
-    assert len(res["variance"]) == 2 and sum(res["variance"][0]["wins_mu"].values()) == 31
-    assert (out / "bbvi_elbo.png").stat().st_size > 0
-    assert (out / "bbvi_variance.png").stat().st_size > 0
-    assert (out / "bbvi_optimum.json").exists()
-    assert main([*args, "--resume"]) == 0
-    again = json.loads((out / "bbvi.json").read_text())
-    assert again["resumed"] == 2 and again["runs"]["loo"] == res["runs"]["loo"]
-    assert again["optimum"] == res["optimum"]
-    capsys.readouterr()
-    assert main([*args[:2], "4", *args[3:]]) == 2  # other --steps, same folder
-    assert "restart" in capsys.readouterr().err
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -359,7 +325,67 @@ def test_bad_input_raises(data):
         BBVIConfig(steps=0)
     with pytest.raises(ValueError, match="batch_size"):
         train("loo", X, y, _tiny(batch_size=1000), 0)
-    with pytest.raises(ValueError, match="estimators"):
-        vi.run_bbvi(_tiny(), ["loo", "loo"])
     with pytest.raises(TypeError, match="tensors"):
         quadrature_elbo(np.zeros(31), z, X, y)
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        samples_per_step("reinforce", 5, 31)
+    with pytest.raises(TypeError, match="steps"):
+        BBVIConfig(steps=2.5)
+    with pytest.raises(ValueError, match="nodes"):
+        BBVIConfig(nodes=1)
+
+
+# --- names of earlier releases -----------------------------------------------------------------
+
+
+def test_estimators_is_a_deprecated_name_of_elbo_estimators():
+    assert list(ELBO_ESTIMATORS) == ["score", "loo", "delta", "pathwise", "mvd"]
+    with pytest.warns(DeprecationWarning, match="ELBO_ESTIMATORS"):
+        old = vi.ESTIMATORS
+    assert old is ELBO_ESTIMATORS
+
+
+@pytest.mark.parametrize("name", ["run_bbvi", "variance_table", "VarianceTable", "BBVIResult"])
+def test_study_names_moved_to_the_study_with_a_warning(name):
+    from stochgrad.studies import bbvi as study
+
+    with pytest.warns(DeprecationWarning, match=f"stochgrad.studies.bbvi.{name}"):
+        assert getattr(vi, name) is getattr(study, name)
+    with pytest.raises(AttributeError):
+        vi.no_such_name  # noqa: B018
+
+
+def test_train_callback_is_a_deprecated_name_of_progress(data):
+    X, y = data
+    seen = []
+    with pytest.warns(DeprecationWarning, match="progress="):
+        train("pathwise", X, y, _tiny(steps=3), 0, callback=seen.append)
+    assert seen == [1, 1, 1]
+
+
+def test_state_and_save_hooks_resume_exactly_through_a_pt_file(data, tmp_path):
+    """What ``save`` receives survives save_state/load_state (the study's checkpoint)."""
+    from stochgrad.checkpoint import load_state, save_state
+
+    X, y = data
+    cfg = _tiny(steps=6, checkpoint_every=2, optimizer="adam", lr=1e-2)
+    whole = train("loo", X, y, cfg, 2)
+    path = tmp_path / "s.pt"
+    steps = []
+
+    def stop(k):
+        steps.append(k)
+        if sum(steps) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train("loo", X, y, cfg, 2, save=lambda st: save_state(st, path), progress=stop)
+    state = load_state(path)
+    assert state["step"] == 2
+    resumed = train("loo", X, y, cfg, 2, state=state)
+    assert resumed.curve_elbo == whole.curve_elbo and resumed.mu == whole.mu
+    assert resumed.mc_elbo == whole.mc_elbo
+    with pytest.raises(ValueError, match="could not be read"):
+        train("loo", X, y, cfg, 2, state={"step": 2})
+    with pytest.raises(ValueError, match="not both"):
+        train("loo", X, y, cfg, 2, state=state, checkpoint=BBVICheckpoint(path, cfg))
