@@ -42,6 +42,7 @@ from stochgrad.apps.hmm import (
     log_likelihood,
     monte_carlo_gradient,
 )
+from stochgrad.checkpoint import write_text
 
 MC_MODELS = {
     2: HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=[15.0, 25.0]),
@@ -158,8 +159,7 @@ def main() -> None:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "restarts": restarts,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hmm.json").write_text(json.dumps(res, indent=1))
+    write_text(args.out / "hmm.json", json.dumps(res, indent=1))  # NaN kept, as before
     md = [
         "# HMMs on the earthquake counts (1900-2006), stochgrad vs hmmlearn",
         "",
@@ -188,7 +188,7 @@ def main() -> None:
         "",
         f"Load average during the run: {res['machine']['loadavg']}.",
     ]
-    (args.out / "hmm.md").write_text("\n".join(md) + "\n")
+    write_text(args.out / "hmm.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -12,11 +9,11 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from stochgrad.apps import ebm
+from stochgrad.apps.datasets import load_binary_digits as shared_digits_loader
 from stochgrad.apps.ebm import (
     RBM,
     TrainConfig,
     all_binary,
-    cd_bias_study,
     energy,
     exact_gradient,
     free_energy,
@@ -31,6 +28,7 @@ from stochgrad.apps.ebm import (
     train_rbm,
     visible_probs,
 )
+from stochgrad.checkpoint import CheckpointError, CheckpointMismatch, load_state
 
 
 def tiny_rbm(seed: int = 0, V: int = 6, H: int = 4, std: float = 1.0) -> RBM:
@@ -54,9 +52,20 @@ TINY_DATA = torch.tensor(
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_binary_digits()
+
+
+def test_digits_are_the_shared_loader_in_float64(digits) -> None:
+    assert load_binary_digits is shared_digits_loader
+    train, test = digits
+    assert train.dtype == test.dtype == torch.float64
+    assert train.shape == (1437, 64) and test.shape == (360, 64)
+    assert set(train.unique().tolist()) == {0.0, 1.0}
 
 
 # -------------------------------------------------------------------------------------------
@@ -212,20 +221,6 @@ def test_training_replays_the_update_rule(method: str) -> None:
 # -------------------------------------------------------------------------------------------
 # (2) many samples against exact values
 # -------------------------------------------------------------------------------------------
-def test_exact_negative_phase_is_unbiased_and_cd1_is_biased() -> None:
-    rbm = tiny_rbm(6, std=1.5)
-    rows = cd_bias_study(rbm, TINY_DATA, ks=(1, 10), num_samples=100_000, seed=0)
-    exact, cd1, cd10 = rows
-    assert exact["estimator"] == "exact samples"
-    assert exact["max_abs_z"] < 5.0  # 34 coordinates, each within 5 standard errors
-    assert exact["chi2_pvalue"] > 1e-3
-    assert cd1["estimator"] == "CD-1"
-    assert cd1["max_abs_z"] > 10.0 and cd1["chi2_pvalue"] < 1e-12
-    assert cd1["relative_bias"] > 5 * cd1["stderr_norm"] / cd1["grad_norm"]
-    # more Gibbs sweeps, less bias
-    assert cd10["bias_norm"] < cd1["bias_norm"]
-
-
 @pytest.mark.parametrize(("V", "H"), [(4, 3), (3, 5)])  # hidden, then visible enumeration
 def test_sample_model_and_gibbs_step_preserve_the_exact_distribution(V: int, H: int) -> None:
     rbm = tiny_rbm(7, V=V, H=H)
@@ -292,7 +287,7 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, digits) -> None:
         assert res.train_ll == ref.train_ll and res.test_ll == ref.test_ll
         for a, b in zip(res.rbm.params(), ref.rbm.params(), strict=True):
             assert torch.equal(a, b)
-        with pytest.raises(ValueError, match="other settings"):
+        with pytest.raises(CheckpointMismatch, match="epochs: 4 saved, 5 now"):
             train_rbm(
                 train,
                 TrainConfig(num_hidden=4, epochs=5, method=method),
@@ -301,62 +296,30 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, digits) -> None:
             )
 
 
-def test_cli_writes_outputs_and_resumes(tmp_path) -> None:
-    from rich.console import Console
+def test_checkpoint_progress_resume_flag_and_bad_files(tmp_path, digits) -> None:
+    train = digits[0][:200]
+    cfg = TrainConfig(num_hidden=3, epochs=3, batch_size=50)
+    ckpt = tmp_path / "rbm.pt"
 
-    from stochgrad.cli import main
+    def stop(n: int) -> None:  # Ctrl-C after the first epoch's save
+        raise KeyboardInterrupt
 
-    out = tmp_path / "rbm"
-    argv = [
-        "rbm",
-        "--hidden",
-        "4",
-        "--epochs",
-        "2",
-        "--batch",
-        "200",
-        "--out",
-        str(out),
-        "--compare-sklearn",
-    ]
-    assert main(argv) == 0
-    data = json.loads((out / "rbm.json").read_text())
-    assert len(data["test_ll"]) == 3 and data["config"]["num_hidden"] == 4
-    assert data["sklearn"]["settings"]["n_components"] == 4
-    assert data["test_ll_difference"] == pytest.approx(
-        data["final"]["test_ll"] - data["sklearn"]["test_ll"]
-    )
-    for name in ("rbm_curve.png", "rbm_filters.png", "rbm_checkpoint.pt"):
-        assert (out / name).stat().st_size > 0
-    # a second run takes everything from the checkpoint; --restart trains again, same numbers
-    parser_args = ebm.argparse.ArgumentParser()
-    ebm.add_arguments(parser_args)
-    args = parser_args.parse_args(
-        ["--hidden", "4", "--epochs", "2", "--batch", "200", "--out", str(out)]
-    )
-    console = Console(file=io.StringIO(), width=200)
-    assert ebm.run(args, console) == 0
-    assert "2 epochs from the checkpoint" in console.file.getvalue()
-    again = json.loads((out / "rbm.json").read_text())
-    assert again["test_ll"] == data["test_ll"]
-    args = parser_args.parse_args(
-        ["--hidden", "4", "--epochs", "2", "--batch", "200", "--out", str(out), "--restart"]
-    )
-    console = Console(file=io.StringIO(), width=200)
-    assert ebm.run(args, console) == 0
-    assert "from the checkpoint" not in console.file.getvalue()
-    assert json.loads((out / "rbm.json").read_text())["test_ll"] == data["test_ll"]
-    with pytest.raises(SystemExit):
-        parser_args.parse_args(["--resume", "--restart"])
-    # other settings against the same checkpoint: a clear message, no traceback
-    other = parser_args.parse_args(
-        ["--hidden", "5", "--epochs", "2", "--out", str(out), "--resume"]
-    )
-    console = Console(file=io.StringIO(), width=200)
-    assert ebm.run(other, console) == 2 and "other settings" in console.file.getvalue()
-    bad = parser_args.parse_args(["--hidden", "20", "--out", str(out)])
-    console = Console(file=io.StringIO(), width=200)
-    assert ebm.run(bad, console) == 2 and "hidden" in console.file.getvalue()
+    with pytest.raises(KeyboardInterrupt):
+        train_rbm(train, cfg, checkpoint=ckpt, progress=stop)
+    assert load_state(ckpt)["epoch"] == 1
+    ticks: list[int] = []
+    found: list[int] = []
+    res = train_rbm(train, cfg, checkpoint=ckpt, progress=ticks.append, on_resume=found.append)
+    assert found == [1] and ticks == [1, 1, 1] and res.epochs_resumed == 1
+    ref = train_rbm(train, cfg)
+    assert res.train_ll == ref.train_ll and torch.equal(res.rbm.W, ref.rbm.W)
+    # resume=False trains afresh (and overwrites the file)
+    fresh = train_rbm(train, cfg, checkpoint=ckpt, resume=False, on_resume=found.append)
+    assert fresh.epochs_resumed == 0 and found == [1] and fresh.train_ll == ref.train_ll
+    for content in (b"", b"garbage"):
+        ckpt.write_bytes(content)
+        with pytest.raises(CheckpointError, match="rbm.pt"):
+            train_rbm(train, cfg, checkpoint=ckpt)
 
 
 # -------------------------------------------------------------------------------------------

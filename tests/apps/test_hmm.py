@@ -1,9 +1,9 @@
-"""Tests of the HMM application: forward-backward, Viterbi, Fisher's identity, EM, CLI."""
+"""Tests of the HMM application: forward-backward, Viterbi, Fisher's identity, EM, checkpoints."""
 
 from __future__ import annotations
 
+import copy
 import itertools
-import json
 import math
 
 import numpy as np
@@ -12,6 +12,7 @@ import torch
 
 from stochgrad.apps.hmm import (
     HMM,
+    EMState,
     baum_welch,
     baum_welch_batched,
     complete_data_score,
@@ -29,19 +30,14 @@ from stochgrad.apps.hmm import (
     sample_posterior,
     viterbi,
 )
+from stochgrad.checkpoint import CheckpointError, CheckpointMismatch, load_state
 
 hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
 
 F64 = torch.float64
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The time loop is many tiny ops: extra threads only add contention on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# the time loop is many tiny ops: extra threads only add contention on a busy machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -316,71 +312,139 @@ def test_gaussian_em_fit_recovers_simulated_means() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoint, CLI
+# checkpoint
 # ---------------------------------------------------------------------------------------------
 
 
-def test_resumed_fit_equals_uninterrupted(quakes: torch.Tensor, tmp_path) -> None:
-    ckpt = tmp_path / "ck.json"
+def _same_fits(a: list, b: list) -> None:
+    """Equal to the last bit: log-likelihoods, iterations, histories and parameters."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.log_likelihood, x.n_iter, x.converged) == (
+            y.log_likelihood,
+            y.n_iter,
+            y.converged,
+        )
+        assert x.history == y.history
+        for p, q in zip(x.hmm.params(), y.hmm.params(), strict=True):
+            assert torch.equal(p, q)
 
-    def stop(r: int, _res) -> None:
-        if r == 1:
+
+def _stop_at(call: int):
+    """A progress callback raising KeyboardInterrupt (as Ctrl-C would) at its ``call``-th call."""
+    calls = []
+
+    def progress(n: int) -> None:
+        calls.append(n)
+        if len(calls) == call:
             raise KeyboardInterrupt
 
+    return progress, calls
+
+
+def test_em_interrupted_mid_run_resumes_from_the_saved_iteration(quakes, tmp_path) -> None:
+    """The defect of the earlier release: EM (all restarts stacked) saved nothing until every
+    restart had finished, so an interruption lost all of them."""
+    ckpt = tmp_path / "ck.pt"
+    kw = dict(restarts=4, max_iter=300, seed=3)
+    progress, calls = _stop_at(1)
     with pytest.raises(KeyboardInterrupt):
-        fit_hmm(quakes, 2, restarts=3, max_iter=15, checkpoint=ckpt, callback=stop)
-    assert len(json.loads(ckpt.read_text())["runs"]) == 2
-    resumed, runs_r = fit_hmm(quakes, 2, restarts=3, max_iter=15, checkpoint=ckpt)
-    fresh, runs_f = fit_hmm(quakes, 2, restarts=3, max_iter=15)
-    assert [r.log_likelihood for r in runs_r] == pytest.approx(
-        [r.log_likelihood for r in runs_f], abs=1e-12
+        fit_hmm(quakes, 3, checkpoint=ckpt, checkpoint_every=5, progress=progress, **kw)
+    assert calls == [0]  # the first save: iteration 5, no restart finished yet
+    saved = load_state(ckpt)
+    assert saved["runs"] == [] and saved["em"]["iteration"] == 5
+    assert saved["em"]["restarts"] == [0, 1, 2, 3]
+    resumed: list = []
+    ticks: list = []
+    best, runs = fit_hmm(
+        quakes,
+        3,
+        checkpoint=ckpt,
+        checkpoint_every=5,
+        progress=ticks.append,
+        on_resume=lambda *a: resumed.append(a),
+        **kw,
     )
-    np.testing.assert_allclose(resumed.hmm.rates.numpy(), fresh.hmm.rates.numpy(), rtol=1e-12)
-    with pytest.raises(ValueError, match="other settings"):
+    assert resumed == [(0, 5)]
+    assert sum(ticks) == 4  # every restart reported once
+    fresh, runs_f = fit_hmm(quakes, 3, **kw)
+    _same_fits(runs, runs_f)
+    assert best.log_likelihood == fresh.log_likelihood
+    assert len({r.n_iter for r in runs}) > 1  # restarts did finish at different iterations
+    # finished: the checkpoint holds every restart, and a rerun only reads it
+    saved = load_state(ckpt)
+    assert saved["em"] is None and [r for r, _ in saved["runs"]] == [0, 1, 2, 3]
+    again: list = []
+    _, runs_again = fit_hmm(quakes, 3, checkpoint=ckpt, on_resume=lambda *a: again.append(a), **kw)
+    assert again == [(4, 0)]
+    _same_fits(runs_again, runs_f)
+
+
+def test_em_interrupted_after_a_restart_converged(quakes, tmp_path) -> None:
+    ckpt = tmp_path / "ck.pt"
+    kw = dict(restarts=4, max_iter=300, seed=3, checkpoint_every=1000)
+    progress, calls = _stop_at(1)
+    with pytest.raises(KeyboardInterrupt):
+        fit_hmm(quakes, 3, checkpoint=ckpt, progress=progress, **kw)
+    assert calls == [1]  # saved when the first restart converged
+    em = load_state(ckpt)["em"]
+    assert sum(em["converged"]) == 1 and len(em["active"]) == 3
+    ticks: list = []
+    _, runs = fit_hmm(quakes, 3, checkpoint=ckpt, progress=ticks.append, **kw)
+    assert ticks[0] == 1 and sum(ticks) == 4
+    _same_fits(runs, fit_hmm(quakes, 3, **kw)[1])
+
+
+def test_gradient_fit_is_saved_restart_by_restart(tmp_path) -> None:
+    y = torch.tensor([0.0, 1.0, 0.0, 8.0, 9.0, 11.0, 1.0, 0.0, 7.0, 10.0], dtype=F64)
+    ckpt = tmp_path / "ck.pt"
+    kw = dict(method="gradient", restarts=3, max_iter=15, seed=1)
+    progress, calls = _stop_at(2)
+    with pytest.raises(KeyboardInterrupt):
+        fit_hmm(y, 2, checkpoint=ckpt, progress=progress, **kw)
+    assert [r for r, _ in load_state(ckpt)["runs"]] == [0, 1]
+    resumed: list = []
+    _, runs = fit_hmm(y, 2, checkpoint=ckpt, on_resume=lambda *a: resumed.append(a), **kw)
+    assert resumed == [(2, 0)]
+    _same_fits(runs, fit_hmm(y, 2, **kw)[1])
+
+
+def test_checkpoint_of_other_settings_or_corrupt_is_refused(quakes, tmp_path) -> None:
+    ckpt = tmp_path / "ck.pt"
+    fit_hmm(quakes, 2, restarts=3, max_iter=15, checkpoint=ckpt)
+    with pytest.raises(CheckpointMismatch, match="num_states: 2 saved, 3 now"):
+        fit_hmm(quakes, 3, restarts=3, max_iter=15, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="other settings"):  # CheckpointMismatch is one
+        fit_hmm(quakes[:50], 2, restarts=3, max_iter=15, checkpoint=ckpt)
+    # resume=False starts afresh, overwriting it
+    fit_hmm(quakes, 3, restarts=3, max_iter=15, checkpoint=ckpt, resume=False)
+    assert load_state(ckpt)["settings"]["num_states"] == 3
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="ck.pt"):
         fit_hmm(quakes, 3, restarts=3, max_iter=15, checkpoint=ckpt)
 
 
-def test_cli_fit_poisson_and_gaussian(tmp_path, quakes: torch.Tensor) -> None:
-    from stochgrad.cli import main
-
-    out = tmp_path / "p"
-    assert (
-        main(["hmm", "fit", "--states", "2", "--restarts", "2", "--max-iter", "200", "-o", out])
-        == 0
-    )
-    res = json.loads((out / "hmm_fit.json").read_text())
-    assert (out / "hmm_fit.png").stat().st_size > 1000
-    hmm = HMM.from_dict(res["params"])
-    assert res["log_likelihood"] == pytest.approx(float(log_likelihood(hmm, quakes)[0]), abs=1e-6)
-    assert res["aic"] == pytest.approx(-2 * res["log_likelihood"] + 10)
-    assert len(res["viterbi_states"]) == 107
-
-    csv = tmp_path / "series.csv"
-    vals = np.r_[np.zeros(20), 3 * np.ones(20)] + 0.1 * np.random.default_rng(0).standard_normal(40)
-    csv.write_text("time,level\n" + "".join(f"{i},{v}\n" for i, v in enumerate(vals)))
-    out2 = tmp_path / "g"
-    args = [
-        "hmm",
-        "fit",
-        csv,
-        "--emission",
-        "gaussian",
-        "--method",
-        "gradient",
-        "--restarts",
-        "1",
-        "--max-iter",
-        "60",
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+def test_batched_em_continues_exactly_from_a_state(quakes, emission) -> None:
+    if emission == "poisson":
+        y = quakes
+    else:
+        y = torch.randn(2, 40, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+        y[:, 10:25] += 2.5
+    starts = [
+        random_hmm(y, 3, emission, generator=torch.Generator().manual_seed(s)) for s in range(3)
     ]
-    assert main([*args, "-o", out2]) == 0
-    res2 = json.loads((out2 / "hmm_fit.json").read_text())
-    assert sorted(res2["params"]["means"][k][0] for k in range(2)) == pytest.approx([0, 3], abs=0.1)
-    # resume reuses the checkpoint: same answer
-    assert main([*args, "-o", out2, "--resume"]) == 0
-    assert (
-        json.loads((out2 / "hmm_fit.json").read_text())["log_likelihood"] == res2["log_likelihood"]
-    )
-    assert main(["hmm", "fit", csv, "--column", "nope", "-o", tmp_path / "x"]) == 2
+    kept: list[EMState] = []
+
+    def keep(state: EMState, finished: list[int]) -> None:
+        if state.iteration == 7:  # a copy: the next iteration updates the state in place
+            kept.append(EMState.from_state(copy.deepcopy(state.to_state())))
+
+    whole = baum_welch_batched(starts, y, max_iter=120, on_iteration=keep)
+    assert len(kept) == 1 and kept[0].iteration == 7
+    _same_fits(baum_welch_batched(starts, y, max_iter=120, state=kept[0]), whole)
+    with pytest.raises(ValueError, match="does not match"):
+        baum_welch_batched(starts[:2], y, state=kept[0])
 
 
 def test_load_series(tmp_path) -> None:
@@ -391,8 +455,18 @@ def test_load_series(tmp_path) -> None:
     with pytest.raises(ValueError, match="one data column"):
         load_series(p)
     p.write_text("a\n1\nx\n")
-    with pytest.raises(ValueError, match="numeric"):
+    with pytest.raises(ValueError, match="numeric: data row 2 holds 'x'"):
         load_series(p)
+    p.write_text("a\n1\ninf\n")
+    with pytest.raises(ValueError, match="non-finite"):
+        load_series(p)
+    p.write_text("")
+    with pytest.raises(ValueError, match="header and at least one data row"):
+        load_series(p)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_series(tmp_path / "missing.csv")
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        load_series(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -344,7 +344,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if (
             "default" in text
-            or action.default in (None, argparse.SUPPRESS, False)
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
             or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
             or not action.option_strings
         ):

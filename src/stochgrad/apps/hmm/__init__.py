@@ -1,0 +1,80 @@
+r"""Hidden Markov models: forward-backward, Viterbi, and the likelihood gradient by Fisher's identity.
+
+A hidden Markov model with :math:`K` states has a start distribution :math:`\pi`, a transition
+matrix :math:`P` and per-state emissions :math:`p(y_t \mid z_t = k)`, Poisson (rate
+:math:`\lambda_k`) or Gaussian with diagonal covariance (means :math:`\mu_k`, standard deviations
+:math:`\sigma_k`). Everything here works on a batch of equal-length sequences ``[B, T]`` (Poisson)
+or ``[B, T, D]`` (Gaussian), in log space, looping over time only.
+
+- :mod:`~stochgrad.apps.hmm.model`: :class:`HMM`, the unconstrained parametrisation (start
+  logits, transition-row logits, log-rates or means and log-sds);
+- :mod:`~stochgrad.apps.hmm.emissions`: emission log-probabilities;
+- :mod:`~stochgrad.apps.hmm.inference`: forward-backward, Viterbi, forward-filtering
+  backward-sampling;
+- :mod:`~stochgrad.apps.hmm.score`: the gradient of the marginal likelihood by Fisher's identity
+  :math:`\nabla_\theta \log p(y) = \mathbb E_{z \mid y}[\nabla_\theta \log p(y, z)]`, exact from
+  the posterior marginals (:func:`fisher_gradient`) or by Monte Carlo over FFBS paths
+  (:func:`monte_carlo_gradient`);
+- :mod:`~stochgrad.apps.hmm.em`: EM (Baum-Welch) from many starts at once, resumable;
+- :mod:`~stochgrad.apps.hmm.gradient_fit`: L-BFGS on the Fisher gradient;
+- :mod:`~stochgrad.apps.hmm.fitting`: seeded random restarts, checkpointed (:func:`fit_hmm`);
+- :mod:`~stochgrad.apps.hmm.data`: a series from a CSV file, the earthquake counts.
+
+References:
+    Baum, Petrie, Soules & Weiss (1970), "A maximization technique occurring in the statistical
+    analysis of probabilistic functions of Markov chains", Ann. Math. Statist. 41;
+    Rabiner (1989), "A tutorial on hidden Markov models", Proc. IEEE 77;
+    Fisher (1925), "Theory of statistical estimation" (the score identity); Louis (1982), JRSS B 44;
+    Frühwirth-Schnatter (1994) and Carter & Kohn (1994) (forward-filtering backward-sampling);
+    Zucchini & MacDonald (2009), *Hidden Markov Models for Time Series* (the earthquake series).
+
+>>> y = load_earthquakes()
+>>> hmm = HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=[15.0, 25.0])
+>>> round(float(log_likelihood(hmm, y)), 3) < 0
+True
+"""
+
+from __future__ import annotations
+
+from stochgrad.apps.hmm.data import TIME_COLUMNS, earthquakes_path, load_earthquakes, load_series
+from stochgrad.apps.hmm.em import EMState, baum_welch, baum_welch_batched
+from stochgrad.apps.hmm.emissions import emission_log_prob
+from stochgrad.apps.hmm.fit_result import FitResult
+from stochgrad.apps.hmm.fitting import FIT_METHODS, fit_hmm, information_criteria, random_hmm
+from stochgrad.apps.hmm.gradient_fit import fit_gradient
+from stochgrad.apps.hmm.inference import (
+    Posterior,
+    forward_backward,
+    log_likelihood,
+    sample_posterior,
+    viterbi,
+)
+from stochgrad.apps.hmm.model import EMISSIONS, HMM
+from stochgrad.apps.hmm.score import complete_data_score, fisher_gradient, monte_carlo_gradient
+
+__all__ = [
+    "EMISSIONS",
+    "FIT_METHODS",
+    "HMM",
+    "TIME_COLUMNS",
+    "EMState",
+    "FitResult",
+    "Posterior",
+    "baum_welch",
+    "baum_welch_batched",
+    "complete_data_score",
+    "earthquakes_path",
+    "emission_log_prob",
+    "fisher_gradient",
+    "fit_gradient",
+    "fit_hmm",
+    "forward_backward",
+    "information_criteria",
+    "load_earthquakes",
+    "load_series",
+    "log_likelihood",
+    "monte_carlo_gradient",
+    "random_hmm",
+    "sample_posterior",
+    "viterbi",
+]
