@@ -3,6 +3,7 @@
     python benchmarks/bench_molecules.py [--model runs/molecules/prior_weights.pt]
         [--budget 10000] [--seeds 0,1,2,3,4] [--variants 500,60:0] [--tasks celecoxib,qed]
         [--samples 10000] [--workers 2] [--runs runs/molecules/bench] [--skip-sample]
+        [--results benchmarks/results]
 
 Runs ``stochgrad molecules sample`` (MOSES metrics of the prior at ``--samples`` molecules) and
 ``stochgrad molecules optimize`` for Celecoxib rediscovery (Tanimoto similarity on Morgan r2
@@ -13,9 +14,10 @@ torch thread each. It records top-1, top-10, top-100, PMO's AUC of the top-10 cu
 generator samples per second and wall time per run, and their mean and standard deviation over
 seeds. Published references: MOSES CharRNN (Polykovskiy et al. 2020, Table 2) and PMO REINVENT
 (Gao et al. 2022, Table 3: AUC top-10 0.713, mean of 5 seeds, on celecoxib rediscovery,
-sigma 500). Each run resumes from its checkpoint under ``--runs``. Writes
-``benchmarks/results/molecules.json`` and ``molecules.md``, keeping the groups of earlier calls
-that this call did not rerun.
+sigma 500). Each run writes to its own ``--out`` folder under ``--runs`` and resumes from its
+checkpoint there (``agent.pt``). Writes ``molecules.json`` and ``molecules.md`` to
+``--results`` (default ``benchmarks/results``), keeping the groups of earlier calls that this
+call did not rerun.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="runs at a time")
     parser.add_argument("--runs", type=Path, default=Path("runs/molecules/bench"))
     parser.add_argument("--skip-sample", action="store_true", help="skip the prior's metrics")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder of molecules.json and molecules.md"
+    )
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     unknown = set(tasks) - set(TASKS)
@@ -140,16 +145,16 @@ def main() -> None:
                 "min": min(vals),
                 "max": max(vals),
             }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    previous = RESULTS / "molecules.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    previous = args.results / "molecules.json"
     if previous.exists():  # keep what earlier calls measured and this one did not rerun
         old = json.loads(previous.read_text())
         if "prior" not in record and "prior" in old:
             record["prior"] = old["prior"]
         runs = old.get("optimisation", {}) | runs
     record["optimisation"] = runs
-    (RESULTS / "molecules.json").write_text(json.dumps(record, indent=2))
-    (RESULTS / "molecules.md").write_text(markdown(record))
+    (args.results / "molecules.json").write_text(json.dumps(record, indent=2))
+    (args.results / "molecules.md").write_text(markdown(record))
     print(markdown(record))
 
 

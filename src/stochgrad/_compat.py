@@ -29,6 +29,7 @@ from typing import Any
 
 #: old module name -> new module name (removed in the next release)
 MOVED_MODULES: dict[str, str] = {
+    "stochgrad.apps.molecules.cli": "stochgrad.cli.molecules",
     "stochgrad.argtypes": "stochgrad.cli.argtypes",
     "stochgrad.studies_discrete": "stochgrad.studies.relax_toy",
 }

@@ -1,11 +1,13 @@
-"""Tests of stochgrad.apps.molecules: tokenizer, GRU, scores, metrics, policy gradient, CLI."""
+"""Tests of stochgrad.apps.molecules: tokenizer, GRU, scores, metrics, policy gradient.
+
+The command ``stochgrad molecules`` is tested in tests/cli/test_molecules.py.
+"""
 
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -17,14 +19,23 @@ from rdkit import Chem, DataStructs, RDConfig  # noqa: E402
 from rdkit.Chem import QED, Crippen, rdFingerprintGenerator  # noqa: E402
 
 from stochgrad.apps.molecules.agent import AgentConfig, optimize, policy_loss  # noqa: E402
-from stochgrad.apps.molecules.data import Vocabulary, load_nci, tokenize  # noqa: E402
+from stochgrad.apps.molecules.data import (  # noqa: E402
+    Vocabulary,
+    load_corpus,
+    load_nci,
+    tokenize,
+)
 from stochgrad.apps.molecules.metrics import internal_diversity, moses_metrics  # noqa: E402
 from stochgrad.apps.molecules.model import (  # noqa: E402
     GRUConfig,
     PretrainConfig,
     SmilesGRU,
+    default_prior_path,
     load_model,
+    load_prior,
     pretrain,
+    save_model,
+    training_data,
 )
 from stochgrad.apps.molecules.scoring import (  # noqa: E402
     CELECOXIB,
@@ -36,6 +47,9 @@ from stochgrad.apps.molecules.scoring import (  # noqa: E402
     tanimoto_similarity,
     top_auc,
 )
+from stochgrad.checkpoint import CheckpointError, CheckpointMismatch, load_state  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = GRUConfig(embedding=8, hidden=16, layers=1, max_length=20)
 
@@ -383,64 +397,213 @@ def test_agent_resume_equals_uninterrupted(vocab, tmp_path):
         assert torch.equal(a, b)
 
 
-# ----------------------------------------------------------------------------- CLI
-def test_cli_pretrain_sample_optimize(tmp_path, capsys):
-    from stochgrad.cli import main
+def test_agent_random_state_round_trips_as_tensors():
+    from stochgrad.apps.molecules.agent import _rng_from_state, _rng_to_state
 
-    out = tmp_path / "m"
-    tiny = ["--hidden", "16", "--layers", "1", "--embedding", "8", "--batch-size", "32"]
-    tiny += ["--epochs", "2", "--lr", "1e-2", "--lr-final", "1e-3", "--device", "cpu"]
-    assert (
-        main(
-            ["molecules", "pretrain", "--corpus", "nci", "--smiles", "64", "--out", str(out), *tiny]
-        )
-        == 0
+    rng = np.random.default_rng(7)
+    rng.random(3)
+    saved = _rng_to_state(rng)
+    assert isinstance(saved["state"], torch.Tensor) and isinstance(saved["inc"], torch.Tensor)
+    p = np.arange(1, 11) / 55
+    expected = rng.choice(10, 4, replace=False, p=p)
+    other = np.random.default_rng(0)
+    _rng_from_state(other, saved)
+    assert np.array_equal(other.choice(10, 4, replace=False, p=p), expected)
+
+
+def _agent_run(vocab, path, cfg, **kwargs):
+    torch.manual_seed(0)
+    prior = SmilesGRU(vocab, TINY)
+    oracle = Oracle(make_objective("qed"), budget=1000)
+    result = optimize(copy.deepcopy(prior), prior, oracle, cfg, seed=1, checkpoint=path, **kwargs)
+    return result, oracle
+
+
+def test_agent_checkpoint_holds_only_tensors_and_plain_values(vocab, tmp_path):
+    cfg = AgentConfig(batch_size=8, replay_size=8, replay_batch=2, max_steps=3, checkpoint_every=2)
+    result, oracle = _agent_run(vocab, tmp_path / "a.pt", cfg)
+    state = load_state(tmp_path / "a.pt")  # torch.load(weights_only=True)
+    assert state["history_smiles"] == [s for s, _ in oracle.history]
+    assert state["history_scores"] == [v for _, v in oracle.history]
+    assert dict(zip(state["cache_smiles"], state["cache_scores"], strict=True)) == oracle.cache
+    assert all(isinstance(s, str) for s in state["memory_smiles"])
+    assert all(isinstance(v, float) for v in state["memory_scores"])
+    assert isinstance(state["generator"], torch.Tensor)
+    assert len(state["steps"]) == len(result.steps) == 3
+
+
+def test_agent_progress_and_resume_callbacks(vocab, tmp_path):
+    cfg = AgentConfig(batch_size=8, replay_size=8, replay_batch=2, max_steps=3, checkpoint_every=2)
+    ticks: list[int] = []
+    _, oracle = _agent_run(vocab, tmp_path / "a.pt", cfg, progress=ticks.append)
+    assert len(ticks) == 3 and sum(ticks) == oracle.calls
+    resumed: list = []
+    ticks = []
+    result, _ = _agent_run(
+        vocab, tmp_path / "a.pt", cfg, progress=ticks.append, on_resume=lambda *a: resumed.append(a)
     )
-    settings = torch.load(out / "prior.pt", weights_only=True)["settings"]["pretrain"]
-    assert (settings["epochs"], settings["lr"], settings["lr_final"]) == (2, 1e-2, 1e-3)
-    model = str(out / "prior_weights.pt")
-    assert (
-        main(["molecules", "sample", "--model", model, "--n", "40", "--out", str(out / "s")]) == 0
+    assert resumed == [(3, oracle.calls)] and len(result.steps) == 3
+    assert ticks == ([oracle.calls] if oracle.calls else [])
+
+
+def test_agent_checkpoint_from_other_settings_is_refused(vocab, tmp_path):
+    cfg = AgentConfig(batch_size=8, replay_size=8, replay_batch=2, max_steps=2, checkpoint_every=2)
+    _agent_run(vocab, tmp_path / "a.pt", cfg)
+    other = AgentConfig(sigma=60.0, batch_size=8, replay_size=8, replay_batch=2, max_steps=2)
+    with pytest.raises(CheckpointMismatch, match=r"a\.pt.*sigma: 500\.0 saved, 60\.0 now"):
+        _agent_run(vocab, tmp_path / "a.pt", other)
+    # the checkpoint interval is not a setting of the result
+    again = AgentConfig(
+        batch_size=8, replay_size=8, replay_batch=2, max_steps=2, checkpoint_every=1
     )
-    metrics = json.loads((out / "s" / "sample_metrics.json").read_text())
-    assert 0.0 <= metrics["validity"] <= 1.0 and metrics["n"] == 40
-    args = ["molecules", "optimize", "--model", model, "--objective", "similarity"]
-    args += ["--budget", "20", "--batch-size", "8", "--replay", "2", "--max-steps", "4"]
-    assert main([*args, "--out", str(out / "o")]) == 0
-    summary = json.loads((out / "o" / "summary.json").read_text())
-    assert summary["calls"] <= 20 and summary["steps"] <= 4
-    with open(out / "o" / "top.csv") as fh:
-        rows = list(csv.reader(fh))
-    assert rows[0] == ["rank", "smiles", "score", "qed", "penalized_logp", "similarity"]
-    for f in ("best.png", "curve.png", "agent.pt"):
-        assert (out / "o" / f).exists()
-    # a weighted sum of scores; its top molecule's score is the weighted sum of its parts
-    weighted = ["molecules", "optimize", "--model", model, "--objective", "sum"]
-    weighted += ["--weights", "qed=0.25,similarity=0.75", "--budget", "20", "--batch-size", "8"]
-    weighted += ["--replay", "2", "--max-steps", "3", "--out", str(out / "w")]
-    assert main(weighted) == 0
-    with open(out / "w" / "top.csv") as fh:
-        best = next(csv.DictReader(fh))
-    expected = 0.25 * float(best["qed"]) + 0.75 * float(best["similarity"])
-    assert float(best["score"]) == pytest.approx(expected, abs=1e-4)
-    capsys.readouterr()
-    assert (
-        main(["molecules", "optimize", "--model", model, "--objective", "sum", "--out", str(out)])
-        == 2
+    assert len(_agent_run(vocab, tmp_path / "a.pt", again)[0].steps) == 2
+
+
+class _Payload:
+    """Unpickling this would create ``path``: a harmless stand-in for a planted file's code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_optimize_never_unpickles_a_planted_checkpoint(vocab, tmp_path):
+    marker = tmp_path / "marker"
+    torch.save({"settings": _Payload(marker)}, tmp_path / "agent.pt")
+    cfg = AgentConfig(batch_size=8, replay_size=8, replay_batch=2, max_steps=2)
+    with pytest.raises(CheckpointError, match="agent.pt") as exc:
+        _agent_run(vocab, tmp_path / "agent.pt", cfg)
+    assert "\n" not in str(exc.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "kind", ["empty", "truncated", "random bytes", "pickle", "payload", "tensors, not a model"]
+)
+def test_load_model_refuses_bad_files_in_one_line(vocab, tmp_path, kind):
+    good = tmp_path / "good.pt"
+    save_model(SmilesGRU(vocab, TINY), good)
+    bad, marker = tmp_path / "bad.pt", tmp_path / "marker"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "truncated":
+        bad.write_bytes(good.read_bytes()[:300])
+    elif kind == "random bytes":
+        bad.write_bytes(np.random.default_rng(0).bytes(500))
+    elif kind == "pickle":
+        bad.write_bytes(pickle.dumps({"vocab": {"tokens": ["<pad>", "^", "$"]}}))
+    elif kind == "payload":
+        torch.save({"vocab": _Payload(marker)}, bad)
+    else:
+        torch.save({"weights": {"w": torch.ones(2)}}, bad)
+    with pytest.raises(CheckpointError, match="bad.pt") as exc:
+        load_model(bad)
+    assert "\n" not in str(exc.value)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        training_data(bad)
+
+
+def test_pretrain_progress_resume_and_corrupt_checkpoint(nci, tmp_path):
+    cfg = PretrainConfig(epochs=2, batch_size=16, lr=1e-2, checkpoint_every=2)
+    ticks: list[int] = []
+    pretrain(nci[:48], tmp_path / "a.pt", gru=TINY, config=cfg, progress=ticks.append)
+    assert ticks == [1] * 6
+    resumed: list = []
+    ticks = []
+    pretrain(
+        nci[:48],
+        tmp_path / "a.pt",
+        gru=TINY,
+        config=cfg,
+        progress=ticks.append,
+        on_resume=lambda *a: resumed.append(a),
     )
-    assert "--weights" in capsys.readouterr().err
-    assert main([*weighted[:5], "--weights", "qed:0.5"]) == 2
+    assert resumed == [(6, 6)] and ticks == [6]
+    other = PretrainConfig(epochs=2, batch_size=16, lr=2e-2, checkpoint_every=2)
+    with pytest.raises(CheckpointMismatch, match=r"lr: 0\.01 saved, 0\.02 now"):
+        pretrain(nci[:48], tmp_path / "a.pt", gru=TINY, config=other)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        pretrain(nci[:48], tmp_path / "bad.pt", gru=TINY, config=cfg)
+    with pytest.raises(ValueError, match="epochs"):
+        PretrainConfig(epochs=0)
+    with pytest.raises(TypeError, match="batch_size"):
+        PretrainConfig(batch_size=16.0)
+
+
+def test_sample_smiles_reports_progress(vocab):
+    torch.manual_seed(0)
+    model = SmilesGRU(vocab, TINY).eval()
+    ticks: list[int] = []
+    gen = torch.Generator().manual_seed(0)
+    smiles = model.sample_smiles(23, generator=gen, batch_size=10, progress=ticks.append)
+    assert len(smiles) == 23 and ticks == [10, 10, 3]
+    plain = model.sample_smiles(23, generator=torch.Generator().manual_seed(0), batch_size=10)
+    assert plain == smiles
+
+
+def test_load_corpus():
+    assert load_corpus("nci", 5) == load_nci(5)
+    with pytest.raises(ValueError, match="corpus"):
+        load_corpus("zinc", 5)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        load_corpus("nci", 0)
 
 
 def test_shipped_prior_loads_and_samples():
-    from stochgrad.apps.molecules.cli import default_prior_path
-
     path = default_prior_path()
     if not path.exists():
         pytest.skip("no shipped prior")
-    model = load_model(path).eval()
+    model = load_prior()
+    assert not model.training
+    assert training_data(path) == {"corpus": "moses", "n": 200_000, "seed": 0}
     model.vocab.encode(CELECOXIB)  # every token of the target is in the vocabulary
     smiles = model.sample_smiles(200, generator=torch.Generator().manual_seed(0))
     valid = sum(Chem.MolFromSmiles(s) is not None for s in smiles) / len(smiles)
     # measured 0.951 at 10,000 samples; at 200 samples the stderr is 0.015: 5 stderr below
     assert valid > 0.87
+    from stochgrad.apps.molecules import load_prior as exported
+
+    assert exported is load_prior
+
+
+def test_agent_resume_with_replay_equals_uninterrupted(tmp_path):
+    # chains of C, N and O atoms are valid SMILES: the oracle, the replay memory and its
+    # random draws all take part, and must all be restored
+    voc = Vocabulary.from_smiles(["CCO", "CN"])
+    torch.manual_seed(0)
+    prior = SmilesGRU(voc, GRUConfig(embedding=8, hidden=16, layers=1, max_length=12))
+    cfg = AgentConfig(
+        batch_size=8, replay_size=6, replay_batch=3, max_steps=6, checkpoint_every=2, patience=0
+    )
+
+    def run(path, callback=None):
+        agent = copy.deepcopy(prior)
+        oracle = Oracle(make_objective("qed"), budget=1000)
+        result = optimize(agent, prior, oracle, cfg, seed=3, checkpoint=path, callback=callback)
+        return result, agent
+
+    full, agent_a = run(tmp_path / "a.pt")
+    assert full.history and len(load_state(tmp_path / "a.pt")["memory_smiles"]) == 6
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if len(seen) == 2:
+            raise Stop  # at step 3: the checkpoint of step 2 holds a memory to replay from
+        seen.append(step)
+
+    seen: list = []
+    with pytest.raises(Stop):
+        run(tmp_path / "b.pt", interrupt)
+    saved = load_state(tmp_path / "b.pt")
+    assert len(saved["steps"]) == 2 and len(saved["memory_smiles"]) >= cfg.replay_batch
+    resumed, agent_b = run(tmp_path / "b.pt")
+    assert full.history == resumed.history
+    assert [s.loss for s in full.steps] == [s.loss for s in resumed.steps]
+    for a, b in zip(agent_a.state_dict().values(), agent_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -68,3 +68,20 @@ def test_sampling_on_cuda_scores_its_own_likelihood():
         assert ids.device.type == "cuda"
         torch.testing.assert_close(logp, model.log_likelihood(ids), rtol=1e-5, atol=1e-5)
     assert len(model.sample_smiles(10, generator=gen)) == 10
+
+
+def test_cli_pretrain_on_cuda_resumes_on_the_cpu(tmp_path, capsys):
+    pytest.importorskip("rdkit")  # the NCI corpus is read with RDKit
+    from stochgrad.checkpoint import load_state
+    from stochgrad.cli import main
+
+    argv = ["molecules", "pretrain", "--corpus", "nci", "--smiles", "32", "--hidden", "16"]
+    argv += ["--layers", "1", "--embedding", "8", "--batch-size", "8", "--checkpoint-every", "2"]
+    assert main([*argv, "--epochs", "1", "--device", "cuda", "--out", tmp_path]) == 0
+    state = load_state(tmp_path / "prior_weights.pt")
+    assert all(t.device.type == "cpu" for t in state["weights"].values())
+    capsys.readouterr()
+    # more epochs continue the GPU run on the CPU
+    assert main([*argv, "--epochs", "2", "--device", "cpu", "--out", tmp_path]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert load_state(tmp_path / "prior.pt")["step"] == 8

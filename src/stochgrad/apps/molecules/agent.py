@@ -39,12 +39,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from stochgrad._checks import check_choice, check_float, check_int, check_seed
 from stochgrad.apps.molecules.data import tokenize
 from stochgrad.apps.molecules.model import SmilesGRU
 from stochgrad.apps.molecules.scoring import Oracle, canonical, top_auc
 from stochgrad.baselines import resolve_baseline
+from stochgrad.checkpoint import CheckpointError, check_settings, load_state, save_state
+from stochgrad.checkpoint import field as state_field
 
-__all__ = ["AgentConfig", "AgentStep", "AgentResult", "policy_loss", "optimize"]
+__all__ = ["AgentConfig", "AgentStep", "AgentResult", "METHODS", "policy_loss", "optimize"]
+
+#: The fine-tuning objectives: REINVENT's augmented likelihood, REINFORCE's score function.
+METHODS = ("reinvent", "reinforce")
 
 
 @dataclass(frozen=True)
@@ -84,18 +90,18 @@ class AgentConfig:
     likelihood_penalty: float | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in ("reinvent", "reinforce"):
-            raise ValueError(f"method must be 'reinvent' or 'reinforce', got {self.method!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
-        if self.sigma < 0 or self.beta < 0 or self.lr <= 0:
-            raise ValueError(f"sigma, beta must be >= 0 and lr > 0, got {self}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
-        if self.likelihood_penalty is not None and not self.likelihood_penalty >= 0:
-            raise ValueError(f"likelihood_penalty must be >= 0, got {self.likelihood_penalty}")
-        if self.replay_batch < 0 or self.replay_size < self.replay_batch:
-            raise ValueError("replay_batch must be in [0, replay_size]")
+        check_choice("method", self.method, METHODS)
+        check_float("sigma", self.sigma, minimum=0.0)
+        check_float("beta", self.beta, minimum=0.0)
+        check_int("batch_size", self.batch_size, minimum=2)
+        check_float("lr", self.lr, minimum=0.0, open_min=True)
+        check_int("replay_size", self.replay_size, minimum=0)
+        check_int("replay_batch", self.replay_batch, minimum=0, maximum=self.replay_size)
+        check_int("max_steps", self.max_steps, minimum=1)
+        check_int("patience", self.patience, minimum=0)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=1)
+        if self.likelihood_penalty is not None:
+            check_float("likelihood_penalty", self.likelihood_penalty, minimum=0.0)
 
     @property
     def penalty(self) -> float:
@@ -151,18 +157,16 @@ def policy_loss(
     for name, t in (("agent_logp", agent_logp), ("prior_logp", prior_logp), ("score", score)):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} has non-finite entries")
-    if not likelihood_penalty >= 0:
-        raise ValueError(f"likelihood_penalty must be >= 0, got {likelihood_penalty}")
+    check_choice("method", method, METHODS)
+    likelihood_penalty = check_float("likelihood_penalty", likelihood_penalty, minimum=0.0)
     prior_logp, score = prior_logp.detach(), score.detach()
     if method == "reinvent":
         augmented = prior_logp + sigma * score
         loss = ((augmented - agent_logp) ** 2).mean()
-    elif method == "reinforce":
+    else:
         reward = score - beta * (agent_logp.detach() - prior_logp)
         baseline = resolve_baseline("loo")(reward, None, None).squeeze(1)
         loss = -((reward - baseline) * agent_logp).mean()
-    else:
-        raise ValueError(f"method must be 'reinvent' or 'reinforce', got {method!r}")
     if likelihood_penalty:
         # a sequence's log-likelihood is < 0; the clamp only guards a fully collapsed agent
         loss = loss + likelihood_penalty * (-1.0 / agent_logp.clamp(max=-1e-6)).mean()
@@ -219,6 +223,47 @@ def _replay_add(
         memory.update(keep)
 
 
+def _rng_to_state(rng: np.random.Generator) -> dict[str, Any]:
+    """numpy's PCG64 state with its 128-bit integers as byte tensors (``weights_only``-safe)."""
+    st = rng.bit_generator.state
+    return {
+        "bit_generator": st["bit_generator"],
+        "state": _int_bytes(st["state"]["state"]),
+        "inc": _int_bytes(st["state"]["inc"]),
+        "has_uint32": int(st["has_uint32"]),
+        "uinteger": int(st["uinteger"]),
+    }
+
+
+def _rng_from_state(rng: np.random.Generator, saved: dict[str, Any]) -> None:
+    rng.bit_generator.state = {
+        "bit_generator": str(saved["bit_generator"]),
+        "state": {"state": _bytes_int(saved["state"]), "inc": _bytes_int(saved["inc"])},
+        "has_uint32": int(saved["has_uint32"]),
+        "uinteger": int(saved["uinteger"]),
+    }
+
+
+def _int_bytes(value: int) -> torch.Tensor:
+    return torch.tensor(list(int(value).to_bytes(16, "little")), dtype=torch.uint8)
+
+
+def _bytes_int(t: torch.Tensor) -> int:
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.numel() != 16:
+        raise TypeError("a random state must be a tensor of 16 bytes")
+    return int.from_bytes(bytes(t.tolist()), "little")
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that must agree for a checkpoint to continue, flat (so that a mismatch
+    names each one); the checkpoint interval may change."""
+    config = settings.get("config")
+    out = {k: v for k, v in settings.items() if k != "config" or not isinstance(config, dict)}
+    out.update(config if isinstance(config, dict) else {})
+    out.pop("checkpoint_every", None)
+    return out
+
+
 def optimize(
     agent: SmilesGRU,
     prior: SmilesGRU,
@@ -229,6 +274,8 @@ def optimize(
     checkpoint: str | Path | None = None,
     restart: bool = False,
     callback: Callable[[AgentStep], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
 ) -> AgentResult:
     """Fine-tune ``agent`` (in place) until the oracle budget is spent.
 
@@ -236,8 +283,9 @@ def optimize(
     oracle (invalid: 0), recomputes agent and prior log-likelihoods by teacher forcing, adds
     ``replay_batch`` molecules from the replay memory, and takes one Adam step on
     :func:`policy_loss`. With ``checkpoint``, the agent, optimiser, oracle cache, replay
-    memory, random state and curve are saved every ``checkpoint_every`` steps; a resumed run
-    continues to the same result as an uninterrupted one.
+    memory, random states and curve are saved every ``checkpoint_every`` steps and at the end
+    (:func:`stochgrad.checkpoint.save_state`: tensors, strings and numbers only, read back with
+    ``weights_only=True``); a resumed run continues to the same result as an uninterrupted one.
 
     The run stops when the budget is spent, after ``max_steps`` steps, or when the 100 best
     scores have not changed for ``patience`` steps (PMO's rule).
@@ -251,15 +299,24 @@ def optimize(
         checkpoint: ``.pt`` file for checkpoints (``None``: none).
         restart: ignore an existing checkpoint.
         callback: called with every :class:`AgentStep`.
+        progress: ``progress(n)`` advances a progress bar by ``n`` oracle calls: once by the
+            calls found in a checkpoint, then after every step (after its checkpoint is saved)
+            by the calls it spent.
+        on_resume: called once as ``on_resume(steps_done, oracle_calls)`` when a checkpoint
+            was loaded.
 
     Returns:
         The :class:`AgentResult`.
 
     Raises:
-        ValueError: if agent and prior vocabularies differ, or a checkpoint has other settings.
+        ValueError: if agent and prior vocabularies differ.
+        stochgrad.checkpoint.CheckpointMismatch: the checkpoint has other settings.
+        stochgrad.checkpoint.CheckpointError: the checkpoint is corrupt or foreign (a file
+            holding Python objects other than tensors and plain values is never unpickled).
     """
     if agent.vocab.tokens != prior.vocab.tokens:
         raise ValueError("agent and prior must share one vocabulary")
+    seed = check_seed("seed", seed)
     voc = agent.vocab
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -271,50 +328,84 @@ def optimize(
     settings = {"config": asdict(config), "seed": seed, "budget": oracle.budget}
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists() and not restart:
-        state = torch.load(path, weights_only=False)
-        if state["settings"] != settings:
-            raise ValueError(
-                f"checkpoint {path} was made with other settings: {state['settings']} vs "
-                f"{settings}; use --restart to start afresh"
+        state = load_state(path)
+        check_settings(
+            _comparable(state_field(state, "settings", path, dict)), _comparable(settings), path
+        )
+        try:
+            agent.load_state_dict(state_field(state, "agent", path, dict))
+            opt.load_state_dict(state_field(state, "optimizer", path, dict))
+            gen.set_state(state_field(state, "generator", path, torch.Tensor))
+            _rng_from_state(rng, state_field(state, "rng", path, dict))
+            memory.update(
+                zip(
+                    map(str, state_field(state, "memory_smiles", path, list)),
+                    map(float, state_field(state, "memory_scores", path, list)),
+                    strict=True,
+                )
             )
-        agent.load_state_dict(state["agent"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        rng.bit_generator.state = state["rng"]
-        memory.update(state["memory"])
+            history = list(
+                zip(
+                    map(str, state_field(state, "history_smiles", path, list)),
+                    map(float, state_field(state, "history_scores", path, list)),
+                    strict=True,
+                )
+            )
+            cache = dict(
+                zip(
+                    map(str, state_field(state, "cache_smiles", path, list)),
+                    map(float, state_field(state, "cache_scores", path, list)),
+                    strict=True,
+                )
+            )
+            steps = [AgentStep(**s) for s in state_field(state, "steps", path, list)]
+            seconds = float(state_field(state, "seconds", path, (int, float)))
+            samples = int(state_field(state, "samples", path, int))
+            stall = int(state_field(state, "stall", path, int))
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise CheckpointError(
+                f"{path}: not a checkpoint of this agent ({first}); delete it, or rerun the "
+                "command with --restart, to start afresh"
+            ) from None
         oracle.cache.clear()
-        oracle.cache.update(state["cache"])
-        oracle.history[:] = [tuple(h) for h in state["history"]]
-        steps = [AgentStep(**s) for s in state["steps"]]
-        seconds, samples, stall = state["seconds"], state["samples"], state["stall"]
+        oracle.cache.update(cache)
+        oracle.history[:] = history
+        if on_resume is not None:
+            on_resume(len(steps), oracle.calls)
+        if progress is not None and oracle.calls:
+            progress(oracle.calls)
 
     def save() -> None:
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "settings": settings,
             "agent": agent.state_dict(),
             "optimizer": opt.state_dict(),
             "generator": gen.get_state(),
-            "rng": rng.bit_generator.state,
-            "memory": dict(memory),
-            "cache": dict(oracle.cache),
-            "history": list(oracle.history),
+            "rng": _rng_to_state(rng),
+            "memory_smiles": list(memory),
+            "memory_scores": list(memory.values()),
+            "cache_smiles": list(oracle.cache),
+            "cache_scores": list(oracle.cache.values()),
+            "history_smiles": [s for s, _ in oracle.history],
+            "history_scores": [float(v) for _, v in oracle.history],
             "steps": [asdict(s) for s in steps],
             "seconds": seconds,
             "samples": samples,
             "stall": stall,
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        save_state(state, path)
 
     start = time.perf_counter() - seconds
     while not oracle.exhausted and len(steps) < config.max_steps:
         if config.patience and stall >= config.patience:
             break
         before = _top100(oracle)
+        calls_before = oracle.calls
         agent.eval()
         with torch.no_grad():
             ids, _ = agent.sample(config.batch_size, generator=gen)
@@ -372,10 +463,12 @@ def optimize(
         if oracle.calls > 100:
             stall = stall + 1 if _top100(oracle) == before else 0
         seconds = time.perf_counter() - start
-        if callback is not None:
-            callback(step)
         if len(steps) % config.checkpoint_every == 0:
             save()
+        if callback is not None:
+            callback(step)
+        if progress is not None:
+            progress(oracle.calls - calls_before)
     seconds = time.perf_counter() - start
     save()
     agent.eval()

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stochgrad._checks import check_choice, check_int, check_seed
+
 __all__ = [
     "PAD",
     "START",
@@ -34,6 +36,8 @@ __all__ = [
     "moses_path",
     "load_moses",
     "load_nci",
+    "CORPORA",
+    "load_corpus",
 ]
 
 PAD, START, END = "<pad>", "^", "$"
@@ -183,8 +187,10 @@ def load_moses(n: int | None = None, *, seed: int = 0, max_tokens: int = 100) ->
     Raises:
         ValueError: if ``n`` is not positive.
     """
-    if n is not None and n < 1:
-        raise ValueError(f"n must be a positive integer or None, got {n}")
+    if n is not None:
+        check_int("n", n, minimum=1)
+    check_seed("seed", seed)
+    check_int("max_tokens", max_tokens, minimum=1)
     with gzip.open(moses_path(), "rt") as fh:
         lines = fh.read().split("\n")
     smiles = [s for s in lines[1:] if s]
@@ -208,8 +214,8 @@ def load_nci(n: int | None = None) -> list[str]:
     """
     from rdkit import Chem, RDConfig, RDLogger
 
-    if n is not None and n < 1:
-        raise ValueError(f"n must be a positive integer or None, got {n}")
+    if n is not None:
+        check_int("n", n, minimum=1)
     RDLogger.DisableLog("rdApp.*")
     path = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
     out: list[str] = []
@@ -222,3 +228,25 @@ def load_nci(n: int | None = None) -> list[str]:
             if n is not None and len(out) == n:
                 break
     return out
+
+
+#: The training corpora :func:`load_corpus` knows.
+CORPORA = ("moses", "nci")
+
+
+def load_corpus(name: str, n: int | None = None, *, seed: int = 0) -> list[str]:
+    """``n`` training SMILES of corpus ``name``: a seeded MOSES subset, or the first NCI ones.
+
+    Args:
+        name: ``"moses"`` (:func:`load_moses`) or ``"nci"`` (:func:`load_nci`, ``seed`` unused).
+        n: how many (``None``: all).
+        seed: seed of the MOSES subset.
+
+    Raises:
+        ValueError: an unknown corpus or a non-positive ``n``.
+        FileNotFoundError: the MOSES data is not installed.
+    """
+    check_choice("corpus", name, CORPORA)
+    if name == "moses":
+        return load_moses(n, seed=seed)
+    return load_nci(n)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stochgrad._checks import check_int
 from stochgrad.apps.molecules.scoring import _fingerprint, canonical
 
 __all__ = ["MosesMetrics", "fingerprint_matrix", "internal_diversity", "moses_metrics"]
@@ -56,6 +57,7 @@ def internal_diversity(smiles: Sequence[str], *, chunk: int = 2048) -> float:
     """
     if len(smiles) == 0:
         raise ValueError("smiles must be non-empty")
+    chunk = check_int("chunk", chunk, minimum=1)
     fps = fingerprint_matrix(smiles).astype(np.float32)
     counts = fps.sum(1)
     total = 0.0
@@ -107,8 +109,9 @@ def moses_metrics(
     """
     if len(generated) == 0:
         raise ValueError("generated must be non-empty")
-    if unique_at < 1:
-        raise ValueError(f"unique_at must be >= 1, got {unique_at}")
+    check_int("unique_at", unique_at, minimum=1)
+    if diversity_sample is not None:
+        check_int("diversity_sample", diversity_sample, minimum=1)
     valid = [c for c in (canonical(s) for s in generated) if c is not None]
     validity = len(valid) / len(generated)
     first = valid[:unique_at]

@@ -16,15 +16,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from stochgrad._checks import check_float, check_int, check_probability, check_seed
 from stochgrad.apps.molecules.data import Vocabulary
+from stochgrad.checkpoint import (
+    CheckpointError,
+    CheckpointMismatch,
+    check_settings,
+    field,
+    load_state,
+    save_state,
+)
 
-__all__ = ["GRUConfig", "SmilesGRU", "PretrainConfig", "pretrain", "load_model", "save_model"]
+__all__ = [
+    "GRUConfig",
+    "SmilesGRU",
+    "PretrainConfig",
+    "pretrain",
+    "load_model",
+    "save_model",
+    "load_prior",
+    "default_prior_path",
+    "training_data",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -60,10 +81,10 @@ class SmilesGRU(nn.Module):
 
     def __init__(self, vocab: Vocabulary, config: GRUConfig = GRUConfig()):
         super().__init__()
-        if config.layers < 1 or config.hidden < 1 or config.embedding < 1:
-            raise ValueError(f"config sizes must be positive, got {config}")
-        if config.max_length < 2:
-            raise ValueError(f"config.max_length must be >= 2, got {config.max_length}")
+        for name in ("embedding", "hidden", "layers"):
+            check_int(f"config.{name}", getattr(config, name), minimum=1)
+        check_int("config.max_length", config.max_length, minimum=2)
+        check_probability("config.dropout", config.dropout, open_high=True)
         self.vocab = vocab
         self.config = config
         self.embed = nn.Embedding(len(vocab), config.embedding, padding_idx=vocab.pad_index)
@@ -126,13 +147,10 @@ class SmilesGRU(nn.Module):
             padded after the end token; the log-likelihood is differentiable and equals
             :meth:`log_likelihood` of ``ids`` when ``temperature == 1``.
         """
-        if num < 1:
-            raise ValueError(f"num must be >= 1, got {num}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_int("num", num, minimum=1)
+        check_float("temperature", temperature, minimum=0.0, open_min=True)
         length = self.config.max_length if max_length is None else max_length
-        if length < 1:
-            raise ValueError(f"max_length must be >= 1, got {length}")
+        check_int("max_length", length, minimum=1)
         voc = self.vocab
         device = self.head.weight.device
         token = torch.full((num, 1), voc.start_index, dtype=torch.long, device=device)
@@ -156,13 +174,25 @@ class SmilesGRU(nn.Module):
 
     @torch.no_grad()
     def sample_smiles(
-        self, num: int, *, generator: torch.Generator | None = None, batch_size: int = 500
+        self,
+        num: int,
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int = 500,
+        progress: Callable[[int], None] | None = None,
     ) -> list[str]:
-        """Sample ``num`` SMILES strings in batches (no gradient)."""
+        """Sample ``num`` SMILES strings in batches (no gradient).
+
+        ``progress(n)``, if given, is called after each batch with the batch's size.
+        """
+        check_int("num", num, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
         out: list[str] = []
         while len(out) < num:
             ids, _ = self.sample(min(batch_size, num - len(out)), generator=generator)
             out.extend(self.vocab.decode_batch(ids.cpu()))
+            if progress is not None:
+                progress(ids.shape[0])
         return out
 
 
@@ -180,34 +210,87 @@ def _to_cpu(obj: Any) -> Any:
 def save_model(model: SmilesGRU, path: str | Path, **extra: Any) -> None:
     """Save weights, vocabulary and sizes (plus ``extra`` plain values) to a ``.pt`` file.
 
-    Tensors are stored on the CPU, so a model trained on a GPU loads anywhere.
+    Tensors are stored on the CPU, so a model trained on a GPU loads anywhere. The file is
+    written atomically (:func:`stochgrad.checkpoint.save_state`) and holds only tensors and
+    plain values, so :func:`load_model` reads it with ``weights_only=True``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "vocab": model.vocab.state_dict(),
         "config": asdict(model.config),
         "weights": _to_cpu(model.state_dict()),
         **_to_cpu(extra),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_state(state, path)
+
+
+MODEL_HINT = "pass a model written by 'stochgrad molecules pretrain' (prior_weights.pt)"
+
+
+def _read_model(path: str | Path) -> tuple[SmilesGRU, dict[str, Any]]:
+    """The model in ``path`` and the file's whole state, or one clear error naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {path}")
+    state = load_state(path, hint=MODEL_HINT)
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a SMILES model ({what}); {MODEL_HINT}")
+
+    if not isinstance(state, dict):
+        raise refuse(f"it holds a {type(state).__name__}")
+    for key in ("vocab", "config", "weights"):
+        if not isinstance(state.get(key), dict):
+            raise refuse(f"no {key!r} field")
+    try:
+        vocab = Vocabulary.from_state_dict(state["vocab"])
+        model = SmilesGRU(vocab, GRUConfig(**state["config"]))
+        model.load_state_dict(state["weights"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise refuse(first) from None
+    return model, state
 
 
 def load_model(path: str | Path) -> SmilesGRU:
     """Load a model written by :func:`save_model` or :func:`pretrain`.
 
+    The file is read with ``torch.load(weights_only=True)``: a planted file cannot run code.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
+        stochgrad.checkpoint.CheckpointError: an empty, truncated, corrupt or foreign file
+            (one line naming it).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no model at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = SmilesGRU(Vocabulary.from_state_dict(state["vocab"]), GRUConfig(**state["config"]))
-    model.load_state_dict(state["weights"])
-    return model
+    return _read_model(path)[0]
+
+
+def training_data(path: str | Path) -> dict[str, Any] | None:
+    """The training data a model file records (``{"corpus", "n", "seed"}``), or ``None``.
+
+    :func:`save_model` stores it when given ``data=...``, as ``stochgrad molecules pretrain``
+    does for ``prior_weights.pt`` and the shipped prior.
+    """
+    data = _read_model(path)[1].get("data")
+    return data if isinstance(data, dict) else None
+
+
+def default_prior_path() -> Path:
+    """The pretrained prior shipped with the package (``stochgrad/data/smiles_prior.pt``)."""
+    return Path(str(resources.files("stochgrad") / "data" / "smiles_prior.pt"))
+
+
+def load_prior(path: str | Path | None = None) -> SmilesGRU:
+    """The SMILES prior, in evaluation mode: the shipped one, or the model in ``path``.
+
+    The shipped prior is a 2 x 256 GRU trained on 200,000 MOSES SMILES (validity 0.951 at
+    10,000 samples; see ``docs/molecules.md``).
+
+    >>> prior = load_prior()
+    >>> len(prior.sample_smiles(3, generator=torch.Generator().manual_seed(0)))
+    3
+    """
+    model = load_model(default_prior_path() if path is None else path)
+    return model.eval()
 
 
 @dataclass(frozen=True)
@@ -226,25 +309,50 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
 
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_float("lr", self.lr, minimum=0.0, open_min=True)
+        check_float("lr_final", self.lr_final, minimum=0.0, open_min=True)
+        check_float("clip", self.clip, minimum=0.0, open_min=True)
+        check_seed("seed", self.seed)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=1)
 
-def _device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device``, refused with a ValueError if unknown or unavailable."""
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, refused with a ValueError if unknown or unavailable.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
     try:
         out = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(
             f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}"
         ) from None
-    if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device here")
     if out.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda' (optionally 'cuda:N'), got {device!r}")
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device here")
     return out
 
 
-def _without_epochs(settings: dict[str, Any]) -> dict[str, Any]:
-    out = dict(settings)
-    out["pretrain"] = {k: v for k, v in out.get("pretrain", {}).items() if k != "epochs"}
+_device = resolve_device  # the name used before
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that must agree for a checkpoint to continue, flat (so that a mismatch
+    names each one): all but epochs (a run may be continued with more) and the checkpoint
+    interval."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(value)
+        else:
+            out[key] = value
+    for key in ("epochs", "checkpoint_every"):
+        out.pop(key, None)
     return out
 
 
@@ -257,16 +365,18 @@ def pretrain(
     restart: bool = False,
     callback: Callable[[int, float], None] | None = None,
     device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
 ) -> tuple[SmilesGRU, list[float]]:
     """Train the GRU on ``smiles`` by teacher forcing; checkpoint and resume.
 
     The loss is the mean negative log-likelihood per molecule. The learning rate decays
     geometrically from ``lr`` to ``lr_final`` over all steps. A checkpoint (weights, optimiser,
-    step, random state, losses) is written every ``checkpoint_every`` steps and at the end; a
-    resumed run replays the same batches and gives the same weights as an uninterrupted one.
-    A checkpoint may also be continued with more ``epochs`` (other settings unchanged): the
-    first epochs' batches stay the same and the learning rate then decays from its current
-    value to ``lr_final`` over the remaining steps.
+    step, losses) is written every ``checkpoint_every`` steps and at the end, through
+    :func:`stochgrad.checkpoint.save_state`; a resumed run replays the same batches and gives
+    the same weights as an uninterrupted one. A checkpoint may also be continued with more
+    ``epochs`` (other settings unchanged): the first epochs' batches stay the same and the
+    learning rate then decays from its current value to ``lr_final`` over the remaining steps.
 
     Args:
         smiles: training SMILES.
@@ -278,22 +388,25 @@ def pretrain(
         device: where to train (``"cuda"`` on a GPU). The batches and the checkpoint do not
             depend on it, so a run may be resumed on another device; the weights then agree
             with a single-device run up to floating-point reordering.
+        progress: ``progress(n)`` advances a progress bar by ``n`` steps: once by the steps
+            found in a checkpoint, then by 1 after each step (after its checkpoint is saved).
+        on_resume: called once as ``on_resume(steps_done, total_steps)`` when a checkpoint
+            was loaded.
 
     Returns:
         ``(model, losses)`` with one loss per step; the model is on the CPU.
 
     Raises:
-        ValueError: if ``smiles`` is empty, ``device`` is unknown or unavailable, or the
-            checkpoint has other settings.
+        ValueError: if ``smiles`` is empty, ``device`` is unknown or unavailable.
+        stochgrad.checkpoint.CheckpointMismatch: the checkpoint has other settings.
+        stochgrad.checkpoint.CheckpointError: the checkpoint is corrupt or foreign.
     """
     if len(smiles) == 0:
         raise ValueError("smiles must be non-empty")
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {config}")
     out_path = Path(out_path)
+    device = resolve_device(device)
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    device = _device(device)
     vocab = Vocabulary.from_smiles(smiles)
     model = SmilesGRU(vocab, gru).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -306,21 +419,30 @@ def pretrain(
     step, losses, seconds = 0, [], 0.0
     settings: dict[str, Any] = {"gru": asdict(gru), "pretrain": asdict(config), "n": n}
     if out_path.exists() and not restart:
-        state = torch.load(out_path, map_location="cpu", weights_only=True)
-        saved = state.get("settings") or {}
+        state = load_state(out_path)
+        saved = field(state, "settings", out_path, dict)
         saved_epochs = saved.get("pretrain", {}).get("epochs", 0)
-        if _without_epochs(saved) != _without_epochs(settings) or saved_epochs > config.epochs:
-            raise ValueError(
-                f"checkpoint {out_path} was made with other settings: {saved} vs {settings} "
-                "(only a larger number of epochs may continue a run); use --restart to start afresh"
+        check_settings(_comparable(saved), _comparable(settings), out_path)
+        if saved_epochs > config.epochs:
+            raise CheckpointMismatch(
+                f"{out_path}: made with other settings (epochs: {saved_epochs} saved, "
+                f"{config.epochs} now; only a larger number of epochs may continue a run); "
+                "rerun with the same options, choose another output folder, or pass --restart "
+                "to start afresh"
             )
-        if Vocabulary.from_state_dict(state["vocab"]).tokens != vocab.tokens:
-            raise ValueError(f"checkpoint {out_path} has another vocabulary; use --restart")
-        model.load_state_dict(state["weights"])
-        opt.load_state_dict(state["optimizer"])
-        step, losses, seconds = state["step"], list(state["losses"]), state["seconds"]
+        saved_vocab = Vocabulary.from_state_dict(field(state, "vocab", out_path, dict))
+        if saved_vocab.tokens != vocab.tokens:
+            raise CheckpointMismatch(
+                f"{out_path}: made with another vocabulary (other training SMILES); "
+                "pass --restart to start afresh"
+            )
+        model.load_state_dict(field(state, "weights", out_path, dict))
+        opt.load_state_dict(field(state, "optimizer", out_path, dict))
+        step = field(state, "step", out_path, int)
+        losses = [float(v) for v in field(state, "losses", out_path, list)]
+        seconds = float(field(state, "seconds", out_path, (int, float)))
         if saved_epochs == config.epochs:
-            sched.load_state_dict(state["scheduler"])
+            sched.load_state_dict(field(state, "scheduler", out_path, dict))
         else:
             # more epochs than before: decay from the current rate to lr_final over the rest
             rest = max(total - step, 1)
@@ -330,6 +452,10 @@ def pretrain(
             sched = torch.optim.lr_scheduler.ExponentialLR(
                 opt, (config.lr_final / lr_now) ** (1.0 / rest)
             )
+        if on_resume is not None:
+            on_resume(step, total)
+        if progress is not None and step:
+            progress(min(step, total))
 
     def save() -> None:
         save_model(
@@ -358,11 +484,13 @@ def pretrain(
         step += 1
         losses.append(float(loss.detach()))
         seconds = time.perf_counter() - start
-        if callback is not None:
-            callback(step, losses[-1])
         if step % config.checkpoint_every == 0 or step == total:
             save()
-    if not losses or step == total and not out_path.exists():
+        if callback is not None:
+            callback(step, losses[-1])
+        if progress is not None:
+            progress(1)
+    if not out_path.exists():
         save()
     model.eval()
     return model.cpu(), losses

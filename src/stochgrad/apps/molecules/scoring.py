@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from stochgrad._checks import check_callable, check_int
+
 __all__ = [
     "canonical",
     "qed_score",
@@ -215,8 +217,8 @@ class Oracle:
     history: list[tuple[str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.budget < 1:
-            raise ValueError(f"budget must be >= 1, got {self.budget}")
+        check_callable("score", self.score)
+        self.budget = check_int("budget", self.budget, minimum=1)
 
     @property
     def calls(self) -> int:
@@ -278,10 +280,9 @@ def top_auc(
     >>> top_auc([1.0] * 100, 100, freq_log=10)  # 0 -> 1 on the first 10 calls, then 1
     0.95
     """
-    if budget < 1 or top_n < 1 or freq_log < 1:
-        raise ValueError(
-            f"budget, top_n and freq_log must be >= 1, got {budget}, {top_n}, {freq_log}"
-        )
+    check_int("budget", budget, minimum=1)
+    check_int("top_n", top_n, minimum=1)
+    check_int("freq_log", freq_log, minimum=1)
     vals = np.asarray(scores, dtype=float)[:budget]
     if vals.size == 0:
         raise ValueError("scores must be non-empty")
