@@ -38,7 +38,7 @@ def one_run(job: str, seed: int, max_steps: int) -> dict:
     record: dict = {"job": job, "env": env_id, "algo": algo, "seed": seed, "reached_at": None}
     start = time.perf_counter()
 
-    def progress(trainer, stats):
+    def on_update(trainer, stats):
         record["steps"] = trainer.env_steps
         record["mean100"] = trainer.mean_return()
         if record["mean100"] >= threshold:
@@ -46,7 +46,7 @@ def one_run(job: str, seed: int, max_steps: int) -> dict:
             raise _Reached
 
     try:
-        train(env_id, algo, max_steps, seed, progress=progress)
+        train(env_id, algo, max_steps, seed, on_update=on_update)
     except _Reached:
         pass
     record["wall_s"] = time.perf_counter() - start

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
+import warnings
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from stochgrad.apps.rl import fourrooms as fr
+from stochgrad.apps.rl import option_critic as oc
 from stochgrad.apps.rl.fourrooms import (
     FourRooms,
     OptionCritic,
@@ -19,11 +19,11 @@ from stochgrad.apps.rl.fourrooms import (
     hitting_times,
     optimal_solution,
     policy_hitting_times,
-    run_fourrooms,
     train_option_critic,
     transition_matrix,
     value_iteration,
 )
+from stochgrad.checkpoint import CheckpointMismatch
 
 
 @pytest.fixture(scope="module")
@@ -191,31 +191,6 @@ def test_policy_hitting_times_of_optimal_policy(env: FourRooms, solution) -> Non
     assert t[s] == pytest.approx(1 + P[solution.policy[s], s] @ t)
 
 
-def test_run_fourrooms_writes_outputs_and_cli(tmp_path) -> None:
-    from rich.console import Console
-
-    res = run_fourrooms(5, [3], out_dir=tmp_path)
-    data = json.loads((tmp_path / "fourrooms.json").read_text())
-    assert data["episodes"] == 5 and data["seeds"] == [3]
-    assert len(data["steps_per_episode_mean"]) == 5
-    assert (tmp_path / "fourrooms.png").stat().st_size > 0
-    assert res.optimal_mean_steps == pytest.approx(data["optimal_mean_steps"])
-
-    parser = argparse.ArgumentParser()
-    fr.add_arguments(parser)
-    args = parser.parse_args(["--episodes", "3", "--seeds", "2", "--out", str(tmp_path / "cli")])
-    console = Console(file=io.StringIO(), width=200)
-    assert fr.run(args, console) == 0
-    assert (tmp_path / "cli" / "fourrooms_checkpoint.npz").exists()
-    # rerun: everything comes from the checkpoint, same result
-    first = json.loads((tmp_path / "cli" / "fourrooms.json").read_text())
-    assert fr.run(args, Console(file=io.StringIO(), width=200)) == 0
-    second = json.loads((tmp_path / "cli" / "fourrooms.json").read_text())
-    assert first["steps_per_episode_mean"] == second["steps_per_episode_mean"]
-    assert "ratio" in console.file.getvalue()
-    assert (tmp_path / "cli" / "fourrooms.json").exists()
-
-
 def test_checkpoint_resume_equals_uninterrupted_run(env: FourRooms, tmp_path) -> None:
     config = OptionCriticConfig(temperature=0.3)
     agent_ref, steps_ref = train_option_critic(env, 30, [4, 5], config)
@@ -229,12 +204,12 @@ def test_checkpoint_resume_equals_uninterrupted_run(env: FourRooms, tmp_path) ->
 
     with pytest.raises(KeyboardInterrupt):
         train_option_critic(
-            env, 30, [4, 5], config, callback=interrupt, checkpoint=ckpt, checkpoint_every=10
+            env, 30, [4, 5], config, progress=interrupt, checkpoint=ckpt, checkpoint_every=10
         )
     assert ckpt.exists()
     resumed = []
     agent, steps = train_option_critic(
-        env, 30, [4, 5], config, callback=resumed.append, checkpoint=ckpt
+        env, 30, [4, 5], config, progress=resumed.append, checkpoint=ckpt
     )
     np.testing.assert_array_equal(steps, steps_ref)
     np.testing.assert_array_equal(agent.theta, agent_ref.theta)
@@ -244,7 +219,7 @@ def test_checkpoint_resume_equals_uninterrupted_run(env: FourRooms, tmp_path) ->
     _, longer = train_option_critic(env, 40, [4, 5], config, checkpoint=ckpt)
     np.testing.assert_array_equal(longer[:, :30], steps_ref)
     assert longer[:, 30:].min() >= 1
-    with pytest.raises(ValueError, match="seeds or config"):
+    with pytest.raises(CheckpointMismatch, match="other settings.*seeds: \\[4, 5\\] saved"):
         train_option_critic(env, 40, [4, 6], config, checkpoint=ckpt)
     with pytest.raises(ValueError, match="episodes"):
         train_option_critic(env, 20, [4, 5], config, checkpoint=ckpt)
@@ -303,4 +278,94 @@ def test_checkpoint_resume_equals_uninterrupted_run(env: FourRooms, tmp_path) ->
 )
 def test_bad_input_raises(call, match) -> None:
     with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_a_seed_trains_the_same_agent_whatever_seeds_are_beside_it(env: FourRooms) -> None:
+    config = OptionCriticConfig(temperature=0.3)
+    alone, steps_alone = train_option_critic(env, 40, [0], config)
+    pair, steps_pair = train_option_critic(env, 40, [0, 1], config)
+    other, steps_other = train_option_critic(env, 40, [1], config)
+    np.testing.assert_array_equal(steps_pair[0], steps_alone[0])
+    np.testing.assert_array_equal(steps_pair[1], steps_other[0])
+    for name in ("theta", "vartheta", "q_u", "q_omega"):
+        np.testing.assert_array_equal(getattr(pair, name)[0], getattr(alone, name)[0])
+        np.testing.assert_array_equal(getattr(pair, name)[1], getattr(other, name)[0])
+    # the order of the seeds does not matter either
+    swapped, steps_swapped = train_option_critic(env, 40, [1, 0], config)
+    np.testing.assert_array_equal(steps_swapped[::-1], steps_pair)
+    # agent r's stream is numpy.random.default_rng(seed): its first start cell, replayed
+    u = np.random.default_rng(1).random(3 + config.num_options)
+    start = env.starts[int(u[0] * len(env.starts))]
+    run = oc._Training(env, 1, [0, 1], config, None)
+    assert run.state[1] == start
+
+
+def test_state_and_save_continue_exactly(env: FourRooms) -> None:
+    config = OptionCriticConfig(temperature=0.3)
+    _, ref = train_option_critic(env, 20, [2, 3], config)
+    states = []
+    train_option_critic(env, 8, [2, 3], config, save=states.append, checkpoint_every=5)
+    assert len(states) >= 2
+    kept = torch.load(_roundtrip(states[0]), weights_only=True)  # tensors and plain values only
+    _, steps = train_option_critic(env, 20, [2, 3], config, state=kept)
+    np.testing.assert_array_equal(steps, ref)
+
+
+def _roundtrip(state):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_deterministic_moves_step_without_warnings() -> None:
+    env = FourRooms(p_intended=1.0)
+    states, actions = env.starts[:50], np.arange(50) % 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nxt, _, _ = env.step(states, actions, generator=np.random.default_rng(0))
+        P = transition_matrix(env)
+        sol = optimal_solution(env)
+    np.testing.assert_array_equal(nxt, env.next_state[states, actions])
+    assert set(np.unique(P).tolist()) == {0.0, 1.0}
+    assert sol.mean_steps == pytest.approx(sol.min_mean_steps)  # shortest paths, no slips
+    # never the chosen move: each other direction with probability 1/3
+    never = FourRooms(p_intended=0.0)
+    u = np.array([0.0, 0.34, 0.67])
+    nxt = never._step_uniform(np.full(3, never.index[(3, 3)]), np.zeros(3, dtype=int), u)[0]
+    expected = [never.next_state[never.index[(3, 3)], d] for d in (1, 2, 3)]
+    np.testing.assert_array_equal(nxt, expected)
+
+
+def test_moved_and_renamed_names() -> None:
+    assert fr.train_option_critic is oc.train_option_critic  # the learner, importable here
+    from stochgrad.studies import fourrooms as study
+
+    with pytest.warns(DeprecationWarning, match="stochgrad.studies.fourrooms.run_fourrooms"):
+        assert fr.run_fourrooms is study.run_fourrooms
+    with pytest.warns(DeprecationWarning, match="FourRoomsResult"):
+        assert fr.FourRoomsResult is study.FourRoomsResult
+    seen = []
+    with pytest.warns(DeprecationWarning, match="progress"):
+        train_option_critic(FourRooms(), 2, [0], callback=seen.append)
+    assert sum(seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: FourRooms(gamma="0.9"), TypeError, "gamma"),
+        (lambda: train_option_critic(FourRooms(), 1.5, [0]), TypeError, "episodes"),
+        (lambda: train_option_critic(FourRooms(), 1, [0, 0]), ValueError, "distinct"),
+        (lambda: train_option_critic(FourRooms(), 1, "01"), TypeError, "seeds"),
+        (lambda: OptionCriticConfig(num_options=2.0), TypeError, "num_options"),
+        (lambda: train_option_critic(FourRooms(), 1, [0], checkpoint_every=0), ValueError,
+         "checkpoint_every"),
+    ],
+)  # fmt: skip
+def test_wrong_types_and_values_name_the_argument(call, error, match) -> None:
+    with pytest.raises(error, match=match):
         call()

@@ -10,11 +10,12 @@ import torch
 
 pytest.importorskip("mo_gymnasium")
 
+from stochgrad.apps.rl import deep_sea  # noqa: E402
 from stochgrad.apps.rl import multi_objective as mo  # noqa: E402
+from stochgrad.checkpoint import CheckpointMismatch  # noqa: E402
 
 GAMMA = 0.99
-# gymnasium warns that the env's reward-space bound is cast to float32
-pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -148,17 +149,6 @@ def test_reinforce_improves_scalarised_return(mdp):
     assert np.array_equal(logits.numpy(), logits2.numpy())
 
 
-def test_run_pareto_small(tmp_path):
-    res = mo.run_pareto(
-        "0,1", GAMMA, mo.ReinforceConfig(iterations=300, batch=16), out_dir=tmp_path
-    )
-    assert res.exact_recovered[0] and res.exact_recovered[-1]
-    assert res.recovered[0]  # w = 0: the nearest treasure is found by REINFORCE
-    assert res.hypervolume_front == pytest.approx(mo.hypervolume_2d(res.front))
-    assert res.hypervolume_exact <= res.hypervolume_front + 1e-9
-    assert (tmp_path / "pareto.json").exists() and (tmp_path / "pareto.png").exists()
-
-
 class _Stop(Exception):
     pass
 
@@ -176,6 +166,7 @@ def test_interrupted_training_resumes_bit_for_bit(mdp, tmp_path):
         mo.train_reinforce(
             mdp, [0.3, 0.8], GAMMA, cfg, seed=3, callback=crash, checkpoint=ckpt, checkpoint_every=5
         )
+    assert torch.load(ckpt, weights_only=True)["done"] == 25
     seen = []
     resumed, curve = mo.train_reinforce(
         mdp,
@@ -191,31 +182,10 @@ def test_interrupted_training_resumes_bit_for_bit(mdp, tmp_path):
     assert torch.equal(resumed, full)
     assert np.array_equal(curve, full_curve)
     # a checkpoint from other settings is refused, naming what differs
-    with pytest.raises(ValueError, match="other settings.*seed"):
+    with pytest.raises(CheckpointMismatch, match="other settings.*seed: 3 saved, 4 now"):
         mo.train_reinforce(mdp, [0.3, 0.8], GAMMA, cfg, seed=4, checkpoint=ckpt)
     with pytest.raises(ValueError, match="checkpoint_every"):
         mo.train_reinforce(mdp, [0.3], GAMMA, cfg, checkpoint=ckpt, checkpoint_every=0)
-
-
-def test_pareto_cli_restart_and_resume(tmp_path):
-    from stochgrad.cli import main
-
-    argv = ["rl", "pareto", "--weights", "0,1", "--iterations", "20", "--batch", "4"]
-    argv += ["--restarts", "1", "--checkpoint-every", "10", "--out", tmp_path]
-    assert main(argv) == 0
-    first = (tmp_path / "pareto.json").read_text()
-    assert (tmp_path / "pareto_checkpoint.pt").exists()
-    assert main(argv) == 0  # finished checkpoint: nothing retrained, same result
-    assert main([*argv, "--restart"]) == 0
-
-    def strip(text):
-        import json
-
-        d = json.loads(text)
-        d.pop("seconds")
-        return d
-
-    assert strip((tmp_path / "pareto.json").read_text()) == strip(first)
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -240,7 +210,58 @@ def test_bad_input_raises(mdp):
         mo.parse_weights("1", mdp, GAMMA)
     with pytest.raises(ValueError, match="weights"):
         mo.parse_weights("0.2,-1", mdp, GAMMA)
-    with pytest.raises(ValueError, match="config"):
+    with pytest.raises(ValueError, match="iterations"):
         mo.train_reinforce(mdp, [0.5], GAMMA, mo.ReinforceConfig(iterations=0))
     with pytest.raises(ValueError, match="restarts"):
-        mo.run_pareto("0,1", GAMMA, mo.ReinforceConfig(iterations=1, restarts=0))
+        mo.ReinforceConfig(iterations=1, restarts=0)
+    with pytest.raises(TypeError, match="batch"):
+        mo.ReinforceConfig(batch=2.5)
+    with pytest.raises(ValueError, match="baseline_lr"):
+        mo.ReinforceConfig(baseline_lr=0.0)
+    with pytest.raises(TypeError, match="gamma"):
+        mo.value_iteration(mdp, [0.5], "0.9")
+    with pytest.raises(TypeError, match="config"):
+        mo.train_reinforce(mdp, [0.5], GAMMA, {"iterations": 1})
+
+
+def test_state_and_save_hooks_continue_exactly(mdp):
+    cfg = mo.ReinforceConfig(iterations=12, batch=4)
+    full, full_curve = mo.train_reinforce(mdp, [0.2, 0.9], GAMMA, cfg, seed=5)
+    states, ticks = [], []
+    mo.train_reinforce(mdp, [0.2, 0.9], GAMMA, cfg, seed=5, save=states.append,
+                       checkpoint_every=4, progress=ticks.append)  # fmt: skip
+    assert [s["done"] for s in states] == [4, 8, 12] and ticks == [1] * 12
+    ticks.clear()
+    logits, curve = mo.train_reinforce(mdp, [0.2, 0.9], GAMMA, cfg, seed=5, state=states[0],
+                                       progress=ticks.append)  # fmt: skip
+    assert ticks == [4] + [1] * 8
+    assert torch.equal(logits, full) and np.array_equal(curve, full_curve)
+    with pytest.raises(ValueError, match="not both"):
+        mo.train_reinforce(mdp, [0.2], GAMMA, cfg, checkpoint="x.pt", save=states.append)
+
+
+def test_training_runs_with_one_thread_and_restores_the_callers(mdp):
+    seen = []
+    torch.set_num_threads(2)
+    mo.train_reinforce(mdp, [0.5], GAMMA, mo.ReinforceConfig(iterations=3, batch=2),
+                       progress=lambda n: seen.append(torch.get_num_threads()))  # fmt: skip
+    assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
+def test_the_deep_sea_names_are_importable_from_here_and_moved_names_warn():
+    for name in deep_sea.__all__:
+        assert getattr(mo, name) is getattr(deep_sea, name)
+    from stochgrad.studies import pareto
+
+    with pytest.warns(DeprecationWarning, match="stochgrad.studies.pareto.run_pareto"):
+        assert mo.run_pareto is pareto.run_pareto
+    with pytest.warns(DeprecationWarning, match="ParetoResult"):
+        assert mo.ParetoResult is pareto.ParetoResult
+
+
+def test_make_env_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mo.make_env()

@@ -11,6 +11,8 @@ from stochgrad.apps.rl import tabular as T
 DT = torch.float64
 N_TRAJ = 20_000
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _theta(mdp, seed=1):
     g = torch.Generator().manual_seed(seed)
@@ -26,7 +28,7 @@ def setting():
 @pytest.fixture(scope="module")
 def estimates(setting):
     mdp, theta = setting
-    return {b: T.reinforce(mdp, theta, N_TRAJ, baseline=b, seed=7) for b in T.BASELINES}
+    return {b: T.reinforce(mdp, theta, N_TRAJ, baseline=b, seed=7) for b in T.REINFORCE_BASELINES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ def test_truncation_horizon_bounds_the_tail(setting):
 # ---------------------------------------------------------------------------------------------
 # REINFORCE
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("baseline", T.BASELINES)
+@pytest.mark.parametrize("baseline", T.REINFORCE_BASELINES)
 def test_reinforce_mean_within_5_stderr_of_exact(setting, estimates, baseline):
     mdp, theta = setting
     est = estimates[baseline]
@@ -206,3 +208,25 @@ def test_bad_mdp_raises(setting):
         T.TabularMDP(P, R, rho * 2, 0.9)
     with pytest.raises(ValueError, match="num_states"):
         T.TabularMDP.random(0, 2)
+
+
+def test_wrong_types_name_the_argument(setting):
+    mdp, theta = setting
+    P, R, rho = mdp.transitions, mdp.rewards, mdp.initial
+    with pytest.raises(TypeError, match="gamma"):
+        T.TabularMDP(P, R, rho, "0.9")
+    with pytest.raises(TypeError, match="num_trajectories"):
+        T.reinforce(mdp, theta, 10.0)
+    with pytest.raises(TypeError, match="horizon"):
+        T.reinforce(mdp, theta, 10, horizon=2.5)
+    with pytest.raises(TypeError, match="theta"):
+        T.objective(mdp, [[0.0] * 3] * 4)
+    with pytest.raises(ValueError, match="tol"):
+        T.default_horizon(mdp, tol=0.0)
+    with pytest.raises(TypeError, match="seed"):
+        T.TabularMDP.random(3, 2, seed=1.5)
+
+
+def test_renamed_baselines_warn():
+    with pytest.warns(DeprecationWarning, match="REINFORCE_BASELINES"):
+        assert T.BASELINES == T.REINFORCE_BASELINES == ("none", "mean", "value")

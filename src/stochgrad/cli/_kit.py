@@ -186,14 +186,14 @@ class Output:
                     shutil.rmtree(p)
                 else:
                     p.unlink()
-                self.console.print(f"--restart: removed {p}")
+                self.console.print(f"--restart: removed {p}", soft_wrap=True, markup=False)
         return p
 
     def resumed(self, path: Path, detail: str = "") -> None:
         """Print "resumed from PATH (detail)"."""
         self.resumed_from = Path(path)
         extra = f" ({detail})" if detail else ""
-        self.console.print(f"resumed from {path}{extra}")
+        self.console.print(f"resumed from {path}{extra}", soft_wrap=True, markup=False)
 
     def report(self) -> None:
         """Print the files written (those recorded with :meth:`path` that exist)."""
@@ -202,7 +202,7 @@ class Output:
         if paths:
             self.console.print("written:")
             for p in paths:
-                self.console.print(f"  {p}")
+                self.console.print(f"  {p}", soft_wrap=True, markup=False)
 
 
 @contextlib.contextmanager
@@ -222,7 +222,9 @@ def output(args: argparse.Namespace, console: Console) -> Iterator[Output]:
             if kept:
                 console.print(
                     f"interrupted: finished work is kept in {', '.join(map(str, kept))}; "
-                    "rerun the same command to resume"
+                    "rerun the same command to resume",
+                    soft_wrap=True,
+                    markup=False,
                 )
             raise
     out.report()

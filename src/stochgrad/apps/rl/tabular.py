@@ -38,10 +38,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stochgrad._checks import check_choice, check_float, check_int, check_seed
+from stochgrad._compat import moved_attribute
 from stochgrad._core import make_generator
 from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = [
+    "REINFORCE_BASELINES",
     "TabularMDP",
     "default_horizon",
     "discounted_visitation",
@@ -53,7 +56,15 @@ __all__ = [
 ]
 
 DTYPE = torch.float64
-BASELINES = ("none", "mean", "value")
+#: The baselines of :func:`reinforce`.
+REINFORCE_BASELINES = ("none", "mean", "value")
+
+#: Names that were renamed: old name -> (module, new name).
+_MOVED = {"BASELINES": (__name__, "REINFORCE_BASELINES")}
+
+
+def __getattr__(name: str):
+    return moved_attribute(__name__, name, _MOVED)
 
 
 @dataclass(frozen=True)
@@ -90,9 +101,7 @@ class TabularMDP:
             raise ValueError(f"rewards must be finite with shape [{S}, {A}], got {list(R.shape)}")
         if rho.shape != (S,) or not _is_distribution(rho):
             raise ValueError(f"initial must be a probability vector of shape [{S}]")
-        g = self.gamma
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < 1:
-            raise ValueError(f"gamma must be a number in [0, 1), got {g!r}")
+        g = check_float("gamma", self.gamma, minimum=0.0, maximum=1.0, open_max=True)
         object.__setattr__(self, "transitions", P)
         object.__setattr__(self, "rewards", R)
         object.__setattr__(self, "initial", rho)
@@ -112,9 +121,8 @@ class TabularMDP:
     ) -> TabularMDP:
         """A random MDP: Dirichlet(1) transition rows and start, rewards uniform on [0, 1]."""
         for name, v in (("num_states", num_states), ("num_actions", num_actions)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        g = torch.Generator().manual_seed(int(seed))
+            check_int(name, v, minimum=1)
+        g = torch.Generator().manual_seed(check_seed("seed", seed))
         S, A = int(num_states), int(num_actions)
         P = -torch.rand(S, A, S, generator=g, dtype=DTYPE).log()  # Exp(1), normalised: Dirichlet
         rho = -torch.rand(S, generator=g, dtype=DTYPE).log()
@@ -133,8 +141,12 @@ def _is_distribution(p: Tensor) -> bool:
 def _check_theta(mdp: TabularMDP, theta) -> Tensor:
     if not isinstance(mdp, TabularMDP):
         raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
-    if not isinstance(theta, Tensor) or not theta.is_floating_point():
-        raise ValueError("theta must be a floating-point tensor of logits [S, A]")
+    if not isinstance(theta, Tensor):
+        raise TypeError(f"theta must be a tensor of logits [S, A], got {type(theta).__name__}")
+    if not theta.is_floating_point():
+        raise ValueError(
+            f"theta must be a floating-point tensor of logits [S, A], got {theta.dtype}"
+        )
     if theta.shape != (mdp.num_states, mdp.num_actions):
         raise ValueError(
             f"theta must have shape [{mdp.num_states}, {mdp.num_actions}] ([S, A]), got "
@@ -236,13 +248,13 @@ def exact_policy_gradient(mdp: TabularMDP, theta: Tensor) -> Tensor:
 
 
 def default_horizon(mdp: TabularMDP, tol: float = 1e-10) -> int:
-    r"""A truncation horizon :math:`H` whose tail :math:`\gamma^H \max|r| / (1-\gamma)` is below ``tol``.
+    r"""A truncation horizon :math:`H` whose tail :math:`\gamma^H \max|r| / (1-\gamma)` is below
+    ``tol``.
 
     >>> default_horizon(TabularMDP.random(3, 2, gamma=0.5, seed=0), tol=1e-3) >= 10
     True
     """
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a number > 0, got {tol!r}")
+    check_float("tol", tol, minimum=0.0, open_min=True)
     rmax = float(mdp.rewards.abs().max())
     if mdp.gamma == 0 or rmax == 0:
         return 1
@@ -328,27 +340,15 @@ def reinforce(
     Reference: Williams (1992); Sutton et al. (2000).
     """
     th = _check_theta(mdp, theta).detach()
-    if (
-        isinstance(num_trajectories, bool)
-        or not isinstance(num_trajectories, (int, np.integer))
-        or num_trajectories < 1
-    ):
-        raise ValueError(f"num_trajectories must be an int >= 1, got {num_trajectories!r}")
+    N = check_int("num_trajectories", num_trajectories, minimum=1)
     if baseline is None:
         baseline = "none"
-    if baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    N = int(num_trajectories)
+    check_choice("baseline", baseline, REINFORCE_BASELINES)
     if baseline == "mean" and N < 2:
         raise ValueError(
             "num_trajectories must be >= 2 with baseline='mean' (leave-one-out mean), got 1"
         )
-    if horizon is None:
-        H = default_horizon(mdp)
-    elif isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
-    else:
-        H = int(horizon)
+    H = default_horizon(mdp) if horizon is None else check_int("horizon", horizon, minimum=1)
     gen = make_generator(generator, seed)
 
     S, A, gamma = mdp.num_states, mdp.num_actions, mdp.gamma
