@@ -21,3 +21,13 @@ def assert_unbiased(est, exact, k=5.0):
         assert bool((se > 0).all()), f"degenerate stderr {se}"
         z = (gr - ex) / se
         assert bool((z.abs() < k).all()), f"estimate {gr}, exact {ex}, stderr {se}, z {z}"
+
+
+def widest_line(text: str) -> int:
+    """Characters in the widest line of a command's output, paths left out (a path is printed
+    whole, however long; tables and messages must fit 100 columns)."""
+    import re
+
+    path = re.compile(r"(^\s*/\S+$)|(resumed from /)|(--restart: removed /)|(kept in /)")
+    return max((len(line.rstrip()) for line in text.splitlines() if not path.search(line)),
+               default=0)  # fmt: skip

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import signal
+import time
 
 import pytest
 
@@ -39,6 +43,44 @@ def test_empty_items() -> None:
 def test_exception_in_a_job_propagates() -> None:
     with pytest.raises(ValueError):
         map_items(math.factorial, [3, -1], backend="process", num_workers=2)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_an_interrupt_stops_the_pool_without_waiting_for_running_jobs(error) -> None:
+    # item 0 returns at once; items 1 and 2 would sleep 30 s. Ctrl-C (or any exception) in the
+    # callback must cancel item 2, terminate the worker running item 1 and return at once.
+    workers: list = []
+    raised = []
+
+    def callback(i: int, result) -> None:
+        workers.extend(multiprocessing.active_children())
+        raised.append(time.monotonic())
+        raise error("stop")
+
+    with pytest.raises(error):
+        map_items(time.sleep, [0, 30, 30], backend="process", num_workers=2, callback=callback)
+    assert time.monotonic() - raised[0] < 2.0
+    assert workers and not any(p.is_alive() for p in workers)
+
+
+def test_workers_ignore_the_ctrl_c_that_reaches_the_whole_process_group() -> None:
+    # Ctrl-C in a terminal signals every process of the group; the driver alone must react
+    # (and stop the pool), or each worker raises KeyboardInterrupt and prints a traceback
+    before = set(multiprocessing.active_children())
+    signalled = []
+
+    def callback(i: int, result) -> None:
+        if not signalled:
+            for proc in set(multiprocessing.active_children()) - before:
+                os.kill(proc.pid, signal.SIGINT)
+                signalled.append(proc)
+
+    try:
+        out = map_items(time.sleep, [0, 1, 1], backend="process", num_workers=2, callback=callback)
+    except KeyboardInterrupt:  # let pytest go on to report the failure
+        pytest.fail("a worker raised KeyboardInterrupt on SIGINT")
+    assert out == [None, None, None] and signalled
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the driver's own
 
 
 def test_bad_arguments_raise() -> None:

@@ -21,14 +21,16 @@ Every estimator that takes ``parallel=`` calls :func:`as_parallel`, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -478,6 +480,52 @@ def parallel_map(
         return pf(x)
 
 
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started in this block ignore SIGINT.
+
+    Ctrl-C in a terminal signals the whole process group: the driver stops the pool (see
+    :func:`_stop_pool`), and a worker that also raised KeyboardInterrupt would only print a
+    traceback. An ignored signal stays ignored across ``exec``, and Python then leaves it so.
+    The main thread blocks SIGINT meanwhile, so a Ctrl-C it receives in this short block (the
+    spawns, about 10 ms) is raised when the block ends; one delivered to another thread of the
+    driver in that window is ignored (the disposition is process-wide), and a second Ctrl-C
+    stops the run.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or not hasattr(signal, "pthread_sigmask")
+        or signal.getsignal(signal.SIGINT) is None  # a handler not set from Python: leave it
+    ):
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, futures: Iterable[Future]) -> None:
+    """Stop a process pool at once: cancel the jobs not started and terminate the workers,
+    without waiting for the jobs they are running (their work is lost)."""
+    for fut in futures:
+        fut.cancel()
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:  # SIGTERM ends a worker at once; reap it (no zombie left behind)
+        with contextlib.suppress(Exception):
+            proc.join(timeout=1.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=1.0)
+
+
 def _item_task(fn: Callable, item: Any) -> Any:
     _limit_threads()
     return fn(item)
@@ -497,7 +545,11 @@ def map_items(
     Unlike :class:`ParallelMap` (one batch of samples -> one value per sample), each item is a
     self-contained job returning any picklable result, e.g. a chunk of genes to fit.
     ``callback(index, result)`` runs in this process as each job finishes (in completion order):
-    advance a progress bar, save a checkpoint. Workers run torch with one thread each.
+    advance a progress bar, save a checkpoint. Workers run torch with one thread each. An
+    exception in a job or in ``callback``, or Ctrl-C, stops the process pool at once: jobs not
+    started are cancelled and the worker processes terminated without waiting for the jobs they
+    are running, so an interrupt takes effect within moments and the results already handed to
+    ``callback`` are what is kept.
 
     Args:
         fn: item -> result; for ``"process"`` a module-level (picklable) function.
@@ -537,21 +589,27 @@ def map_items(
         _pickle_for_processes(fn)  # a clear error now rather than inside a worker
         from concurrent.futures import as_completed
 
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=min(workers or os.cpu_count() or 1, len(items)),
             mp_context=multiprocessing.get_context(_START_METHOD),
-        ) as pool:
-            futures = {pool.submit(_item_task, fn, item): i for i, item in enumerate(items)}
-            try:
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    results[i] = fut.result()
-                    if callback is not None:
-                        callback(i, results[i])
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+        )
+        futures: dict[Future, int] = {}
+        try:
+            with _workers_ignore_sigint():  # the workers start during the first submits
+                for i, item in enumerate(items):
+                    futures[pool.submit(_item_task, fn, item)] = i
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                if callback is not None:
+                    callback(i, results[i])
+        except BaseException:
+            # Ctrl-C, an exception in a job or in the callback: stop now. Waiting for the jobs
+            # already running (a `with` block's shutdown) would hold the interrupt for as long
+            # as the slowest of them; their results would be thrown away anyway.
+            _stop_pool(pool, futures)
+            raise
+        pool.shutdown(wait=True)
         return results
     ray = _import_ray()
     if not ray.is_initialized():

@@ -1,8 +1,11 @@
-"""Tests of the telegraph model: exact pmf vs mpmath, Gillespie vs pmf, Fisher gradients, fits."""
+"""Tests of the telegraph model: exact pmf vs mpmath, Gillespie vs pmf, Fisher gradients, fits.
+
+The command line is tested in ``tests/cli/test_telegraph.py``, the recovery study in
+``tests/studies/test_telegraph_recovery.py``.
+"""
 
 from __future__ import annotations
 
-import csv
 import math
 
 import mpmath
@@ -16,13 +19,7 @@ from stochgrad.apps import telegraph as T
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small batched problems: threads only contend on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ref_log_pmf(n: int, a: float, b: float, k: float) -> mpmath.mpf:
@@ -343,44 +340,68 @@ def test_resumed_fit_equals_uninterrupted(tmp_path) -> None:
         T.fit_counts(x[:, :200], chunk_size=2, ci=False, checkpoint=ckpt)
 
 
-# ------------------------------------------------------------------------------------ (e) CLI
-def test_cli_simulate_fit_and_orientation(tmp_path) -> None:
-    from stochgrad.cli import main
+def test_resume_reports_the_chunks_found_and_restart_discards_them(tmp_path) -> None:
+    _, x = T.simulate_table(6, 200, 5, method="exact")
+    ckpt = tmp_path / "fit.pt"
+    full = T.fit_counts(x, chunk_size=2, ci=False, checkpoint=ckpt)
+    found = []
+    again = T.fit_counts(
+        x, chunk_size=2, ci=False, checkpoint=ckpt, on_resume=lambda *a: found.append(a)
+    )
+    assert found == [(3, 3)]  # every chunk finished: nothing is refitted
+    np.testing.assert_array_equal(again.k_on, full.k_on)
+    found.clear()
+    seen = []
+    T.fit_counts(
+        x,
+        chunk_size=2,
+        ci=False,
+        checkpoint=ckpt,
+        restart=True,
+        progress=seen.append,
+        on_resume=lambda *a: found.append(a),
+    )
+    assert found == [] and seen == [2, 2, 2]  # restarted: all three chunks fitted afresh
 
-    counts = tmp_path / "counts.csv"
-    assert (
-        main(
-            [
-                "telegraph",
-                "simulate",
-                "--genes",
-                "3",
-                "--cells",
-                "40",
-                "--seed",
-                "1",
-                "--method",
-                "exact",
-                "-o",
-                str(counts),
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "counts_kinetics.csv").exists()
-    out = tmp_path / "kin.csv"
-    assert (
-        main(["telegraph", "fit", str(counts), "-o", str(out), "--backend", "serial", "--no-ci"])
-        == 0
-    )
-    rows = list(csv.DictReader(open(out)))
-    assert [r["gene"] for r in rows] == ["gene0", "gene1", "gene2"]
-    assert {"k_on", "burst_size", "bs_high", "non_identifiable"} <= set(rows[0])
-    assert {"bf_structural", "bf_practical", "bs_structural", "bs_practical"} <= set(rows[0])
-    assert {"bf_ci_ratio", "bs_ci_ratio"} <= set(rows[0])
-    assert rows[0]["bf_practical"] in ("True", "False")
+
+def test_checkpoint_holds_one_run_per_chunk_and_reads_earlier_keys(tmp_path) -> None:
+    from stochgrad.checkpoint import load_state, save_state
+
+    _, x = T.simulate_table(4, 200, 3, method="exact")
+    ckpt = tmp_path / "fit.pt"
+    full = T.fit_counts(x, chunk_size=2, ci=False, checkpoint=ckpt)
+    state = load_state(ckpt)
+    assert sorted(tuple(k) for k, _ in state["runs"]) == [("chunk", 0), ("chunk", 1)]
+    # a checkpoint of an earlier release keyed its chunks ("chunk<i>", 0)
+    state["runs"] = [[[f"chunk{k[1]}", 0], run] for k, run in state["runs"]]
+    save_state(state, ckpt)
+    seen = []
+    resumed = T.fit_counts(x, chunk_size=2, ci=False, checkpoint=ckpt, progress=seen.append)
+    assert seen == [4]  # both chunks found, none refitted
+    for c in T.GeneFits.COLUMNS:
+        np.testing.assert_array_equal(getattr(resumed, c), getattr(full, c))
+
+
+def test_all_zero_genes_get_nan_and_every_flag() -> None:
+    _, x = T.simulate_table(3, 100, 1, method="exact")
+    x[1] = 0
+    fits = T.fit_counts(x, ci=False)
+    assert np.isnan(fits.k_on[1]) and not np.isnan(fits.k_on[[0, 2]]).any()
+    for c in T.GeneFits.FLAGS:
+        assert getattr(fits, c)[1]
+
+
+# ------------------------------------------------------------------------------ input tables
+def test_read_counts_detects_and_forces_the_orientation(tmp_path) -> None:
+    _, x = T.simulate_table(3, 40, 1, method="exact")
+    labelled = tmp_path / "counts.csv"
+    rows = ["gene," + ",".join(f"cell{j}" for j in range(40))]
+    rows += [f"g{i}," + ",".join(map(str, r)) for i, r in enumerate(x.tolist())]
+    labelled.write_text("\n".join(rows) + "\n")
+    m, names, how = T.read_counts(labelled)
+    assert np.array_equal(m, x.numpy()) and names == ["g0", "g1", "g2"]
+    assert "header's first cell names genes" in how
     # the same table written cells x genes without labels: orientation forced and detected
-    m, names, _ = T.read_counts(counts)
     flat = tmp_path / "t.csv"
     np.savetxt(flat, m.T, fmt="%d", delimiter=",")
     back, _, how = T.read_counts(flat, genes_in="columns")
@@ -388,61 +409,87 @@ def test_cli_simulate_fit_and_orientation(tmp_path) -> None:
     assert np.array_equal(T.read_counts(flat)[0], m)  # 40 rows x 3 columns: genes in columns
 
 
-def test_cli_recover_tiny(tmp_path) -> None:
-    from stochgrad.cli import main
-
-    assert (
-        main(
-            [
-                "telegraph",
-                "recover",
-                "--grid",
-                "2",
-                "--cells",
-                "150",
-                "--replicates",
-                "1",
-                "--k-syn",
-                "20",
-                "--method",
-                "exact",
-                "--backend",
-                "serial",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "recovery.png").exists() and (tmp_path / "recovery.md").exists()
-    import json
-
-    res = json.loads((tmp_path / "recovery.json").read_text())
-    assert res["replicates"] == 1 and len(res["bf_ratio"]) == 2
-    for key in ("bf_structural", "bs_practical", "bf_error_ident", "expressing"):
-        assert len(res[key]) == 2 and len(res[key][0]) == 2
-    for v in (v for row in res["bf_ratio"] + res["bs_ratio"] for v in row):
-        assert v == "inf" or 1.0 <= v < 1e300  # an unbounded interval stays infinite
-    md = (tmp_path / "recovery.md").read_text()
-    assert "interval ratio" in md and "identifiable replicates" in md
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "empty counts table"),
+        ("\n\n", "empty counts table"),
+        ("gene,c1,c2\n", "no counts found"),
+        ("gene,c1,c2\nA,1,x\nB,2,3\n", r"data row 1, column 3: 'x' is not a number"),
+        ("1,2,3\n4,-1,6\n", "non-negative integers, got -1"),
+        ("1,2,3\n4,1.5,6\n", "non-negative integers, got 1.5"),
+        ("1,2,3\n4,nan,6\n", "non-negative integers, got nan"),
+        ("1,2,3\n4,5\n", "data row 2 has 2 counts"),
+        ("A,B\n1,2,3\n4,5,6\n", "header names 2 genes"),
+    ],
+)
+def test_read_counts_refuses_careless_tables(tmp_path, text: str, match: str) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        T.read_counts(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def test_recovery_summaries_replay_the_fits() -> None:
-    r = T.recovery_study([0.5], [2.0], k_syn=30.0, num_cells=300, replicates=3, method="exact")
-    g = torch.Generator().manual_seed(0)  # the study's own seed: the same genes
-    x = T.simulate(
-        *torch.tensor([[0.5, 2.0, 30.0]] * 3, dtype=D).T, 300, generator=g, method="exact"
-    )
-    fits = T.fit_counts(x)
-    err = np.abs(fits.burst_frequency / 0.5 - 1)
-    assert r.bf_error[0, 0] == pytest.approx(np.median(err))
-    assert r.bs_ratio[0, 0] == pytest.approx(np.median(fits.bs_ci_ratio))
-    assert r.bf_practical[0, 0] == pytest.approx(fits.bf_practical.mean())
-    ok = ~(fits.bf_structural | fits.bf_practical)
-    if ok.any():
-        assert r.bf_error_ident[0, 0] == pytest.approx(np.median(err[ok]))
-    else:
-        assert np.isnan(r.bf_error_ident[0, 0])
+def test_read_counts_refuses_a_binary_file(tmp_path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"\xff\xfe\x00\x01" * 10)
+    with pytest.raises(ValueError, match="not a text CSV file"):
+        T.read_counts(path)
+
+
+def test_read_kinetics_keeps_float64_rates(tmp_path) -> None:
+    path = tmp_path / "k.csv"
+    path.write_text("gene,k_on,k_off,k_syn\nA,0.3,2.7,33.3\nB,1e-2,5,100\n")
+    kin = T.read_kinetics(path)
+    assert kin.dtype == torch.float64
+    # an earlier release read the rates as float32 first: 0.3 became 0.30000001192...
+    assert kin.tolist() == [[0.3, 2.7, 33.3], [0.01, 5.0, 100.0]]
+    for text, match in [
+        ("gene,k_on,k_off\nA,1,2\n", "missing k_syn"),
+        ("k_on,k_off,k_syn\n", "no genes"),
+        ("k_on,k_off,k_syn\n1,0,3\n", "line 2: k_off must be a finite number > 0, got '0'"),
+        ("k_on,k_off,k_syn\n1,2,fast\n", "k_syn must be a finite number > 0, got 'fast'"),
+        ("", "empty kinetics table"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            T.read_kinetics(path)
+
+
+def test_names_that_moved_out_of_the_app_warn_and_still_work(tmp_path) -> None:
+    from stochgrad.cli import telegraph as cli_telegraph
+    from stochgrad.studies import telegraph_recovery
+
+    with pytest.warns(DeprecationWarning, match="recovery_study"):
+        assert T.recovery_study is telegraph_recovery.recovery_study
+    with pytest.warns(DeprecationWarning, match="RecoveryResult"):
+        assert T.RecoveryResult is telegraph_recovery.RecoveryResult
+    for name in ("write_fits", "recovery_markdown", "plot_recovery"):
+        with pytest.warns(DeprecationWarning, match=name):
+            assert getattr(T, name) is getattr(cli_telegraph, name)
+    with pytest.raises(AttributeError):
+        T.no_such_name  # noqa: B018
+
+
+def test_the_app_imports_neither_the_cli_nor_the_studies() -> None:
+    import ast
+    import pathlib
+
+    package = pathlib.Path(T.__file__).parent
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("stochgrad.cli", "stochgrad.studies")), path
+                assert name.split(".")[0] not in ("argparse", "rich", "matplotlib"), path
+        assert len(path.read_text().splitlines()) <= 700, path
 
 
 # ------------------------------------------------------------------------------- bad input
@@ -472,7 +519,15 @@ def test_bad_input_raises() -> None:
         T.fit_genes(torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="max_ci_ratio"):
         T.fit_genes(torch.tensor([[1, 2, 3]]), max_ci_ratio=1.0)
-    with pytest.raises(TypeError, match="replicates"):
-        T.recovery_study([1.0], [1.0], replicates=2.5)
     with pytest.raises(ValueError, match="genes_in"):
         T.read_counts("x.csv", genes_in="diagonal")
+    with pytest.raises(TypeError, match="num_samples"):
+        T.fisher_gradient(1, 1.0, 1.0, 1.0, num_samples=2.0, generator=g)
+    with pytest.raises(ValueError, match="num_cells must be >= 1"):
+        T.sample_stationary(1.0, 1.0, 1.0, 0, generator=g)
+    with pytest.raises(ValueError, match="at least 2 cells"):
+        T.fit_counts(torch.tensor([[1], [2]]), backend="process")  # refused before any worker
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        T.fit_counts(torch.tensor([[1, 2], [2, 3]]), chunk_size=0)
+    with pytest.raises(ValueError, match="max_ci_ratio"):
+        T.fit_counts(torch.tensor([[1, 2], [2, 3]]), max_ci_ratio=0.5)

@@ -11,6 +11,7 @@ from rich.console import Console
 from stochgrad.cli import bbvi as command
 from stochgrad.cli import main
 from stochgrad.studies import bbvi as study_module
+from tests.helpers import widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -162,7 +163,7 @@ def test_tables_fit_100_columns(tmp_path):
     for t in study.variance:
         console.print(command._variance_table(t))
     lines = console.export_text().splitlines()
-    assert max(len(line.rstrip()) for line in lines) <= 100
+    assert widest_line("\n".join(lines)) <= 100
     rows = [line for line in lines if line.startswith("│")]
     assert len(rows) == 3 * 5  # one line per estimator and table: nothing squeezed
     # a diverged run's -inf ELBO is written as null: bbvi.json stays strict JSON

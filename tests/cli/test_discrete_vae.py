@@ -13,6 +13,7 @@ from stochgrad.apps.discrete_vae import VAE_ESTIMATORS, Config
 from stochgrad.cli import discrete_vae as command
 from stochgrad.cli import main
 from stochgrad.studies import discrete_vae as S
+from tests.helpers import widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -155,7 +156,7 @@ def test_table_fits_100_columns_at_its_widest():
     console.print(command._table(study, rows))
     console.print(command._legend(list(VAE_ESTIMATORS)))
     lines = console.export_text().splitlines()
-    assert max(len(line.rstrip()) for line in lines) <= 100
+    assert widest_line("\n".join(lines)) <= 100
     assert any("-119.53 ± 10.08" in line for line in lines)  # not squeezed
 
 

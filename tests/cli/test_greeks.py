@@ -12,6 +12,7 @@ from stochgrad.cli import greeks as command
 from stochgrad.cli import main
 from stochgrad.studies import greeks as study_module
 from stochgrad.studies.greeks import GreeksConfig, greeks_study
+from tests.helpers import widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,7 +147,7 @@ def test_table_fits_100_columns(payoff):
     console = Console(width=300, record=True)
     console.print(command._table(study))
     lines = console.export_text().splitlines()
-    assert max(len(line.rstrip()) for line in lines) <= 100
+    assert widest_line("\n".join(lines)) <= 100
     assert sum(line.startswith("│") for line in lines) == len(study.result.estimates)
 
 

@@ -11,6 +11,7 @@ import torch
 
 from stochgrad.apps.hmm import HMM, load_earthquakes, log_likelihood
 from stochgrad.cli import main
+from tests.helpers import widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +47,7 @@ def test_fit_poisson_and_gaussian(tmp_path, series, capsys) -> None:
     assert len(res["viterbi_states"]) == 107
     text = capsys.readouterr().out
     assert "transition row" in text and str(out / "hmm_fit.json") in text
-    assert max(len(line) for line in text.splitlines()) <= 100
+    assert widest_line(text) <= 100
 
     args = ["hmm", "fit", series, "--emission", "gaussian", "--method", "gradient",
             "--restarts", "1", "--max-iter", "60", "--out", tmp_path / "g"]  # fmt: skip

@@ -18,6 +18,7 @@ from stochgrad.apps.molecules.data import Vocabulary  # noqa: E402
 from stochgrad.apps.molecules.model import GRUConfig, SmilesGRU, save_model  # noqa: E402
 from stochgrad.checkpoint import load_state  # noqa: E402
 from stochgrad.cli import main  # noqa: E402
+from tests.helpers import widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +60,7 @@ class _Payload:
 
 
 def _fits(text: str) -> None:
-    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert widest_line(text) <= 100, text
 
 
 # ----------------------------------------------------------------------------- the three jobs

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from stochgrad.cli import main
+from tests.helpers import widest_line
 
 pytest.importorskip("gymnasium")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,7 +37,7 @@ def _one_error_line(capsys) -> str:
 
 
 def _widths_fit(text: str) -> None:
-    assert max(len(line) for line in text.splitlines()) <= 100
+    assert widest_line(text) <= 100
 
 
 # ---------------------------------------------------------------------------------------------

@@ -338,30 +338,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:  # main() may be called in-process (tests): leave torch as it was
         torch.set_num_threads(threads)
-
-
-# ---------------------------------------------------------------------------------------------
-# transitional: names the application modules used to import from here
-# ---------------------------------------------------------------------------------------------
-def __getattr__(name: str):
-    if name.startswith("_") or name in ("argtypes",):
-        raise AttributeError(name)
-    _kit = importlib.import_module("stochgrad.cli._kit")
-    _legacy = importlib.import_module("stochgrad.cli._legacy")
-    argtypes = importlib.import_module("stochgrad.cli.argtypes")
-    if name == "progress_bar":
-        return _legacy.progress_bar
-    if name == "prepare_output":
-
-        def prepare_output(path):
-            from pathlib import Path
-
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            return out
-
-        return prepare_output
-    for mod in (_kit, argtypes):
-        if hasattr(mod, name):
-            return getattr(mod, name)
-    raise AttributeError(name)

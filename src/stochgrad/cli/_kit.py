@@ -221,7 +221,7 @@ def output(args: argparse.Namespace, console: Console) -> Iterator[Output]:
             kept = [p for p in out.checkpoints if p.exists()]
             if kept:
                 console.print(
-                    f"interrupted: finished work is kept in {', '.join(map(str, kept))}; "
+                    f"finished work is kept in {', '.join(map(str, kept))}; "
                     "rerun the same command to resume",
                     soft_wrap=True,
                     markup=False,
