@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -91,30 +90,6 @@ def _config(args: argparse.Namespace):
         seed=args.seed,
     )
     return RbmDigitsConfig(train, compare_sklearn=args.compare_sklearn)
-
-
-def _json(res) -> dict:
-    cfg = res.config.train
-    tr = res.training
-    out = {
-        "data": {"train_rows": res.train_rows, "test_rows": res.test_rows, "pixels": 64},
-        "config": asdict(cfg),
-        "train_ll": tr.train_ll,
-        "test_ll": tr.test_ll,
-        "final": {"train_ll": tr.train_ll[-1], "test_ll": tr.test_ll[-1]},
-        "epochs_resumed": tr.epochs_resumed,
-        "seconds": tr.seconds,
-    }
-    if res.sklearn is not None:
-        sk = res.sklearn
-        out["sklearn"] = {
-            "train_ll": sk.train_ll,
-            "test_ll": sk.test_ll,
-            "settings": sk.settings,
-            "seconds": sk.seconds,
-        }
-        out["test_ll_difference"] = res.test_ll_difference
-    return out
 
 
 def _plot_curves(path: Path, res) -> None:
@@ -198,7 +173,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(t)
         resumed = f" ({tr.epochs_resumed} epochs from the checkpoint)" if tr.epochs_resumed else ""
         console.print(f"trained in {tr.seconds:.1f} s{resumed}")
-        _kit.write_json(out.path("rbm.json"), _json(res))
+        _kit.write_json(out.path("rbm.json"), res.to_dict())
         _plot_curves(out.path("rbm_curve.png"), res)
         models = {"ours": tr.rbm}
         if res.sklearn is not None:

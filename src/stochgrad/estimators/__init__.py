@@ -11,6 +11,9 @@ Gumbel-softmax and straight-through estimators), :mod:`~.rebar_relax` (REBAR, RE
 :mod:`~.auto` (:func:`estimate`, the automatic choice).
 """
 
+from typing import Any
+
+from stochgrad import _compat
 from stochgrad.estimators.auto import GENERAL_ESTIMATORS, estimate
 from stochgrad.estimators.concrete import (
     concrete_sample,
@@ -58,3 +61,10 @@ __all__ = [
     "straight_through_bernoulli",
     "straight_through_categorical",
 ]
+
+# renamed in 0.2 (removed in the next release)
+_MOVED = {"ESTIMATORS": ("stochgrad.estimators", "GENERAL_ESTIMATORS")}
+
+
+def __getattr__(name: str) -> Any:
+    return _compat.moved_attribute(__name__, name, _MOVED)

@@ -18,8 +18,9 @@ scikit-learn.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,29 @@ class RbmDigitsResult:
             return None
         return self.training.test_ll[-1] - self.sklearn.test_ll
 
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers as plain values (what ``stochgrad rbm`` writes to ``rbm.json``)."""
+        tr = self.training
+        out: dict[str, Any] = {
+            "data": {"train_rows": self.train_rows, "test_rows": self.test_rows, "pixels": 64},
+            "config": asdict(self.config.train),
+            "train_ll": tr.train_ll,
+            "test_ll": tr.test_ll,
+            "final": {"train_ll": tr.train_ll[-1], "test_ll": tr.test_ll[-1]},
+            "epochs_resumed": tr.epochs_resumed,
+            "seconds": tr.seconds,
+        }
+        if self.sklearn is not None:
+            sk = self.sklearn
+            out["sklearn"] = {
+                "train_ll": sk.train_ll,
+                "test_ll": sk.test_ll,
+                "settings": sk.settings,
+                "seconds": sk.seconds,
+            }
+            out["test_ll_difference"] = self.test_ll_difference
+        return out
+
 
 def rbm_digits_study(
     config: RbmDigitsConfig | None = None,
@@ -252,3 +276,30 @@ def rbm_digits_study(
             time.perf_counter() - t0,
         )
     return RbmDigitsResult(config, int(train.shape[0]), int(test.shape[0]), training, sklearn)
+
+
+def run_rbm(
+    config: TrainConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    compare_sklearn: bool = False,
+    restart: bool = False,
+    callback: Any = None,
+) -> dict[str, Any]:
+    """Deprecated (removed in the next release): :func:`rbm_digits_study`, as a dict.
+
+    With ``out_dir`` the training is checkpointed in ``out_dir/rbm_checkpoint.pt`` (resumed
+    unless ``restart``); the files and figures are the command's (``stochgrad rbm``).
+    ``callback`` is no longer called: pass ``progress=`` to :func:`rbm_digits_study`.
+    """
+    warnings.warn(
+        "run_rbm is deprecated: use stochgrad.studies.rbm.rbm_digits_study(...).to_dict(); "
+        "files and figures are written by `stochgrad rbm`",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    ckpt = None if out_dir is None else Path(out_dir) / "rbm_checkpoint.pt"
+    config = TrainConfig() if config is None else config
+    res = rbm_digits_study(RbmDigitsConfig(config, compare_sklearn), checkpoint=ckpt,
+                           resume=not restart)  # fmt: skip
+    return res.to_dict()

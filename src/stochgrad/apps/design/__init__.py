@@ -34,6 +34,9 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
+from stochgrad import _compat
 from stochgrad.apps.design.eig import (
     BOUNDS,
     GRADIENT_METHODS,
@@ -87,3 +90,15 @@ __all__ = [
     "quadrature_optimum",
     "uniform_doses",
 ]
+
+# the command-line functions moved to the command line's package (removed in the next release)
+_MOVED = {
+    "add_eig_arguments": ("stochgrad.cli.design", "add_eig_arguments"),
+    "run_eig": ("stochgrad.cli.design", "run_eig"),
+    "add_optimize_arguments": ("stochgrad.cli.design", "add_optimize_arguments"),
+    "run_optimize": ("stochgrad.cli.design", "run_optimize"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _compat.moved_attribute(__name__, name, _MOVED)

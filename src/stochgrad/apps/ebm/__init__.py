@@ -108,7 +108,12 @@ __all__ = [
 ]
 
 #: Names that moved out of this package (kept for one release, with a DeprecationWarning).
-_MOVED = {"cd_bias_study": ("stochgrad.studies.rbm", "cd_bias_study")}
+_MOVED = {
+    "cd_bias_study": ("stochgrad.studies.rbm", "cd_bias_study"),
+    "add_arguments": ("stochgrad.cli.rbm", "add_arguments"),
+    "run": ("stochgrad.cli.rbm", "run"),
+    "run_rbm": ("stochgrad.studies.rbm", "run_rbm"),
+}
 
 
 def __getattr__(name: str) -> Any:

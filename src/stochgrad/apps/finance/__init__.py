@@ -81,6 +81,9 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
+from stochgrad import _compat
 from stochgrad.apps.finance.greeks import (
     GREEKS,
     METHODS,
@@ -114,3 +117,13 @@ __all__ = [
     "payoff",
     "quantlib_reference",
 ]
+
+# the command-line functions moved to the command line's package (removed in the next release)
+_MOVED = {
+    "add_arguments": ("stochgrad.cli.greeks", "add_arguments"),
+    "run": ("stochgrad.cli.greeks", "run"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _compat.moved_attribute(__name__, name, _MOVED)

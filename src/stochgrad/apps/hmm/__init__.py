@@ -36,6 +36,9 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
+from stochgrad import _compat
 from stochgrad.apps.hmm.data import TIME_COLUMNS, earthquakes_path, load_earthquakes, load_series
 from stochgrad.apps.hmm.em import EMState, baum_welch, baum_welch_batched
 from stochgrad.apps.hmm.emissions import emission_log_prob
@@ -78,3 +81,13 @@ __all__ = [
     "sample_posterior",
     "viterbi",
 ]
+
+# the command-line functions moved to the command line's package (removed in the next release)
+_MOVED = {
+    "add_fit_arguments": ("stochgrad.cli.hmm", "add_fit_arguments"),
+    "run_fit": ("stochgrad.cli.hmm", "run_fit"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _compat.moved_attribute(__name__, name, _MOVED)

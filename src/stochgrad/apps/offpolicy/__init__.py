@@ -89,6 +89,8 @@ __all__ = [
 _STUDY = "stochgrad.studies.offpolicy"
 #: The study's names, moved to :mod:`stochgrad.studies.offpolicy` (removed in the next release).
 _MOVED = {
+    "add_arguments": ("stochgrad.cli.offpolicy", "add_arguments"),
+    "run": ("stochgrad.cli.offpolicy", "run"),
     "StudyConfig": (_STUDY, "LearnersConfig"),
     "StudyRun": (_STUDY, "LearnerRun"),
     "StudyResult": (_STUDY, "LearnersResult"),

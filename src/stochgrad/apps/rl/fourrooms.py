@@ -74,6 +74,8 @@ _OPTION_CRITIC = ("GreedyEvaluation", "OptionCritic", "OptionCriticConfig", "eva
 
 #: Names that moved to the studies: old name -> (module, new name).
 _MOVED = {
+    "add_arguments": ("stochgrad.cli.rl", "add_options_arguments"),
+    "run": ("stochgrad.cli.rl", "run_options"),
     "FourRoomsResult": ("stochgrad.studies.fourrooms", "FourRoomsResult"),
     "run_fourrooms": ("stochgrad.studies.fourrooms", "run_fourrooms"),
 }

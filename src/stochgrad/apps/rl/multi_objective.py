@@ -82,6 +82,8 @@ STATE_FORMAT = "stochgrad.rl.multi_objective/2"
 
 #: Names that moved to the studies: old name -> (module, new name).
 _MOVED = {
+    "add_arguments": ("stochgrad.cli.rl", "add_pareto_arguments"),
+    "run": ("stochgrad.cli.rl", "run_pareto"),
     "ParetoResult": ("stochgrad.studies.pareto", "ParetoResult"),
     "run_pareto": ("stochgrad.studies.pareto", "run_pareto"),
 }

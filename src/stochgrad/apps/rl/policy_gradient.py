@@ -112,6 +112,10 @@ __all__ = [
 
 #: Names that moved: old name -> (module, new name); see :func:`__getattr__`.
 _MOVED = {
+    "add_train_arguments": ("stochgrad.cli.rl", "add_train_arguments"),
+    "run_train": ("stochgrad.cli.rl", "run_train"),
+    "add_eval_arguments": ("stochgrad.cli.rl", "add_eval_arguments"),
+    "run_eval": ("stochgrad.cli.rl", "run_eval"),
     "BASELINES": (__name__, "ADVANTAGE_BASELINES"),
     "plot_learning_curve": ("stochgrad.cli.rl", "plot_learning_curve"),
 }

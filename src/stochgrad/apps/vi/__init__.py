@@ -107,6 +107,8 @@ __all__ = [
 
 # names that moved (removed in the next release)
 _MOVED = {
+    "add_arguments": ("stochgrad.cli.bbvi", "add_arguments"),
+    "run": ("stochgrad.cli.bbvi", "run"),
     "ESTIMATORS": ("stochgrad.apps.vi.estimators", "ELBO_ESTIMATORS"),
     "BBVIResult": ("stochgrad.studies.bbvi", "BBVIResult"),
     "VarianceTable": ("stochgrad.studies.bbvi", "VarianceTable"),
