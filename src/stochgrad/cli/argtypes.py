@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 __all__ = [
     "choice_list",
+    "finite_float",
     "float_list",
     "int_list",
     "name_list",
@@ -42,7 +43,8 @@ def non_negative_int(text: str) -> int:
     return _integer(text, 0, "an integer >= 0")
 
 
-def _finite(text: str) -> float:
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
     try:
         value = float(text)
     except ValueError:
@@ -54,7 +56,7 @@ def _finite(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
-    value = _finite(text)
+    value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
@@ -62,7 +64,7 @@ def positive_float(text: str) -> float:
 
 def probability(text: str) -> float:
     """argparse type: a number in [0, 1]."""
-    value = _finite(text)
+    value = finite_float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import textwrap
 from dataclasses import asdict
@@ -21,7 +20,13 @@ from typing import Any
 from rich.console import Console
 
 from stochgrad.cli import _kit
-from stochgrad.cli.argtypes import non_negative_int, positive_float, positive_int, probability
+from stochgrad.cli.argtypes import (
+    finite_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 __all__ = [
     "add_eval_arguments",
@@ -46,17 +51,6 @@ def _discount(text: str) -> float:
     value = probability(text)
     if value == 0.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
-
-
-def _finite(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
@@ -129,7 +123,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help=f"policy Adam learning rate (reinforce); when not given: {d.lr:g}",
     )  # fmt: skip
     p.add_argument(
-        "--entropy-coef", type=_finite, default=None,
+        "--entropy-coef", type=finite_float, default=None,
         help=f"entropy bonus; when not given: {d.entropy_coef:g}",
     )  # fmt: skip
     p.add_argument(
@@ -507,7 +501,7 @@ def add_options_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epsilon", type=probability, default=d.epsilon, help="epsilon-greedy over options"
     )
-    p.add_argument("--xi", type=_finite, default=d.xi, help="termination regulariser")
+    p.add_argument("--xi", type=finite_float, default=d.xi, help="termination regulariser")
     p.add_argument(
         "--checkpoint-every", type=positive_int, default=500,
         help="finished episodes (all seeds together) between checkpoints",

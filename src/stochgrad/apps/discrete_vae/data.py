@@ -19,14 +19,6 @@ __all__ = ["PIXEL_THRESHOLD", "SPLIT_SEED", "TEST_SIZE", "load_binary_digits"]
 def load_binary_digits(
     *, test_size: int = TEST_SIZE, seed: int = SPLIT_SEED, dtype: torch.dtype = torch.float32
 ) -> tuple[Tensor, Tensor]:
-    """:func:`stochgrad.apps.datasets.load_binary_digits` with this app's default ``float32``.
-
-    Args:
-        test_size: digits in the test set (a seeded random permutation picks them).
-        seed: seed of the permutation.
-        dtype: floating-point type of the returned tensors.
-
-    Returns:
-        ``(train, test)``: ``[1797 - test_size, 64]`` and ``[test_size, 64]`` of ``0.``/``1.``.
-    """
+    """:func:`stochgrad.apps.datasets.load_binary_digits` (same arguments and return value)
+    with this app's default ``float32``."""
     return datasets.load_binary_digits(test_size=test_size, seed=seed, dtype=dtype)
