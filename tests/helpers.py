@@ -31,3 +31,20 @@ def widest_line(text: str) -> int:
     path = re.compile(r"(^\s*/\S+$)|(resumed from /)|(--restart: removed /)|(kept in /)")
     return max((len(line.rstrip()) for line in text.splitlines() if not path.search(line)),
                default=0)  # fmt: skip
+
+
+def one_error_line(capsys) -> str:
+    """The command's stderr as one line ``error: ...`` (asserted: one line, no traceback)."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def unwrapped(text: str) -> str:
+    """Console text without whitespace: rich wraps long lines at 100 columns (compare it with
+    ``unwrapped`` of what is expected)."""
+    import re
+
+    return re.sub(r"\s+", "", text)

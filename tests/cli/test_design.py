@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from pathlib import Path
 
 import pytest
 
 from stochgrad.cli import _kit, main
-from tests.helpers import widest_line
+from tests.helpers import one_error_line, unwrapped, widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EIG = ["design", "eig", "--outer", "50", "--inner", "20"]
 OPT = ["design", "optimize", "--steps", "6", "--outer", "8", "--inner", "8"]
-
-
-def _unwrapped(text: str) -> str:
-    """Console text without whitespace: rich wraps long paths at 100 columns (compare it with
-    ``_unwrapped`` of what is expected)."""
-    return re.sub(r"\s+", "", text)
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_eig_writes_the_table_as_json(tmp_path, capsys):
@@ -60,16 +45,16 @@ def test_optimize_writes_resumes_and_restarts(tmp_path, capsys):
     assert len(saved["designs"]) == 7 and (tmp_path / "design_linear.png").stat().st_size > 0
     capsys.readouterr()
     assert main(args) == 0  # finished checkpoint: resumes at the end, same result
-    assert _unwrapped("resumed from") in _unwrapped(capsys.readouterr().out)
+    assert unwrapped("resumed from") in unwrapped(capsys.readouterr().out)
     again = json.loads((tmp_path / "design_linear.json").read_text())
     assert again["designs"] == saved["designs"] and again["resumed_from"] == 6
     assert main([*args, "--restart"]) == 0
-    out = _unwrapped(capsys.readouterr().out)
-    assert _unwrapped("--restart: removed") in out and "resumedfrom" not in out
+    out = unwrapped(capsys.readouterr().out)
+    assert unwrapped("--restart: removed") in out and "resumedfrom" not in out
     assert json.loads((tmp_path / "design_linear.json").read_text())["resumed_from"] == 0
     # other settings than the checkpoint's: refused, naming what differs
     assert main([*args, "--outer", "9"]) == 2
-    assert "num_outer: 8 saved, 9 now" in _one_error_line(capsys)
+    assert "num_outer: 8 saved, 9 now" in one_error_line(capsys)
     logistic = [*OPT, "--model", "logistic", "--doses", "2", "--out", tmp_path]
     assert main(logistic) == 0
     data = json.loads((tmp_path / "design_logistic.json").read_text())
@@ -96,7 +81,7 @@ CARELESS = {
 @pytest.mark.parametrize("argv", CARELESS.values(), ids=CARELESS.keys())
 def test_careless_input_is_one_error_line(argv, tmp_path, capsys):
     assert main([*argv, "--out", tmp_path / "out"]) == 2
-    _one_error_line(capsys)
+    one_error_line(capsys)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.json"))
 
 
@@ -104,10 +89,10 @@ def test_careless_input_is_one_error_line(argv, tmp_path, capsys):
 def test_a_corrupt_checkpoint_is_one_error_line(tmp_path, capsys, content):
     (tmp_path / "design_linear_checkpoint.pt").write_bytes(content)
     assert main([*OPT, "--out", tmp_path]) == 2
-    assert "design_linear_checkpoint.pt" in _one_error_line(capsys)
+    assert "design_linear_checkpoint.pt" in one_error_line(capsys)
     (tmp_path / "design_eig_linear_checkpoint.pt").write_bytes(content)
     assert main([*EIG, "--out", tmp_path]) == 2
-    assert "design_eig_linear_checkpoint.pt" in _one_error_line(capsys)
+    assert "design_eig_linear_checkpoint.pt" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("job", [EIG, OPT], ids=["eig", "optimize"])
@@ -118,7 +103,7 @@ def test_unwritable_out_fails_at_once(job, tmp_path, capsys):
         start = time.perf_counter()
         assert main([*job, "--outer", "4000", "--out", out]) == 2
         assert time.perf_counter() - start < 5
-        assert "--out" in _one_error_line(capsys)
+        assert "--out" in one_error_line(capsys)
         assert "design" not in capsys.readouterr().out  # nothing computed, no table
 
 
@@ -140,9 +125,9 @@ def test_interrupted_run_resumes_to_the_same_numbers(
     interrupt_after_checkpoint(out)
     assert main([*job, "--out", out]) == 130
     assert (out / checkpoint).exists() and not (out / result).exists()
-    assert _unwrapped("finished work is kept") in _unwrapped(capsys.readouterr().out)
+    assert unwrapped("finished work is kept") in unwrapped(capsys.readouterr().out)
     assert main([*job, "--out", out]) == 0
-    assert _unwrapped(f"resumed from {out / checkpoint}") in _unwrapped(capsys.readouterr().out)
+    assert unwrapped(f"resumed from {out / checkpoint}") in unwrapped(capsys.readouterr().out)
     resumed = json.loads((out / result).read_text())
     if "rows" in full:
         for a, b in zip(resumed["rows"], full["rows"], strict=True):
@@ -152,8 +137,8 @@ def test_interrupted_run_resumes_to_the_same_numbers(
         assert resumed["final_design"] == full["final_design"]
         assert resumed["resumed_from"] > 0
     assert main([*job, "--out", out, "--restart"]) == 0
-    text = _unwrapped(capsys.readouterr().out)
-    assert _unwrapped("--restart: removed") in text and "resumedfrom" not in text
+    text = unwrapped(capsys.readouterr().out)
+    assert unwrapped("--restart: removed") in text and "resumedfrom" not in text
 
 
 def test_help_shows_the_defaults(capsys):

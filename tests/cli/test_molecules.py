@@ -18,7 +18,7 @@ from stochgrad.apps.molecules.data import Vocabulary  # noqa: E402
 from stochgrad.apps.molecules.model import GRUConfig, SmilesGRU, save_model  # noqa: E402
 from stochgrad.checkpoint import load_state  # noqa: E402
 from stochgrad.cli import main  # noqa: E402
-from tests.helpers import widest_line
+from tests.helpers import one_error_line, widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,14 +39,6 @@ def cno_model(tmp_path_factory):
     model = SmilesGRU(voc, GRUConfig(embedding=8, hidden=16, layers=1, max_length=12))
     save_model(model, path, data={"corpus": "nci", "n": 50, "seed": 0})
     return path
-
-
-def _one_error(capsys) -> str:
-    """The one line ``error: ...`` on stderr (and no traceback)."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 class _Payload:
@@ -104,9 +96,9 @@ def test_pretrain_sample_optimize(tmp_path, capsys):
     capsys.readouterr()
     sum_alone = ["molecules", "optimize", "--model", model, "--objective", "sum"]
     assert main([*sum_alone, "--out", tmp_path / "x"]) == 2
-    assert "--weights" in _one_error(capsys)
+    assert "--weights" in one_error_line(capsys)
     assert main([*weighted[:5], "--weights", "qed:0.5"]) == 2
-    _one_error(capsys)
+    one_error_line(capsys)
 
 
 # ----------------------------------------------------------------------------- careless inputs
@@ -136,7 +128,7 @@ def test_bad_model_file_is_one_error_line(tmp_path, capsys, job, kind):
     out = tmp_path / "out"
     assert main(["molecules", job, "--model", model, "--n" if job == "sample" else "--budget",
                  "5", "--out", out]) == 2  # fmt: skip
-    assert model.name in _one_error(capsys)
+    assert model.name in one_error_line(capsys)
     assert not out.exists()  # refused before any work
 
 
@@ -162,7 +154,7 @@ def test_careless_input_is_one_error_line(tmp_path, capsys, cno_model, name):
     model = [] if job == "pretrain" else ["--model", cno_model]
     out = tmp_path / "out"
     assert main(["molecules", job, *model, *rest, "--out", out]) == 2
-    _one_error(capsys)
+    one_error_line(capsys)
     assert not out.exists()  # refused before any work
 
 
@@ -172,7 +164,7 @@ def test_device_cuda_without_gpu_is_refused_before_any_work(tmp_path, capsys):
     start = time.perf_counter()
     assert main(["molecules", "pretrain", "--device", "cuda", "--out", out]) == 2
     assert time.perf_counter() - start < 5
-    assert "CUDA" in _one_error(capsys)
+    assert "CUDA" in one_error_line(capsys)
     assert not out.exists()
 
 
@@ -185,7 +177,7 @@ def test_unwritable_out_fails_fast(tmp_path, capsys, job, where):
     # the defaults: the whole MOSES subset, the shipped prior, a 10,000-call budget
     assert main(["molecules", job, "--out", out]) == 2
     assert time.perf_counter() - start < 5
-    assert "--out" in _one_error(capsys)
+    assert "--out" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("form", ["torch.save", "pickle"])
@@ -200,7 +192,7 @@ def test_optimize_refuses_a_planted_agent_checkpoint(tmp_path, capsys, cno_model
     argv = ["molecules", "optimize", "--model", cno_model, "--objective", "qed", "--budget", "50"]
     argv += ["--batch-size", "8", "--replay", "2", "--max-steps", "2", "--out", out]
     assert main(argv) == 2
-    assert "agent.pt" in _one_error(capsys)
+    assert "agent.pt" in one_error_line(capsys)
     assert not marker.exists()
     assert not (out / "summary.json").exists()
     # --restart discards the planted file and runs
@@ -235,7 +227,7 @@ def test_pretrain_interrupted_resumes_to_the_same_model(
         assert torch.equal(v, c["weights"][k])
     # other settings: refused, naming what differs
     assert main(["molecules", "pretrain", *TINY_PRETRAIN, "--lr", "2e-2", "--out", part]) == 2
-    assert "lr: 0.01 saved, 0.02 now" in _one_error(capsys)
+    assert "lr: 0.01 saved, 0.02 now" in one_error_line(capsys)
 
 
 def _same_run(a, b) -> None:
@@ -271,7 +263,7 @@ def test_optimize_interrupted_resumes_to_the_same_result(
     _same_run(full, part)
     # other settings: refused, naming what differs
     assert main([*argv, part, "--sigma", "60"]) == 2
-    assert "sigma: 500.0 saved, 60.0 now" in _one_error(capsys)
+    assert "sigma: 500.0 saved, 60.0 now" in one_error_line(capsys)
 
 
 # ----------------------------------------------------------------------------- help

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 import pytest
 
 from stochgrad.cli import _kit, main
-from tests.helpers import widest_line
+from tests.helpers import one_error_line, unwrapped, widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = ["offpolicy", "--rounds", "300", "--test-rounds", "200", "--seeds", "2"]
 SMALL += ["--learners", "snips,dm", "--iterations", "5"]
-
-
-def _unwrapped(text: str) -> str:
-    """Console text without whitespace: rich wraps long paths at 100 columns (compare it with
-    ``_unwrapped`` of what is expected)."""
-    return re.sub(r"\s+", "", text)
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_writes_tables_json_and_figures(tmp_path, capsys) -> None:
@@ -48,9 +33,9 @@ def test_writes_tables_json_and_figures(tmp_path, capsys) -> None:
     assert widest_line(text) <= _kit.WIDTH
     # more confounding seeds: the finished one is reused
     assert main([*argv, "--confounding-seeds", "2"]) == 0
-    text = _unwrapped(capsys.readouterr().out)
-    assert _unwrapped("offpolicy_confounding_checkpoint.pt (1 of 2 seeds finished)") in text
-    assert _unwrapped("Confounding over seeds") in text
+    text = unwrapped(capsys.readouterr().out)
+    assert unwrapped("offpolicy_confounding_checkpoint.pt (1 of 2 seeds finished)") in text
+    assert unwrapped("Confounding over seeds") in text
     assert len(json.loads((out / "offpolicy.json").read_text())["confounding_runs"]) == 2
 
 
@@ -72,7 +57,7 @@ CARELESS = {
 @pytest.mark.parametrize("extra", CARELESS.values(), ids=CARELESS.keys())
 def test_careless_input_is_one_error_line(extra, tmp_path, capsys) -> None:
     assert main([*SMALL, *extra, "--out", tmp_path / "out"]) == 2
-    _one_error_line(capsys)
+    one_error_line(capsys)
     assert not (tmp_path / "out" / "offpolicy.json").exists()
 
 
@@ -80,10 +65,10 @@ def test_other_settings_than_the_checkpoint_are_refused(tmp_path, capsys) -> Non
     assert main([*SMALL, "--out", tmp_path]) == 0
     capsys.readouterr()
     assert main([*SMALL, "--iterations", "6", "--out", tmp_path]) == 2
-    assert "iterations: 5 saved, 6 now" in _one_error_line(capsys)
+    assert "iterations: 5 saved, 6 now" in one_error_line(capsys)
     (tmp_path / "offpolicy_checkpoint.pt").write_bytes(b"junk")
     assert main([*SMALL, "--out", tmp_path]) == 2
-    assert "offpolicy_checkpoint.pt" in _one_error_line(capsys)
+    assert "offpolicy_checkpoint.pt" in one_error_line(capsys)
 
 
 def test_unwritable_out_fails_at_once(tmp_path, capsys) -> None:
@@ -93,7 +78,7 @@ def test_unwritable_out_fails_at_once(tmp_path, capsys) -> None:
         start = time.perf_counter()
         assert main(["offpolicy", "--out", out]) == 2  # the full-size defaults
         assert time.perf_counter() - start < 5
-        assert "--out" in _one_error_line(capsys)
+        assert "--out" in one_error_line(capsys)
         assert "policy values" not in capsys.readouterr().out
 
 
@@ -124,13 +109,13 @@ def test_interrupted_run_resumes_to_the_same_numbers(
     interrupt_after_checkpoint(out)
     assert main([*argv, "--out", out]) == 130
     assert (out / checkpoint).exists() and not (out / "offpolicy.json").exists()
-    assert _unwrapped("finished work is kept") in _unwrapped(capsys.readouterr().out)
+    assert unwrapped("finished work is kept") in unwrapped(capsys.readouterr().out)
     assert main([*argv, "--out", out]) == 0
-    assert _unwrapped(f"resumed from {out / checkpoint}") in _unwrapped(capsys.readouterr().out)
+    assert unwrapped(f"resumed from {out / checkpoint}") in unwrapped(capsys.readouterr().out)
     resumed = json.loads((out / "offpolicy.json").read_text())
     assert resumed["value"] == full["value"]
     assert resumed["greedy_value"] == full["greedy_value"]
     assert resumed["confounding"] == full["confounding"]
     assert main([*argv, "--out", out, "--restart"]) == 0
-    text = _unwrapped(capsys.readouterr().out)
-    assert _unwrapped("--restart: removed") in text and "resumedfrom" not in text
+    text = unwrapped(capsys.readouterr().out)
+    assert unwrapped("--restart: removed") in text and "resumedfrom" not in text

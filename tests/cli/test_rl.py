@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stochgrad.cli import main
-from tests.helpers import widest_line
+from tests.helpers import one_error_line, widest_line
 
 pytest.importorskip("gymnasium")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,13 +27,6 @@ CHECKPOINTS = {"train": TRAIN_CKPT, "pareto": "pareto_checkpoint.pt",
 RESULTS = {"train": "CartPole-v1_reinforce_s0.json", "pareto": "pareto.json",
            "options": "fourrooms.json"}  # fmt: skip
 JOBS = {"train": TRAIN, "pareto": PARETO, "options": OPTIONS}
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    assert "Traceback" not in err[0]
-    return err[0]
 
 
 def _widths_fit(text: str) -> None:
@@ -144,7 +137,7 @@ def test_train_goes_on_to_more_steps_and_refuses_other_settings(tmp_path, capsys
     assert data["env_steps"] == 1536
     argv[argv.index("--n-steps") + 1] = "16"
     assert main(argv) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "other settings" in line and "n_steps: 32 saved, 16 now" in line
 
 
@@ -178,7 +171,7 @@ class _Marker:
 def test_careless_inputs_are_one_error_line(argv, says, tmp_path, capsys):
     out = tmp_path / "out"
     assert main([*argv, "--out", str(out)]) == 2
-    assert says in _one_error_line(capsys)
+    assert says in one_error_line(capsys)
     assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith("."))
 
 
@@ -191,7 +184,7 @@ def test_eval_refuses_a_bad_checkpoint_file(content, tmp_path, capsys):
     else:
         bad.write_bytes(content)
     assert main(["rl", "eval", str(bad), "--out", str(tmp_path / "out")]) == 2
-    assert str(bad) in _one_error_line(capsys)
+    assert str(bad) in one_error_line(capsys)
     assert not marker.exists()
 
 
@@ -210,7 +203,7 @@ def test_train_refuses_a_planted_checkpoint_without_running_it(tmp_path, capsys)
     torch.save({"config": asdict(res.config), "state": state}, out / TRAIN_CKPT)
     argv = ["rl", "train", "--steps", "128", "--num-envs", "2", "--n-steps", "32"]
     assert main([*argv, "--out", str(out)]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert str(out / TRAIN_CKPT) in line and "earlier release" in line and "--restart" in line
     assert not marker.exists()
 
@@ -230,4 +223,4 @@ def test_unwritable_out_fails_at_once(job, tmp_path, capsys):
         start = time.perf_counter()
         assert main([*argv, "--out", str(bad)]) == 2
         assert time.perf_counter() - start < 5
-        assert _one_error_line(capsys).startswith(f"error: --out {bad}")
+        assert one_error_line(capsys).startswith(f"error: --out {bad}")

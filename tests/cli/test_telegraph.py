@@ -19,7 +19,7 @@ import torch
 
 from stochgrad.apps import telegraph as T
 from stochgrad.cli import main
-from tests.helpers import widest_line
+from tests.helpers import one_error_line, widest_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,14 +33,6 @@ def _write_counts(path: Path, x: torch.Tensor, names: list[str] | None = None) -
     rows += [f"{n}," + ",".join(map(str, r)) for n, r in zip(names, x.tolist(), strict=True)]
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------- fit
@@ -100,7 +92,7 @@ def test_interrupted_fit_resumes_to_the_same_numbers(
     assert "resumed from" not in text and "--restart: removed" in text
     # a checkpoint of other settings is refused, naming what differs
     assert main([*argv, "--out", str(out), "--max-iter", "30"]) == 2
-    assert "max_iter: 60 saved, 30 now" in _one_error_line(capsys)
+    assert "max_iter: 60 saved, 30 now" in one_error_line(capsys)
 
 
 def test_unwritable_out_fails_at_once_before_reading_or_fitting(
@@ -122,7 +114,7 @@ def test_unwritable_out_fails_at_once_before_reading_or_fitting(
             start = time.perf_counter()
             assert main(["telegraph", *job, "--out", str(bad)]) == 2
             assert time.perf_counter() - start < 5
-            assert _one_error_line(capsys).startswith(f"error: --out {bad}")
+            assert one_error_line(capsys).startswith(f"error: --out {bad}")
 
 
 @pytest.mark.parametrize(
@@ -141,7 +133,7 @@ def test_careless_counts_table_is_one_error_line(tmp_path, capsys, content, matc
     if content is not None:
         path.write_text(content)
     assert main(["telegraph", "fit", str(path), "--out", str(tmp_path / "o")]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert re.search(match, line), line
     assert not (tmp_path / "o" / "kinetics.csv").exists()
 
@@ -164,7 +156,7 @@ def test_careless_counts_table_is_one_error_line(tmp_path, capsys, content, matc
 )
 def test_careless_options_are_one_error_line(tmp_path, capsys, argv, match) -> None:
     assert main(["telegraph", *argv, "--out", str(tmp_path)]) == 2
-    assert match in _one_error_line(capsys)
+    assert match in one_error_line(capsys)
 
 
 def test_simulate_from_a_kinetics_table(tmp_path, capsys) -> None:
@@ -177,7 +169,7 @@ def test_simulate_from_a_kinetics_table(tmp_path, capsys) -> None:
     assert np.array_equal(T.read_counts(tmp_path / "o" / "counts.csv")[0], x.numpy())
     kin.write_text("gene,k_on,k_off\nA,1,2\n")
     assert main(["telegraph", "simulate", "--kinetics", str(kin), "--out", str(tmp_path)]) == 2
-    assert "needs columns k_on, k_off, k_syn" in _one_error_line(capsys)
+    assert "needs columns k_on, k_off, k_syn" in one_error_line(capsys)
 
 
 # ---------------------------------------------------------------------------------- recover

@@ -7,31 +7,12 @@ import warnings
 import pytest
 import torch
 
-from stochgrad.apps.ebm import RBM, TrainConfig, fit_sklearn, load_binary_digits, log_likelihood
+from stochgrad.apps.ebm import TrainConfig, fit_sklearn, load_binary_digits, log_likelihood
 from stochgrad.checkpoint import load_state
 from stochgrad.studies.rbm import RbmDigitsConfig, cd_bias_study, rbm_digits_study
+from tests.apps.test_ebm import TINY_DATA, tiny_rbm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY_DATA = torch.tensor(
-    [
-        [1, 1, 1, 0, 0, 0],
-        [0, 0, 0, 1, 1, 1],
-        [1, 0, 1, 0, 1, 0],
-        [1, 1, 0, 0, 0, 1],
-        [0, 1, 1, 1, 0, 0],
-    ],
-    dtype=torch.float64,
-)
-
-
-def tiny_rbm(seed: int, std: float) -> RBM:
-    g = torch.Generator().manual_seed(seed)
-    return RBM(
-        std * torch.randn(6, 4, generator=g, dtype=torch.float64),
-        0.5 * torch.randn(6, generator=g, dtype=torch.float64),
-        0.5 * torch.randn(4, generator=g, dtype=torch.float64),
-    )
 
 
 def test_exact_negative_phase_is_unbiased_and_cd1_is_biased() -> None:
@@ -60,9 +41,9 @@ def test_cd_bias_study_keeps_working_from_the_app_with_a_warning() -> None:
 
 def test_cd_bias_study_bad_input() -> None:
     with pytest.raises(ValueError, match="ks"):
-        cd_bias_study(tiny_rbm(0, 1.0), TINY_DATA, ks=(0,), num_samples=10)
+        cd_bias_study(tiny_rbm(0, std=1.0), TINY_DATA, ks=(0,), num_samples=10)
     with pytest.raises(ValueError, match="num_samples"):
-        cd_bias_study(tiny_rbm(0, 1.0), TINY_DATA, num_samples=1)
+        cd_bias_study(tiny_rbm(0, std=1.0), TINY_DATA, num_samples=1)
 
 
 def test_digits_study_scores_ours_and_sklearn_exactly_and_resumes(tmp_path) -> None:
