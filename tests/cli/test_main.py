@@ -171,3 +171,28 @@ def test_internal_errors_and_missing_extras_are_one_line(capsys):
         assert err.startswith("error: this command needs a package") and "pip install" in err
     finally:
         del cli.SUBCOMMANDS["_boom"], cli.SUBCOMMANDS["_missing"]
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, capsys):
+    from stochgrad.cli import _kit
+
+    def fails_inside(args, console):
+        with _kit.output(args, console):
+            raise ValueError("counts table x.csv: no such file")
+
+    def add(p):
+        _kit.add_output_options(p, str(tmp_path / "default"))
+
+    cli.subcommand("_fails", help="test only", arguments=add)(fails_inside)
+    try:
+        new = tmp_path / "new" / "out"
+        assert cli.main(["_fails", "--out", str(new)]) == 2
+        assert not new.exists()
+        kept = tmp_path / "kept"
+        (kept / "old.txt").parent.mkdir()
+        (kept / "old.txt").write_text("x")
+        assert cli.main(["_fails", "--out", str(kept)]) == 2
+        assert sorted(p.name for p in kept.iterdir()) == ["old.txt"]  # nothing else left
+    finally:
+        del cli.SUBCOMMANDS["_fails"]
+    assert "no such file" in capsys.readouterr().err

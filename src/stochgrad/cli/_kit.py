@@ -212,22 +212,35 @@ def output(args: argparse.Namespace, console: Console) -> Iterator[Output]:
     On Ctrl-C it prints where the finished work is kept before the interrupt goes on to
     :func:`stochgrad.cli.main` (exit status 130).
     """
+    existed = Path(args.out).exists()
     folder = check_writable(args.out)
     out = Output(folder, console, bool(getattr(args, "restart", False)))
-    with OutputLock(folder):
-        try:
+    try:
+        with OutputLock(folder), _keep_on_interrupt(out, console):
             yield out
-        except KeyboardInterrupt:
-            kept = [p for p in out.checkpoints if p.exists()]
-            if kept:
-                console.print(
-                    f"finished work is kept in {', '.join(map(str, kept))}; "
-                    "rerun the same command to resume",
-                    soft_wrap=True,
-                    markup=False,
-                )
-            raise
+    except BaseException:
+        if not existed:  # a run that failed before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     out.report()
+
+
+@contextlib.contextmanager
+def _keep_on_interrupt(out: Output, console: Console) -> Iterator[None]:
+    """On Ctrl-C, say where the finished work is kept (the interrupt goes on to ``main``)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        kept = [p for p in out.checkpoints if p.exists()]
+        if kept:
+            console.print(
+                f"finished work is kept in {', '.join(map(str, kept))}; "
+                "rerun the same command to resume",
+                soft_wrap=True,
+                markup=False,
+            )
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
