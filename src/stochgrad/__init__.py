@@ -50,7 +50,7 @@ from stochgrad.exact import exact_gradient
 from stochgrad.gradient_estimate import GradientEstimate
 from stochgrad.graph import StochasticGraph, TrackedTensor, magic_box
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _compat.install()
 
