@@ -63,6 +63,16 @@ def test_an_interrupt_stops_the_pool_without_waiting_for_running_jobs(error) -> 
     assert workers and not any(p.is_alive() for p in workers)
 
 
+@pytest.fixture
+def sigint_raises():
+    """SIGINT as an interactive Python has it (a run started in the background, as by a CI
+    runner or `make test &`, inherits it ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_workers_ignore_the_ctrl_c_that_reaches_the_whole_process_group() -> None:
     # Ctrl-C in a terminal signals every process of the group; the driver alone must react
     # (and stop the pool), or each worker raises KeyboardInterrupt and prints a traceback

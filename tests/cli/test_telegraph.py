@@ -246,6 +246,8 @@ def test_ctrl_c_stops_a_parallel_fit_within_seconds_and_keeps_its_chunks(tmp_pat
             text=True,
             env=env,
             start_new_session=new_session,
+            # as from a terminal: a test run started in the background inherits SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         lines: list[str] = []
 
