@@ -177,3 +177,36 @@ def test_as_parallel_cache_is_bounded():
     maps = [as_parallel(f, "serial") for f in fs]
     assert len(sgp._CACHE) <= sgp._CACHE_SIZE
     assert as_parallel(fs[-1], "serial") is maps[-1]
+
+
+def slow(x: np.ndarray) -> np.ndarray:
+    """Sleeps 20 s per chunk: a chunk still running when Ctrl-C comes."""
+    import time
+
+    time.sleep(20.0)
+    return x[:, 0]
+
+
+def test_ctrl_c_stops_the_process_pool_without_waiting_for_running_chunks():
+    import os
+    import signal
+    import threading
+    import time
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    pm = ParallelMap(slow, backend="process", num_workers=2)
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            pm(np.zeros((4, 1)))
+        stopped = time.monotonic() - start
+        assert stopped < 3.0 + 2.0  # not the 20 s a running chunk would take
+        assert pm._pool is None  # the workers were stopped; the next call starts a fresh pool
+        pm.close()
+        assert time.monotonic() - start < 3.0 + 2.0  # closing waits for no running chunk
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, before)
+        pm.close()

@@ -335,8 +335,16 @@ class ParallelMap:
             raise RuntimeError(
                 "ParallelMap: a worker process died while evaluating f (crash or out of memory)"
             ) from exc
+        except KeyboardInterrupt:
+            # Ctrl-C: stop the workers now rather than let the pool (and the interpreter's exit)
+            # wait for the chunks they are running; the next call starts a fresh pool.
+            with self._lock:
+                stopping, self._pool = self._pool, None
+            if stopping is not None:
+                _stop_pool(stopping, futures)
+            raise
         except BaseException:
-            for fut in futures:  # an exception in f, or Ctrl-C: drop the chunks not yet started
+            for fut in futures:  # an exception in f: drop the chunks not yet started
                 fut.cancel()
             raise
 
