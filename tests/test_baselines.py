@@ -117,3 +117,88 @@ def test_resolve_errors():
         sg.ConstantBaseline(float("nan"))
     with pytest.raises(ValueError, match="LearnedBaseline"):
         sg.score_function(quad, _normal, THETA, num_samples=4, baseline="learned")
+
+
+# ---------------------------------------------------------------------------------------------
+# advantage rules on value tensors, within groups; trajectories
+# ---------------------------------------------------------------------------------------------
+def test_group_advantages_replay_the_formulas():
+    from stochgrad.baselines import GroupNormalizedBaseline, resolve_baseline
+
+    v = torch.tensor([1.0, 4.0, 2.0, 10.0, 0.0, 5.0], dtype=torch.float64)
+    groups = torch.tensor([3, 3, 3, 8, 8, 8])
+    a, b = v[:3], v[3:]
+    loo = torch.cat([a - (a.sum() - a) / 2, b - (b.sum() - b) / 2])
+    torch.testing.assert_close(resolve_baseline("loo").advantages(v, groups), loo)
+    mean = torch.cat([a - a.mean(), b - b.mean()])
+    torch.testing.assert_close(resolve_baseline("mean").advantages(v, groups), mean)
+    torch.testing.assert_close(resolve_baseline("grpo_unscaled").advantages(v, groups), mean)
+    grpo = torch.cat([(a - a.mean()) / (a.std() + 1e-4), (b - b.mean()) / (b.std() + 1e-4)])
+    torch.testing.assert_close(resolve_baseline("grpo").advantages(v, groups), grpo)
+    torch.testing.assert_close(
+        GroupNormalizedBaseline(eps=0.0).advantages(a), (a - a.mean()) / a.std()
+    )
+    torch.testing.assert_close(resolve_baseline(2.0).advantages(v), v - 2.0)
+    torch.testing.assert_close(resolve_baseline(None).advantages(v, groups), v)
+    # without groups: the same as the score function's baseline
+    bl = resolve_baseline("loo")
+    torch.testing.assert_close(
+        bl.advantages(v), v - bl(v, torch.ones(6, 1, dtype=v.dtype), None).squeeze(1)
+    )
+    assert resolve_baseline("rloo").name == "loo" and not resolve_baseline("grpo").unbiased
+
+
+def test_reward_to_go_and_gae_against_loops():
+    from stochgrad.baselines import gae, reward_to_go
+
+    g = torch.Generator().manual_seed(0)
+    r = torch.rand(6, 3, generator=g, dtype=torch.float64)
+    v = torch.rand(6, 3, generator=g, dtype=torch.float64)
+    dones = torch.zeros(6, 3, dtype=torch.bool)
+    dones[2, 1] = True  # episode 1 of column 1 ends at t = 2
+    gamma, lam = 0.9, 0.8
+    rtg = reward_to_go(r, gamma, dones)
+    adv, ret = gae(r, v, gamma, lam, dones, last_value=torch.zeros(3, dtype=torch.float64))
+    for b in range(3):
+        for t in range(6):
+            total, k = 0.0, t
+            while k < 6:
+                total += gamma ** (k - t) * float(r[k, b])
+                if dones[k, b]:
+                    break
+                k += 1
+            assert float(rtg[t, b]) == pytest.approx(total)
+            # GAE as its definition: the discounted sum of TD errors up to the episode's end
+            a, k = 0.0, t
+            while k < 6:
+                nxt = 0.0 if (dones[k, b] or k == 5) else float(v[k + 1, b])
+                delta = float(r[k, b]) + gamma * nxt - float(v[k, b])
+                a += (gamma * lam) ** (k - t) * delta
+                if dones[k, b]:
+                    break
+                k += 1
+            assert float(adv[t, b]) == pytest.approx(a)
+    torch.testing.assert_close(ret, adv + v)
+    # lam = 1: reward-to-go minus the value (unbiased for any value function)
+    adv1, _ = gae(r, v, gamma, 1.0, dones)
+    torch.testing.assert_close(adv1, rtg - v)
+
+
+def test_advantage_bad_input():
+    from stochgrad.baselines import gae, resolve_baseline, reward_to_go
+
+    bl = resolve_baseline("loo")
+    with pytest.raises(ValueError, match="values must be one value per sample"):
+        bl.advantages(torch.ones(2, 2))
+    with pytest.raises(TypeError, match="values must be a torch.Tensor"):
+        bl.advantages([1.0, 2.0])
+    with pytest.raises(ValueError, match="at least 2 samples per group"):
+        bl.advantages(torch.ones(3), torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="finite"):
+        bl.advantages(torch.tensor([1.0, float("inf")]))
+    with pytest.raises(ValueError, match="gamma must be a number in"):
+        reward_to_go(torch.ones(3), gamma=1.5)
+    with pytest.raises(ValueError, match="shaped like rewards"):
+        gae(torch.ones(3), torch.ones(4))
+    with pytest.raises(ValueError, match=r"\[T\] or \[T, B\]"):
+        reward_to_go(torch.ones(2, 2, 2))

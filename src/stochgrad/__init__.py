@@ -18,10 +18,13 @@ from stochgrad.baselines import (
     BatchMeanBaseline,
     ConstantBaseline,
     EMABaseline,
+    GroupNormalizedBaseline,
     LearnedBaseline,
     LeaveOneOutBaseline,
     NoBaseline,
     OptimalBaseline,
+    gae,
+    reward_to_go,
 )
 from stochgrad.control_variates import ControlVariate, DeltaMethod
 from stochgrad.diagnostics import Comparison, ComparisonRow, compare
@@ -47,8 +50,10 @@ from stochgrad.estimators import (
     straight_through_categorical,
 )
 from stochgrad.exact import exact_gradient
+from stochgrad.fisher import fisher_gradient
 from stochgrad.gradient_estimate import GradientEstimate
 from stochgrad.graph import StochasticGraph, TrackedTensor, magic_box
+from stochgrad.surrogate import Surrogate, per_sample_gradients, surrogate_loss
 
 __version__ = "0.2.0"
 
@@ -89,6 +94,8 @@ __all__ = [
     "DeltaMethod",
     "EMABaseline",
     "GradientEstimate",
+    "GroupNormalizedBaseline",
+    "Surrogate",
     "LearnedBaseline",
     "LeaveOneOutBaseline",
     "NoBaseline",
@@ -97,8 +104,13 @@ __all__ = [
     "compare",
     "estimate",
     "exact_gradient",
+    "fisher_gradient",
+    "gae",
     "measure_valued",
     "pathwise",
+    "per_sample_gradients",
     "register_weak_derivative",
+    "reward_to_go",
     "score_function",
+    "surrogate_loss",
 ]

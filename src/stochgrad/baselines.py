@@ -1,22 +1,132 @@
-r"""Baselines for the score-function estimator.
+r"""Baselines and advantage rules: one implementation for every estimator and application.
 
 A baseline :math:`b` turns the per-sample term :math:`f(x_i) s_i` (with the score
-:math:`s_i = \nabla_\theta \log p(x_i; \theta)`) into :math:`(f(x_i) - b_i) s_i`. Because
-:math:`\mathbb{E}[s] = 0`, this keeps the estimator unbiased whenever :math:`b_i` does not depend on
-:math:`x_i`; it lowers the variance when :math:`b` tracks :math:`f`. Every baseline here is
-unbiased except :class:`BatchMeanBaseline`, whose bias is the factor :math:`(n-1)/n` (documented
-below).
+:math:`s_i = \nabla_\theta \log p(x_i; \theta)`) into :math:`A_i s_i` with the *advantage*
+:math:`A_i = f(x_i) - b_i`. Because :math:`\mathbb{E}[s] = 0`, this keeps the estimator unbiased
+whenever :math:`b_i` does not depend on :math:`x_i`; it lowers the variance when :math:`b` tracks
+:math:`f`.
+
+Each rule serves two callers: :func:`stochgrad.score_function` (``rule(fx, scores, params)``
+gives :math:`b`) and the surrogate layer (:func:`stochgrad.surrogate_loss`, trainers in the
+applications), which hands values drawn elsewhere to :meth:`Baseline.advantages`, optionally in
+*groups* (the samples that share a prompt, a state or a datapoint: the rule then works within
+each group). Reward-to-go and generalised advantage estimation for trajectories are
+:func:`reward_to_go` and :func:`gae`.
+
+========================  ==========================================  ==========================
+rule                      :math:`A_i`                                 unbiased
+========================  ==========================================  ==========================
+``None`` / ``"none"``     :math:`f_i`                                 yes
+a number :math:`c`        :math:`f_i - c`                             yes
+:class:`EMABaseline`      :math:`f_i - \bar f_{\text{past}}`          yes (state from past calls)
+``"mean"``                :math:`f_i - \bar f_g`                      no: :math:`(n_g-1)/n_g` times
+``"loo"`` (RLOO)          :math:`f_i - \bar f_{g,-i}`                 yes
+``"grpo"``                :math:`(f_i - \bar f_g)/(s_g + \epsilon)`    no (see below)
+``"grpo_unscaled"``       :math:`f_i - \bar f_g`                      no: as ``"mean"``
+``"optimal"``             :math:`f_i - c_{k,-i}` per coordinate        yes
+:class:`LearnedBaseline`  :math:`f_i - b_\psi(\text{context}_i)`      yes (fitted after use)
+========================  ==========================================  ==========================
+
+The group-normalised rule of GRPO (Shao et al. 2024) divides by the group's sample standard
+deviation :math:`s_g`, which depends on every sample of the group, :math:`f_i` included: the
+estimate is no longer proportional to the gradient of :math:`\mathbb{E}[f]`
+(``tests/test_surrogate.py`` measures by how much on an enumerable problem). Its unscaled variant
+(Liu et al. 2025, "Dr. GRPO") is the batch mean within each group, biased by the factor
+:math:`(n_g-1)/n_g`; ``"loo"`` is the unbiased rule with the same cost.
 
 References:
     Williams (1992), "Simple statistical gradient-following algorithms for connectionist
     reinforcement learning". Kool, van Hoof, Welling (2019), "Buy 4 REINFORCE samples, get a
     baseline for free!" (leave-one-out). Mohamed et al. (2020, JMLR), Sec. 7 (optimal baseline).
+    Schulman, Moritz, Levine, Jordan, Abbeel (2016), "High-dimensional continuous control using
+    generalized advantage estimation". Shao et al. (2024), "DeepSeekMath" (GRPO). Liu et al.
+    (2025), "Understanding R1-Zero-like training: a critical perspective" (Dr. GRPO).
+
+>>> import torch
+>>> values = torch.tensor([1.0, 3.0, 2.0, 6.0])
+>>> resolve_baseline("loo").advantages(values, groups=torch.tensor([0, 0, 1, 1]))
+tensor([-2.,  2., -4.,  4.])
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+__all__ = [
+    "BASELINE_NAMES",
+    "Baseline",
+    "BatchMeanBaseline",
+    "ConstantBaseline",
+    "EMABaseline",
+    "GroupNormalizedBaseline",
+    "LearnedBaseline",
+    "LeaveOneOutBaseline",
+    "NoBaseline",
+    "OptimalBaseline",
+    "gae",
+    "resolve_baseline",
+    "reward_to_go",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# value tensors and groups
+# ---------------------------------------------------------------------------------------------
+def _values(values: Tensor) -> Tensor:
+    if not isinstance(values, Tensor):
+        raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
+    if values.dim() != 1 or values.shape[0] == 0:
+        raise ValueError(
+            f"values must be one value per sample, [n] with n >= 1, got {tuple(values.shape)}"
+        )
+    if not values.is_floating_point():
+        values = values.to(torch.get_default_dtype())
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("values must be finite (a NaN or infinite value was given)")
+    return values.detach()
+
+
+class Groups:
+    """Which samples share a group (a prompt, a state, a datapoint), as indices ``0..G-1``.
+
+    Args:
+        groups: ``[n]`` integer labels (any values; equal labels form a group).
+        n: the number of samples.
+    """
+
+    def __init__(self, groups: Tensor | None, n: int, device: torch.device):
+        if groups is None:
+            self.index = torch.zeros(n, dtype=torch.long, device=device)
+            self.count = 1
+        else:
+            if not isinstance(groups, Tensor):
+                groups = torch.as_tensor(groups)
+            if groups.shape != (n,) or groups.is_floating_point() or groups.dtype == torch.bool:
+                raise ValueError(
+                    f"groups must be [n] = [{n}] integer labels, one per sample, got "
+                    f"{groups.dtype} {tuple(groups.shape)}"
+                )
+            _, self.index = torch.unique(groups.to(device), return_inverse=True)
+            self.count = int(self.index.max()) + 1
+        self.sizes = torch.bincount(self.index, minlength=self.count)
+
+    def sums(self, values: Tensor) -> Tensor:
+        """Per-sample sum of its group's values, ``[n]``."""
+        total = torch.zeros(self.count, dtype=values.dtype, device=values.device)
+        return total.index_add_(0, self.index, values)[self.index]
+
+    def size(self, dtype: torch.dtype) -> Tensor:
+        """Per-sample size of its group, ``[n]``."""
+        return self.sizes[self.index].to(dtype)
+
+    def require(self, minimum: int, who: str) -> None:
+        smallest = int(self.sizes.min())
+        if smallest < minimum:
+            raise ValueError(
+                f"advantage {who!r} needs at least {minimum} samples per group, but a group has "
+                f"{smallest}; draw more samples per group or choose another rule"
+            )
 
 
 class Baseline:
@@ -31,8 +141,46 @@ class Baseline:
     name = "baseline"
     min_samples = 1
     unbiased = True
+    #: whether :meth:`advantages` can work within groups
+    grouped = True
 
     def __call__(self, fx: Tensor, scores: Tensor, params: Tensor) -> Tensor:
+        return fx - self._advantages(fx, Groups(None, fx.shape[0], fx.device), scores, None)
+
+    def advantages(
+        self,
+        values: Tensor,
+        groups: Tensor | None = None,
+        *,
+        scores: Tensor | None = None,
+        context: Tensor | None = None,
+    ) -> Tensor:
+        """Advantages of values drawn by the caller: :math:`A_i = f_i - b_i`.
+
+        Args:
+            values: ``[n]`` one value per sample (detached).
+            groups: ``[n]`` integer labels; the rule works within each group (``None``: one
+                group).
+            scores: ``[n, P]`` per-sample scores, for the rules that need them (``"optimal"``).
+            context: ``[n, C]`` per-sample inputs of a :class:`LearnedBaseline` (a state).
+
+        Returns:
+            ``[n]`` advantages (``[n, P]`` for ``"optimal"``: one per coordinate).
+        """
+        values = _values(values)
+        g = Groups(groups, values.shape[0], values.device)
+        if groups is not None and not self.grouped:
+            raise ValueError(f"advantage {self.name!r} does not work within groups; drop groups=")
+        if values.shape[0] < self.min_samples:
+            raise ValueError(
+                f"advantage {self.name!r} needs at least {self.min_samples} samples, got "
+                f"{values.shape[0]}"
+            )
+        return self._advantages(values, g, scores, context)
+
+    def _advantages(
+        self, values: Tensor, groups: Groups, scores: Tensor | None, context: Tensor | None
+    ) -> Tensor:
         raise NotImplementedError
 
     def extra_variance_of_mean(self, fx: Tensor, scores: Tensor) -> Tensor | None:
@@ -74,6 +222,9 @@ class NoBaseline(Baseline):
     def __call__(self, fx, scores, params):
         return torch.zeros((), dtype=fx.dtype, device=fx.device)
 
+    def _advantages(self, values, groups, scores, context):
+        return values
+
     def per_problem(self, fx):
         return torch.zeros((), dtype=fx.dtype, device=fx.device)
 
@@ -91,6 +242,9 @@ class ConstantBaseline(Baseline):
 
     def __call__(self, fx, scores, params):
         return torch.tensor(self.value, dtype=fx.dtype, device=fx.device)
+
+    def _advantages(self, values, groups, scores, context):
+        return values - self.value
 
     def per_problem(self, fx):
         return torch.tensor(self.value, dtype=fx.dtype, device=fx.device)
@@ -116,6 +270,7 @@ class EMABaseline(Baseline):
     """
 
     name = "ema"
+    grouped = False
 
     def __init__(self, decay: float = 0.9, init: float | None = None):
         if not 0.0 <= decay < 1.0:
@@ -135,6 +290,9 @@ class EMABaseline(Baseline):
             mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
         )
         return torch.tensor(b, dtype=fx.dtype, device=fx.device)
+
+    def _advantages(self, values, groups, scores, context):
+        return values - self(values, None, None)
 
     def per_problem(self, fx):
         mean = fx.detach().mean(0)
@@ -170,6 +328,10 @@ class BatchMeanBaseline(Baseline):
     def __call__(self, fx, scores, params):
         return fx.mean()
 
+    def _advantages(self, values, groups, scores, context):
+        groups.require(2, self.name)
+        return values - groups.sums(values) / groups.size(values.dtype)
+
     def per_problem(self, fx):
         return fx.mean(0, keepdim=True)
 
@@ -183,6 +345,10 @@ class LeaveOneOutBaseline(Baseline):
     def __call__(self, fx, scores, params):
         n = fx.shape[0]
         return ((fx.sum() - fx) / (n - 1)).unsqueeze(1)
+
+    def _advantages(self, values, groups, scores, context):
+        groups.require(2, self.name)
+        return values - (groups.sums(values) - values) / (groups.size(values.dtype) - 1)
 
     def extra_variance_of_mean(self, fx, scores):
         r"""The second-order term of the variance of the mean.
@@ -202,6 +368,52 @@ class LeaveOneOutBaseline(Baseline):
         return fx.std(0)
 
 
+class GroupNormalizedBaseline(Baseline):
+    r"""GRPO's group-normalised advantage :math:`A_i = (f_i - \bar f_g)/(s_g + \epsilon)`.
+
+    With ``scale=False`` the advantage is :math:`f_i - \bar f_g` ("Dr. GRPO"). Both are biased:
+    the unscaled one by the factor :math:`(n_g-1)/n_g`, as :class:`BatchMeanBaseline`; the scaled
+    one because :math:`s_g` depends on :math:`f_i` itself (and rescales each group's gradient by
+    a random amount). Use ``"loo"`` for the unbiased rule.
+
+    Args:
+        scale: divide by the group's sample standard deviation (ddof 1).
+        eps: added to the standard deviation (a group of equal values gets advantages 0).
+
+    >>> GroupNormalizedBaseline().advantages(torch.tensor([1.0, 3.0]))
+    tensor([-0.7071,  0.7071])
+    """
+
+    min_samples = 2
+    unbiased = False
+
+    def __init__(self, scale: bool = True, eps: float = 1e-4):
+        if not isinstance(scale, bool):
+            raise TypeError(f"scale must be a bool, got {type(scale).__name__}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.scale = scale
+        self.eps = float(eps)
+        self.name = "grpo" if scale else "grpo_unscaled"
+
+    def __call__(self, fx, scores, params):
+        return (
+            fx - self._advantages(fx.detach(), Groups(None, fx.shape[0], fx.device), None, None)
+        ).unsqueeze(1)
+
+    def _advantages(self, values, groups, scores, context):
+        groups.require(2, self.name)
+        size = groups.size(values.dtype)
+        centred = values - groups.sums(values) / size
+        if not self.scale:
+            return centred
+        std = (groups.sums(centred * centred) / (size - 1)).sqrt()
+        return centred / (std + self.eps)
+
+    def __repr__(self) -> str:
+        return f"GroupNormalizedBaseline(scale={self.scale}, eps={self.eps})"
+
+
 class OptimalBaseline(Baseline):
     r"""Variance-minimising per-coordinate coefficient :math:`c_k = \mathbb{E}[f s_k^2]/\mathbb{E}[s_k^2]`.
 
@@ -212,6 +424,15 @@ class OptimalBaseline(Baseline):
 
     name = "optimal"
     min_samples = 2
+    grouped = False
+
+    def _advantages(self, values, groups, scores, context):
+        if scores is None:
+            raise ValueError(
+                "advantage 'optimal' needs the per-sample scores (scores=[n, P]); through the "
+                "surrogate layer, pass params= so that they can be computed"
+            )
+        return values.unsqueeze(1) - self(values, scores, None)
 
     def __call__(self, fx, scores, params):
         s2 = scores * scores
@@ -287,6 +508,7 @@ class LearnedBaseline(Baseline):
     """
 
     name = "learned"
+    grouped = False
 
     def __init__(
         self,
@@ -312,18 +534,33 @@ class LearnedBaseline(Baseline):
         if self.optimizer is None:
             self.optimizer = torch.optim.Adam(self.module.parameters(), lr=self.lr)
 
+    def _advantages(self, values, groups, scores, context):
+        if context is None:
+            raise ValueError(
+                "LearnedBaseline needs context= through the surrogate layer: one row per sample "
+                "(e.g. the state), [n, C]"
+            )
+        ctx = context.detach().reshape(values.shape[0], -1).to(values.dtype)
+        self._ensure(ctx[:1])
+        with torch.no_grad():
+            b = self.module(ctx).reshape(-1)
+        self._fit(ctx, values.reshape(-1, 1))
+        return values - b
+
+    def _fit(self, ctx: Tensor, target: Tensor) -> None:
+        for _ in range(self.steps):
+            self.optimizer.zero_grad()
+            loss = ((self.module(ctx).reshape(-1, 1) - target) ** 2).mean()
+            loss.backward()
+            self.optimizer.step()
+            self.last_loss = loss.item()
+
     def __call__(self, fx, scores, params):
         ctx = (self.context_fn(params) if self.context_fn else params).detach().reshape(1, -1)
         self._ensure(ctx)
         with torch.no_grad():
             b = self.module(ctx).reshape(())
-        target = fx.detach().reshape(-1, 1)
-        for _ in range(self.steps):
-            self.optimizer.zero_grad()
-            loss = ((self.module(ctx).reshape(1, 1) - target) ** 2).mean()
-            loss.backward()
-            self.optimizer.step()
-            self.last_loss = float(loss.detach())
+        self._fit(ctx, fx.detach().reshape(-1, 1))  # one context, every value: [1, 1] vs [n, 1]
         return b.to(fx.dtype)
 
 
@@ -333,7 +570,10 @@ _NAMED = {
     "batch_mean": BatchMeanBaseline,
     "loo": LeaveOneOutBaseline,
     "leave_one_out": LeaveOneOutBaseline,
+    "rloo": LeaveOneOutBaseline,
     "optimal": OptimalBaseline,
+    "grpo": GroupNormalizedBaseline,
+    "grpo_unscaled": lambda: GroupNormalizedBaseline(scale=False),
 }
 
 BASELINE_NAMES = tuple(_NAMED)
@@ -374,3 +614,113 @@ def resolve_baseline(spec) -> Baseline:
     raise TypeError(
         f"baseline must be None, a name, a number or a Baseline, got {type(spec).__name__}"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# trajectories: reward-to-go and generalised advantage estimation
+# ---------------------------------------------------------------------------------------------
+def _time_major(name: str, t: Tensor) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() not in (1, 2) or t.shape[0] == 0:
+        raise ValueError(f"{name} must be [T] or [T, B] (time first), got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite")
+    return t
+
+
+def _check_discount(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def reward_to_go(rewards: Tensor, gamma: float = 1.0, dones: Tensor | None = None) -> Tensor:
+    r"""Discounted reward-to-go :math:`G_t = \sum_{k \ge t} \gamma^{k-t} r_k`, per trajectory.
+
+    The return from step :math:`t` on is what :math:`\log\pi(a_t \mid s_t)` is credited with in
+    REINFORCE: rewards before :math:`t` do not depend on :math:`a_t`, so leaving them out keeps the
+    estimate unbiased and lowers its variance.
+
+    Args:
+        rewards: ``[T]`` or ``[T, B]`` (time first, ``B`` trajectories side by side).
+        gamma: discount in [0, 1].
+        dones: like ``rewards``, true where an episode ends at that step (the sum restarts after
+            it); ``None``: one episode per column.
+
+    Returns:
+        Like ``rewards``.
+
+    >>> reward_to_go(torch.tensor([1.0, 1.0, 1.0]), gamma=0.5)
+    tensor([1.7500, 1.5000, 1.0000])
+    """
+    rewards = _time_major("rewards", rewards)
+    gamma = _check_discount("gamma", gamma)
+    keep = _continues(dones, rewards)
+    out = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):  # a loop over time, batched over trajectories
+        running = rewards[t] + gamma * keep[t] * running
+        out[t] = running
+    return out
+
+
+def _continues(dones: Tensor | None, like: Tensor) -> Tensor:
+    if dones is None:
+        return torch.ones_like(like)
+    if not isinstance(dones, Tensor) or dones.shape != like.shape:
+        raise ValueError(f"dones must be shaped like rewards {tuple(like.shape)}")
+    return 1.0 - dones.to(like.dtype)
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    gamma: float = 0.99,
+    lam: float = 0.95,
+    dones: Tensor | None = None,
+    last_value: Tensor | float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    r"""Generalised advantage estimation (Schulman et al. 2016).
+
+    .. math::
+
+        \delta_t = r_t + \gamma V(s_{t+1}) - V(s_t), \qquad
+        \hat A_t = \sum_{k \ge 0} (\gamma\lambda)^k \delta_{t+k}.
+
+    ``lam = 1`` gives the reward-to-go minus :math:`V(s_t)` (unbiased for any :math:`V`); ``lam <
+    1`` trades bias for variance unless :math:`V` is the true value function.
+
+    Args:
+        rewards: ``[T]`` or ``[T, B]``, time first.
+        values: :math:`V(s_t)`, like ``rewards`` (detached).
+        gamma, lam: discount and GAE parameter, in [0, 1].
+        dones: true where an episode ends at that step (no bootstrap across it).
+        last_value: :math:`V` of the state after the last step (``[B]`` or a number; 0 when the
+            trajectories end there).
+
+    Returns:
+        ``(advantages, returns)``, both like ``rewards``; ``returns = advantages + values`` are
+        the regression targets of the value function.
+
+    >>> adv, ret = gae(torch.tensor([1.0, 1.0]), torch.zeros(2), gamma=1.0, lam=1.0)
+    >>> adv
+    tensor([2., 1.])
+    """
+    rewards = _time_major("rewards", rewards)
+    values = _time_major("values", values).detach()
+    if values.shape != rewards.shape:
+        raise ValueError(f"values must be shaped like rewards {tuple(rewards.shape)}")
+    gamma = _check_discount("gamma", gamma)
+    lam = _check_discount("lam", lam)
+    keep = _continues(dones, rewards)
+    nxt = torch.as_tensor(last_value, dtype=rewards.dtype, device=rewards.device)
+    nxt = nxt.expand_as(rewards[0]).clone()
+    adv = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        delta = rewards[t] + gamma * keep[t] * nxt - values[t]
+        running = delta + gamma * lam * keep[t] * running
+        adv[t] = running
+        nxt = values[t]
+    return adv, adv + values

@@ -110,6 +110,22 @@ class GradientEstimate:
             info=dict(info or {}),
         )
 
+    @property
+    def snr(self) -> Params:
+        r"""Signal-to-noise ratio of one per-sample term, :math:`|\text{grad}| /
+        \sqrt{\text{variance}}`, elementwise (as :func:`stochgrad.compare` reports it)."""
+        if isinstance(self.grad, tuple):
+            return tuple(g.abs() / v.sqrt() for g, v in zip(self.grad, self.variance, strict=True))
+        return self.grad.abs() / self.variance.sqrt()
+
+    def snr_of_mean(self) -> float:
+        r"""One number for the whole estimate: :math:`\lVert\text{grad}\rVert /
+        \sqrt{\sum \text{stderr}^2}`, the norm of the gradient over the size of its error
+        (above about 1, the estimate points somewhere; below, it is mostly noise)."""
+        noise = float((self.flat("stderr") ** 2).sum().sqrt())
+        signal = float(self.flat("grad").norm())
+        return signal / noise if noise > 0 else float("inf")
+
     def flat(self, name: str = "grad") -> Tensor:
         """One field (``grad``, ``variance``, ``stderr``) flattened and concatenated over params."""
         value = getattr(self, name)
