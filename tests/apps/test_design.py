@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
+import stochgrad as sg
 from stochgrad._optim import Adam
 from stochgrad.apps import design as D
 from stochgrad.apps.design import (
@@ -113,6 +114,50 @@ def test_gradient_per_sample_terms_replay_finite_differences(linear, method):
                 expected[i][j] = dg
     np.testing.assert_allclose(est.per_sample.numpy(), expected, rtol=1e-6, atol=1e-7)
     assert est.info["eig"] == pytest.approx(g0.mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["score", "pathwise"])
+@pytest.mark.parametrize("bound", ["lower", "upper"])
+def test_eig_estimate_carries_the_gradient_of_the_same_samples(linear, method, bound):
+    """pce_eig(gradient=...) is one computation: its EIG is that of the same draws (equal to
+    the plain estimate for the score method, which draws y as it does), its gradient is
+    eig_gradient's, a GradientEstimate."""
+    kw = dict(num_outer=6, num_inner=5, bound=bound)
+    est = pce_eig(linear, X_PYRO, **kw, generator=gen(9), gradient=method)
+    plain = pce_eig(linear, X_PYRO, **kw, generator=gen(9))
+    g = eig_gradient(linear, X_PYRO, **kw, method=method, generator=gen(9))
+    assert isinstance(est.gradient, sg.GradientEstimate) and plain.gradient is None
+    assert torch.equal(est.gradient.per_sample, g.per_sample)
+    assert est.gradient.method == f"eig_{method}" and est.gradient.biased
+    assert est.value == g.info["eig"] and est.stderr == g.info["eig_stderr"]
+    torch.testing.assert_close(est.per_sample, plain.per_sample, rtol=1e-14, atol=1e-14)
+    nmc = nmc_eig(linear, X_PYRO, num_outer=6, num_inner=5, generator=gen(9), gradient=method)
+    assert nmc.method == "nmc" and nmc.gradient.grad.shape == X_PYRO.shape
+    # the fields of earlier releases, positional, still build one (without a gradient)
+    old = D.EIGEstimate(plain.value, plain.stderr, plain.per_sample, "pce", 6, 5)
+    assert old.gradient is None and old.num_inner == 5
+
+
+def test_score_gradient_is_the_cores_loo_surrogate_plus_the_direct_term(linear):
+    """The score terms replayed through the core: surrogate_loss(lp0, g, advantage="loo") gives
+    the coefficients g_n - b_n; with d/dX log N(y; X theta0, 1) = (y - X theta0) theta0^T and
+    the pathwise-at-fixed-y derivative of g (autograd of the hand formula in torch)."""
+    n, L = 4, 3
+    est = eig_gradient(linear, X_PYRO, num_outer=n, num_inner=L, method="score", generator=gen(4))
+    theta0, eps, theta_c = (
+        torch.from_numpy(a) for a in _replay_linear_draws(linear, X_PYRO, n, L, 4)
+    )
+    y = theta0 @ X_PYRO.T + eps
+    X = X_PYRO.expand(n, 3, 2).clone().requires_grad_(True)
+    normal = torch.distributions.Normal
+    lp0 = normal(torch.einsum("nop,np->no", X, theta0), 1.0).log_prob(y).sum(-1)
+    lpc = normal(torch.einsum("nop,nlp->nlo", X, theta_c), 1.0).log_prob(y[:, None]).sum(-1)
+    g = lp0 - (torch.logsumexp(torch.cat([lp0[:, None], lpc], 1), 1) - math.log(L + 1))
+    (direct,) = torch.autograd.grad(g.sum(), X)
+    coef = sg.surrogate_loss(lp0.detach(), g.detach(), advantage="loo").coefficients
+    score = (y - theta0 @ X_PYRO.T)[:, :, None] * theta0[:, None, :]
+    expected = coef[:, None, None] * score + direct
+    torch.testing.assert_close(est.per_sample, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_same_seed_same_numbers(linear):
@@ -372,6 +417,19 @@ def test_bad_input_raises(linear):
         )
     with pytest.raises(ValueError, match="method must be"):
         eig_gradient(linear, X_PYRO, num_outer=4, num_inner=2, method="magic", generator=gen(0))
+    with pytest.raises(ValueError, match="method must be"):
+        eig_gradient(linear, X_PYRO, num_outer=4, num_inner=2, method=None, generator=gen(0))
+    with pytest.raises(ValueError, match="gradient must be"):
+        pce_eig(linear, X_PYRO, num_outer=4, num_inner=2, generator=gen(0), gradient="magic")
+    with pytest.raises(ValueError, match="gradient='pathwise' needs outcomes"):
+        nmc_eig(
+            LogisticDoseResponse(),
+            torch.zeros(2),
+            num_outer=4,
+            num_inner=2,
+            generator=gen(0),
+            gradient="pathwise",
+        )
     with pytest.raises(ValueError, match="positive definite"):
         LinearGaussianModel(torch.tensor([[1.0, 2.0], [2.0, 1.0]]))
     with pytest.raises(ValueError, match="noise_sd"):

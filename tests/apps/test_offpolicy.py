@@ -279,20 +279,105 @@ def test_snips_bias_is_small_at_small_n_and_its_spread_below_ips(env, theta) -> 
     assert float(sn.var(0).sum()) < 0.8 * float(ips.var(0).sum())
 
 
-def test_train_policy_is_adam_ascent_on_the_value_estimate(env) -> None:
-    """Three steps of train_policy replayed with torch.optim.Adam on minus the SNIPS value
+@pytest.mark.parametrize("learner", ["ips", "snips", "dr"])
+def test_train_policy_is_adam_ascent_on_the_value_estimate(env, learner) -> None:
+    """Three steps of train_policy replayed with torch.optim.Adam on minus the learner's value
     estimate (autograd): the same update, to rounding."""
     d = env.sample(300, generator=np.random.default_rng(15))
+    q_hat = torch.full((300, 10), 0.4, dtype=F64)
     steps = []
-    theta = train_policy(d, "snips", iterations=3, lr=0.1, progress=steps.append)
+    theta = train_policy(
+        d, learner, iterations=3, lr=0.1, reward_estimates=q_hat, progress=steps.append
+    )
     assert steps == [1, 1, 1]
     th = torch.zeros(10, 6, dtype=F64, requires_grad=True)
     opt = torch.optim.Adam([th], lr=0.1)
+    k = ("ips", "snips", "dr").index(learner)
     for _ in range(3):
         opt.zero_grad()
-        (-_values(th, d, torch.zeros(300, 10, dtype=F64))[1]).backward()
+        (-_values(th, d, q_hat)[k]).backward()
         opt.step()
     torch.testing.assert_close(theta, th.detach(), atol=1e-12, rtol=1e-10)
+
+
+def test_objective_is_the_cores_importance_weighted_surrogate(env, theta) -> None:
+    """offpolicy_objective replayed against surrogate_loss and the formulas: the weights are
+    pi/pi0, SNIPS's coefficients n w (r - V_SN) / sum w, DR's loss the direct term plus the
+    weighted residual surrogate; the loss's gradient is the value estimate's for any logits."""
+    d = env.sample(30, generator=np.random.default_rng(21))
+    q_hat = torch.full((30, 10), 0.3, dtype=F64)
+    rows = torch.arange(30)
+    logits = torch.randn(30, 10, generator=torch.Generator().manual_seed(2), dtype=F64)
+    logits.requires_grad_(True)  # free logits: a policy of any form
+    pi = torch.softmax(logits.detach(), -1)
+    w = pi[rows, d.actions] / d.propensities
+    logged = (d.actions, d.rewards, d.propensities)
+    torch.testing.assert_close(op.importance_weights(pi, d.actions, d.propensities), w)
+    ips = op.offpolicy_objective("ips", logits, *logged)
+    torch.testing.assert_close(ips.weights, w, rtol=0, atol=0)
+    torch.testing.assert_close(ips.surrogate.coefficients, w * d.rewards, rtol=0, atol=1e-15)
+    sn = op.offpolicy_objective("snips", logits, *logged)
+    v_sn = float((w * d.rewards).sum() / w.sum())
+    assert sn.value == pytest.approx(v_sn, abs=1e-15)
+    assert sn.surrogate.rule.name == "constant"
+    torch.testing.assert_close(
+        sn.surrogate.coefficients, 30 * w * (d.rewards - v_sn) / w.sum(), rtol=1e-13, atol=1e-15
+    )
+    dr = op.offpolicy_objective("dr", logits, *logged, q_hat)
+    direct = float((pi * q_hat).sum(-1).mean())
+    assert float(dr.direct.detach()) == pytest.approx(direct, abs=1e-15)
+    ref = sg.surrogate_loss(
+        torch.log_softmax(logits, -1)[rows, d.actions], d.rewards - 0.3, weights=w
+    )
+    assert float(dr.loss.detach()) == pytest.approx(direct + float(ref.loss.detach()), abs=1e-15)
+    for k, obj in enumerate((ips, sn, dr)):
+        value = _values_of_logits(logits, d, q_hat)[k]
+        assert obj.value == pytest.approx(float(value.detach()), abs=1e-13)
+        (g,) = torch.autograd.grad(obj.loss, logits, retain_graph=True)
+        (ref_g,) = torch.autograd.grad(value, logits, retain_graph=True)
+        torch.testing.assert_close(g, ref_g, atol=1e-14, rtol=1e-12)
+
+
+def test_objective_stays_finite_when_a_logged_actions_probability_underflows() -> None:
+    logits = torch.tensor([[0.0, 1000.0], [0.0, 0.0]], dtype=F64, requires_grad=True)
+    actions, r = torch.tensor([0, 0]), torch.tensor([1.0, 1.0], dtype=F64)
+    prop = torch.tensor([0.5, 0.5], dtype=F64)
+    for learner in ("ips", "snips", "dr"):
+        obj = op.offpolicy_objective(
+            learner, logits, actions, r, prop, torch.zeros(2, 2, dtype=F64)
+        )
+        (g,) = torch.autograd.grad(obj.loss, logits)
+        assert obj.weights.tolist() == [0.0, 1.0] and bool(torch.isfinite(g).all()), learner
+    # the underflowed round carries no weight: the gradient is the other round's
+    (g,) = torch.autograd.grad(op.offpolicy_objective("ips", logits, actions, r, prop).loss, logits)
+    torch.testing.assert_close(g, torch.tensor([[0.0, 0.0], [0.25, -0.25]], dtype=F64))
+
+
+def _values_of_logits(logits, d, q_hat):
+    probs = torch.softmax(logits, -1)
+    rows = torch.arange(len(d))
+    w = probs[rows, d.actions] / d.propensities
+    ips = (w * d.rewards).mean()
+    snips = (w * d.rewards).sum() / w.sum()
+    dr = ((probs * q_hat).sum(-1) + w * (d.rewards - q_hat[rows, d.actions])).mean()
+    return ips, snips, dr
+
+
+def test_gradient_estimates_carry_the_shared_weights(env, theta) -> None:
+    d = env.sample(25, generator=np.random.default_rng(22))
+    logged = (d.contexts, d.actions, d.rewards, d.propensities)
+    w = op.importance_weights(policy_probs(theta, d.contexts), d.actions, d.propensities)
+    for est in (
+        ips_gradient(theta, *logged),
+        snips_gradient(theta, *logged),
+        dr_gradient(theta, *logged, d.expected_rewards),
+    ):
+        torch.testing.assert_close(est.info["weights"], w, rtol=1e-14, atol=0)
+        assert est.info["max_weight"] == pytest.approx(float(w.max()), rel=1e-14)
+        assert isinstance(est, sg.GradientEstimate) and est.num_samples == 25
+    assert float(ips_gradient(theta, *logged).info["value"]) == pytest.approx(
+        float((w * d.rewards).mean()), abs=1e-15
+    )
 
 
 def test_moved_study_names_still_work_with_a_warning() -> None:
@@ -364,3 +449,14 @@ def test_bad_input_raises(env, theta) -> None:
         fit_reward_model(d.contexts, d.actions, d.rewards, 10, C=0.0)
     with pytest.raises(ValueError, match="probs and expected_rewards"):
         policy_value(torch.ones(3, 2), torch.ones(3, 3))
+    logits = torch.zeros(10, 10, dtype=F64)
+    with pytest.raises(ValueError, match="learner must be"):
+        op.offpolicy_objective("dm", logits, *logged[1:])
+    with pytest.raises(ValueError, match="logits must be a non-empty"):
+        op.offpolicy_objective("ips", torch.zeros(10, dtype=F64), *logged[1:])
+    with pytest.raises(ValueError, match="rewards must be a tensor of shape \\[5\\]"):
+        op.offpolicy_objective("ips", logits[:5], *logged[1:])
+    with pytest.raises(ValueError, match="reward_estimates must be a tensor of shape"):
+        op.offpolicy_objective("dr", logits, *logged[1:])
+    with pytest.raises(ValueError, match="reward_estimates must be finite"):
+        op.offpolicy_objective("dr", logits, *logged[1:], torch.full((10, 10), float("inf")))

@@ -41,6 +41,32 @@ def test_confounding_biases_ips_and_observing_u_removes_it() -> None:
         res["nope"]
 
 
+def test_confounding_values_are_the_ips_gradients_value_estimates() -> None:
+    """The demonstration's IPS values average the weights its gradients used (one computation),
+    replayed by hand: w = pi_theta(a|x) / pi0, value = mean(w r), stderr = sd(w r) / sqrt(n)."""
+    import torch
+
+    from stochgrad.apps.offpolicy import ConfoundedBandit, ips_gradient, policy_probs
+
+    n = 3000
+    res = confounding_demonstration(n, seed=2)
+    theta = 0.5 * torch.randn(
+        10, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    data = ConfoundedBandit().sample(n, generator=np.random.default_rng([2, 3]))
+    lg = data.logged
+    pi = policy_probs(theta, lg.contexts)[torch.arange(n), lg.actions]
+    for case, prop in (("observed", data.propensities_given_u), ("hidden", lg.propensities)):
+        vals = (pi / prop * lg.rewards).numpy()
+        assert res[f"{case}_value"] == pytest.approx(vals.mean(), rel=1e-13)
+        assert res[f"{case}_value_stderr"] == pytest.approx(
+            vals.std(ddof=1) / np.sqrt(n), rel=1e-12
+        )
+        est = ips_gradient(theta, lg.contexts, lg.actions, lg.rewards, prop)
+        assert res[f"{case}_value"] == pytest.approx(est.info["value"], rel=1e-15)
+        np.testing.assert_array_equal(res[case], est.grad.numpy())
+
+
 def test_confounding_study_over_seeds_resumes(tmp_path) -> None:
     cfg = ConfoundingConfig(rounds=2000, seeds=(0, 1, 2))
     full = confounding_study(cfg)

@@ -428,8 +428,7 @@ def confounding_demonstration(
     cases: dict[str, Any] = {}
     for name, prop in zip(_CASES, (data.propensities_given_u, lg.propensities), strict=True):
         est = ips_gradient(theta, lg.contexts, lg.actions, lg.rewards, prop)
-        w = policy_probs(theta, lg.contexts)[torch.arange(rounds), lg.actions] / prop
-        vals = w * lg.rewards
+        vals = est.info["weights"] * lg.rewards  # the weights the gradient used
         cases[name] = est.grad.numpy()
         cases[f"{name}_stderr"] = est.stderr.numpy()
         cases[f"{name}_z"] = ((est.grad - truth) / est.stderr).numpy()

@@ -13,7 +13,9 @@ parameters :math:`\theta` and the outcome :math:`y`,
   :class:`LogisticDoseResponse` (quadrature EIG), the references the estimators are tested on;
 - :mod:`~stochgrad.apps.design.eig`: :func:`nmc_eig` (nested Monte Carlo, an upper bound in
   expectation), :func:`pce_eig` (prior contrastive estimation, a lower bound) and
-  :func:`eig_gradient` (their design gradients, score function or pathwise);
+  :func:`eig_gradient` (their design gradients, score function or pathwise, built on the
+  engine's :func:`stochgrad.surrogate_loss`; also ``pce_eig(..., gradient=...)``, whose
+  :class:`EIGEstimate` carries the gradient as a :class:`~stochgrad.GradientEstimate`);
 - :mod:`~stochgrad.apps.design.optimize`: :func:`optimize_design`, projected Adam ascent of a
   bound with a ``progress=`` callback and a checkpoint that resumes exactly.
 

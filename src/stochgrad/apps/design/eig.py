@@ -33,8 +33,19 @@ Design gradients (:func:`eig_gradient`) of the bound :math:`B(d) = \mathbb E[g(y
 * pathwise, when :math:`y = \mu(\theta,d) + \sigma\varepsilon` reparameterises:
   :math:`\nabla_d B = \mathbb E[\nabla_d\, g(\mu(\theta_0,d) + \sigma\varepsilon, \theta, d)]`.
 
-Per-sample gradients come from one backward pass through a design copied per outer sample (row
-:math:`n` of the copy touches :math:`g_n` only).
+The score-function part is the engine's: :func:`stochgrad.surrogate_loss` of the
+:math:`\log p(y_n\mid\theta_{n,0},d)` with the values :math:`g_n` and the advantage rule
+``"loo"`` of :mod:`stochgrad.baselines`; its loss plus :math:`\frac1N\sum_n g_n` (the pathwise
+part, autograd through :math:`g`, and through the reparameterised :math:`y` for
+``method="pathwise"``) is differentiated. The bound draws its own samples (per outer sample
+:math:`\theta_{n,0}`, then :math:`y_n` or :math:`\varepsilon_n`, then
+:math:`\theta_{n,1..L}`, from one generator) and its integrand depends on :math:`d` directly
+(the contrastive likelihoods), which is why it uses the surrogate layer rather than
+:func:`stochgrad.score_function` / :func:`stochgrad.pathwise` (those differentiate
+:math:`\mathbb E_{p(x;\theta)}[f(x)]` for an :math:`f` free of the parameters, sampling
+:math:`x` themselves). Per-sample terms come from one backward pass through a design copied per
+outer sample (row :math:`n` of the copy touches term :math:`n` only), and the gradient is a
+:class:`~stochgrad.gradient_estimate.GradientEstimate` (:attr:`EIGEstimate.gradient`).
 
 References:
     Rainforth, Cornish, Yang, Warrington & Wood (ICML 2018), "On nesting Monte Carlo estimators";
@@ -45,7 +56,7 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -53,6 +64,7 @@ from torch import Tensor
 from stochgrad._checks import check_choice, check_int, check_torch_generator
 from stochgrad.apps.design.models import DesignModel
 from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.surrogate import surrogate_loss
 
 __all__ = ["BOUNDS", "GRADIENT_METHODS", "EIGEstimate", "eig_gradient", "nmc_eig", "pce_eig"]
 
@@ -64,7 +76,8 @@ GRADIENT_METHODS = ("score", "pathwise")
 
 @dataclass(frozen=True)
 class EIGEstimate:
-    """An EIG estimate: mean of independent per-outer-sample terms, with its standard error.
+    """An EIG estimate: mean of independent per-outer-sample terms, with its standard error, and
+    (when asked for) the design gradient of the bound from the same samples.
 
     Attributes:
         value: the estimate (nats).
@@ -73,6 +86,9 @@ class EIGEstimate:
         method: ``"nmc"``, ``"pce"`` (lower bound) or ``"pce_upper"``.
         num_outer: N.
         num_inner: L, contrastive (inner) prior samples per outer sample.
+        gradient: the bound's design gradient as a
+            :class:`~stochgrad.gradient_estimate.GradientEstimate` (``pce_eig(...,
+            gradient="score" or "pathwise")``, :func:`eig_gradient`), else ``None``.
     """
 
     value: float
@@ -81,6 +97,7 @@ class EIGEstimate:
     method: str
     num_outer: int
     num_inner: int
+    gradient: GradientEstimate | None = None
 
 
 def _contrast(lp0: Tensor, lpc: Tensor, bound: str) -> Tensor:
@@ -126,6 +143,105 @@ def _check_sizes(num_outer: int, num_inner: int) -> tuple[int, int]:
     )
 
 
+def _check_gradient(model: DesignModel, gradient: str | None, name: str) -> str | None:
+    """The design-gradient method (``None``: no gradient); ``ValueError`` naming ``name``."""
+    if gradient is None:
+        return None
+    gradient = check_choice(name, gradient, GRADIENT_METHODS)
+    if gradient == "pathwise" and not getattr(model, "reparameterizable", False):
+        raise ValueError(
+            f"{name}='pathwise' needs outcomes y = mu(theta, d) + sigma * eps; "
+            f"{type(model).__name__} has discrete outcomes: use {name}='score'"
+        )
+    return gradient
+
+
+def _design_gradient(
+    g: Tensor, lp0: Tensor, copies: Tensor, method: str, bound: str, evaluations: int
+) -> GradientEstimate:
+    r"""The bound's design gradient from the terms ``g`` and ``lp0`` computed at ``copies``.
+
+    ``method="score"``: :func:`stochgrad.surrogate_loss` of ``lp0`` with the values ``g`` and
+    the leave-one-out advantage (its loss is the mean of :math:`(g_n - b_n)\log p(y_n \mid
+    \theta_{n,0}, d)`), plus :math:`\frac1N \sum_n g_n` for the direct dependence of :math:`g`
+    on :math:`d`; ``"pathwise"``: :math:`\frac1N\sum_n g_n` alone (``y`` reparameterised). Row
+    :math:`n` of ``copies`` only touches term :math:`n`, so the gradient of :math:`N` times the
+    objective with respect to ``copies`` holds the per-sample terms.
+    """
+    num_outer = g.shape[0]
+    objective = g.mean()
+    if method == "score":
+        objective = objective + surrogate_loss(lp0, g.detach(), advantage="loo").loss
+    (per_sample,) = torch.autograd.grad(objective * num_outer, copies)
+    var, mean = torch.var_mean(g.detach())
+    return GradientEstimate.from_per_sample(
+        per_sample,
+        method=f"eig_{method}",
+        biased=True,
+        evaluations=evaluations,
+        info={
+            "eig": float(mean),
+            "eig_stderr": float((var / num_outer).sqrt()),
+            "bound": bound,
+        },
+    )
+
+
+def _estimate(
+    model: DesignModel,
+    design: Tensor,
+    num_outer: int,
+    num_inner: int,
+    bound: str,
+    generator: torch.Generator,
+    gradient: str | None,
+    gradient_name: str,
+) -> EIGEstimate:
+    """The bound's terms at ``design`` and, with ``gradient``, its design gradient."""
+    design = model.check_design(design)
+    num_outer, num_inner = _check_sizes(num_outer, num_inner)
+    bound = check_choice("bound", bound, BOUNDS)
+    generator = check_torch_generator(generator)
+    gradient = _check_gradient(model, gradient, gradient_name)
+    grad_est = None
+    if gradient is None:
+        with torch.no_grad():
+            expanded = design.expand(num_outer, *design.shape)
+            g, _ = _terms(model, expanded, num_outer, num_inner, bound, generator)
+        if not bool(torch.isfinite(g).all()):
+            raise ValueError("the EIG terms are not finite; check the model's log-likelihood")
+    else:
+        # One copy of the design per outer sample: the gradient of sum_n(.) w.r.t. row n is
+        # the per-sample gradient of term n.
+        copies = design.detach().expand(num_outer, *design.shape).clone().requires_grad_(True)
+        with torch.enable_grad():
+            g, lp0 = _terms(
+                model,
+                copies,
+                num_outer,
+                num_inner,
+                bound,
+                generator,
+                pathwise=gradient == "pathwise",
+            )
+            if not bool(torch.isfinite(g).all()):
+                raise ValueError("the EIG terms are not finite; check the model's log-likelihood")
+            grad_est = _design_gradient(
+                g, lp0, copies, gradient, bound, num_outer * (num_inner + 1)
+            )
+        g = g.detach()
+    var, mean = torch.var_mean(g)
+    return EIGEstimate(
+        value=float(mean),
+        stderr=float((var / num_outer).sqrt()),
+        per_sample=g,
+        method="pce" if bound == "lower" else "pce_upper",
+        num_outer=num_outer,
+        num_inner=num_inner,
+        gradient=grad_est,
+    )
+
+
 def pce_eig(
     model: DesignModel,
     design: Tensor,
@@ -134,6 +250,7 @@ def pce_eig(
     num_inner: int,
     bound: str = "lower",
     generator: torch.Generator,
+    gradient: str | None = None,
 ) -> EIGEstimate:
     r"""Prior contrastive estimation of the EIG: the lower bound, or the upper (NMC) bound.
 
@@ -154,12 +271,15 @@ def pce_eig(
         num_inner: L >= 1 contrastive prior samples per outer sample.
         bound: ``"lower"`` (PCE) or ``"upper"`` (NMC).
         generator: all randomness is drawn from it.
+        gradient: ``None``, or ``"score"`` / ``"pathwise"`` to also estimate the bound's design
+            gradient from the same samples (:attr:`EIGEstimate.gradient`; see
+            :func:`eig_gradient`).
 
     Returns:
         An :class:`EIGEstimate`.
 
     Raises:
-        ValueError: bad sizes, bound or design; TypeError: no generator.
+        ValueError: bad sizes, bound, gradient or design; TypeError: no generator.
 
     Reference: Foster et al. (AISTATS 2020), eq. (9) and (10).
 
@@ -169,25 +289,12 @@ def pce_eig(
     ...               generator=torch.Generator().manual_seed(0))
     >>> abs(est.value - math.log(2) / 2) < 4 * est.stderr
     True
+    >>> est = pce_eig(m, torch.tensor([1.0, 0.0]), num_outer=64, num_inner=32,
+    ...               generator=torch.Generator().manual_seed(0), gradient="score")
+    >>> est.gradient.grad.shape
+    torch.Size([1, 2])
     """
-    design = model.check_design(design)
-    num_outer, num_inner = _check_sizes(num_outer, num_inner)
-    bound = check_choice("bound", bound, BOUNDS)
-    generator = check_torch_generator(generator)
-    with torch.no_grad():
-        expanded = design.expand(num_outer, *design.shape)
-        g, _ = _terms(model, expanded, num_outer, num_inner, bound, generator)
-    if not bool(torch.isfinite(g).all()):
-        raise ValueError("the EIG terms are not finite; check the model's log-likelihood")
-    var, mean = torch.var_mean(g)
-    return EIGEstimate(
-        value=float(mean),
-        stderr=float((var / num_outer).sqrt()),
-        per_sample=g,
-        method="pce" if bound == "lower" else "pce_upper",
-        num_outer=num_outer,
-        num_inner=num_inner,
-    )
+    return _estimate(model, design, num_outer, num_inner, bound, generator, gradient, "gradient")
 
 
 def nmc_eig(
@@ -197,6 +304,7 @@ def nmc_eig(
     num_outer: int,
     num_inner: int,
     generator: torch.Generator,
+    gradient: str | None = None,
 ) -> EIGEstimate:
     r"""Nested Monte Carlo EIG estimate (Rainforth et al. 2018), fresh inner samples per outer.
 
@@ -213,6 +321,7 @@ def nmc_eig(
         num_outer: N >= 2.
         num_inner: M >= 1.
         generator: all randomness is drawn from it.
+        gradient: ``None``, ``"score"`` or ``"pathwise"`` (see :func:`pce_eig`).
 
     Returns:
         An :class:`EIGEstimate` with ``method="nmc"``.
@@ -226,15 +335,8 @@ def nmc_eig(
     >>> est.method, abs(est.value - math.log(2) / 2) < 4 * est.stderr
     ('nmc', True)
     """
-    est = pce_eig(
-        model,
-        design,
-        num_outer=num_outer,
-        num_inner=num_inner,
-        bound="upper",
-        generator=generator,
-    )
-    return EIGEstimate(est.value, est.stderr, est.per_sample, "nmc", est.num_outer, est.num_inner)
+    est = _estimate(model, design, num_outer, num_inner, "upper", generator, gradient, "gradient")
+    return replace(est, method="nmc")
 
 
 def eig_gradient(
@@ -251,11 +353,13 @@ def eig_gradient(
 
     ``method="score"``: per-sample terms
     :math:`(g_n - b_n)\,\nabla_d \log p(y_n\mid\theta_{n,0},d) + \nabla_d g_n` with the
-    leave-one-out baseline :math:`b_n`; valid for discrete outcomes. ``method="pathwise"``:
-    :math:`\nabla_d g(\mu(\theta_{n,0},d) + \sigma\varepsilon_n, \theta_n, d)`; needs a
-    reparameterisable model (:class:`~stochgrad.apps.design.LinearGaussianModel`). Both are
-    unbiased for the gradient of the bound, which tends to :math:`\nabla_d\mathrm{EIG}` as
-    :math:`L\to\infty`.
+    leave-one-out baseline :math:`b_n`: the gradient of :func:`stochgrad.surrogate_loss`
+    (``advantage="loo"``) plus the direct part; valid for discrete outcomes.
+    ``method="pathwise"``: :math:`\nabla_d g(\mu(\theta_{n,0},d) + \sigma\varepsilon_n,
+    \theta_n, d)`; needs a reparameterisable model
+    (:class:`~stochgrad.apps.design.LinearGaussianModel`). Both are unbiased for the gradient
+    of the bound, which tends to :math:`\nabla_d\mathrm{EIG}` as :math:`L\to\infty`. It is
+    ``pce_eig(..., gradient=method).gradient``.
 
     Args:
         model: the model.
@@ -284,41 +388,7 @@ def eig_gradient(
     >>> est.grad.shape
     torch.Size([1, 2])
     """
-    design = model.check_design(design)
-    num_outer, num_inner = _check_sizes(num_outer, num_inner)
-    bound = check_choice("bound", bound, BOUNDS)
-    generator = check_torch_generator(generator)
-    method = check_choice("method", method, GRADIENT_METHODS)
-    if method == "pathwise" and not getattr(model, "reparameterizable", False):
-        raise ValueError(
-            f"method='pathwise' needs outcomes y = mu(theta, d) + sigma * eps; "
-            f"{type(model).__name__} has discrete outcomes: use method='score'"
-        )
-    # One copy of the design per outer sample: the gradient of sum_n(.) w.r.t. row n is
-    # the per-sample gradient of term n.
-    d = design.detach().expand(num_outer, *design.shape).clone().requires_grad_(True)
-    with torch.enable_grad():
-        g, lp0 = _terms(
-            model, d, num_outer, num_inner, bound, generator, pathwise=method == "pathwise"
-        )
-        if not bool(torch.isfinite(g).all()):
-            raise ValueError("the EIG terms are not finite; check the model's log-likelihood")
-        if method == "score":
-            gd = g.detach()
-            baseline = (gd.sum() - gd) / (num_outer - 1)
-            surrogate = ((gd - baseline) * lp0 + g).sum()
-        else:
-            surrogate = g.sum()
-        (per_sample,) = torch.autograd.grad(surrogate, d)
-    var, mean = torch.var_mean(g.detach())
-    return GradientEstimate.from_per_sample(
-        per_sample,
-        method=f"eig_{method}",
-        biased=True,
-        evaluations=num_outer * (num_inner + 1),
-        info={
-            "eig": float(mean),
-            "eig_stderr": float((var / num_outer).sqrt()),
-            "bound": bound,
-        },
-    )
+    if method is None:
+        raise ValueError(f"method must be one of {GRADIENT_METHODS}, got None")
+    est = _estimate(model, design, num_outer, num_inner, bound, generator, method, "method")
+    return est.gradient

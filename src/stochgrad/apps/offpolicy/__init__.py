@@ -20,7 +20,9 @@ estimated from the logged rounds without ever acting.
 - :mod:`~stochgrad.apps.offpolicy.policy`: the softmax policy, :func:`policy_value` and the
   closed-form :func:`true_gradient`;
 - :mod:`~stochgrad.apps.offpolicy.estimators`: :func:`ips_gradient`, :func:`snips_gradient`,
-  :func:`dr_gradient`, :func:`dm_gradient`;
+  :func:`dr_gradient` (:class:`~stochgrad.GradientEstimate` s from
+  :func:`offpolicy_objective`, an importance-weighted :func:`stochgrad.surrogate_loss` plus,
+  for DR, the direct-method term), :func:`importance_weights`, :func:`dm_gradient`;
 - :mod:`~stochgrad.apps.offpolicy.reward_model`: :func:`fit_reward_model` (the direct method's
   reward model) and :func:`cross_fitted_rewards`;
 - :mod:`~stochgrad.apps.offpolicy.learners`: :func:`train_policy`.
@@ -50,9 +52,12 @@ from typing import Any
 
 from stochgrad import _compat
 from stochgrad.apps.offpolicy.estimators import (
+    OffPolicyObjective,
     dm_gradient,
     dr_gradient,
+    importance_weights,
     ips_gradient,
+    offpolicy_objective,
     snips_gradient,
 )
 from stochgrad.apps.offpolicy.learners import GRADIENT_LEARNERS, LEARNERS, train_policy
@@ -71,13 +76,16 @@ __all__ = [
     "ConfoundedBandit",
     "ConfoundedData",
     "LoggedData",
+    "OffPolicyObjective",
     "RewardModel",
     "SyntheticBandit",
     "cross_fitted_rewards",
     "dm_gradient",
     "dr_gradient",
     "fit_reward_model",
+    "importance_weights",
     "ips_gradient",
+    "offpolicy_objective",
     "policy_probs",
     "policy_value",
     "score",

@@ -9,9 +9,10 @@ from torch import Tensor
 
 from stochgrad._checks import check_choice, check_float, check_int
 from stochgrad._optim import Adam
-from stochgrad.apps.offpolicy.estimators import _coefficients
+from stochgrad.apps.offpolicy.estimators import OBJECTIVES, offpolicy_objective
 from stochgrad.apps.offpolicy.logged import LoggedData
 from stochgrad.apps.offpolicy.policy import DTYPE as _DTYPE
+from stochgrad.apps.offpolicy.policy import _features
 
 __all__ = ["GRADIENT_LEARNERS", "LEARNERS", "train_policy"]
 
@@ -19,7 +20,7 @@ __all__ = ["GRADIENT_LEARNERS", "LEARNERS", "train_policy"]
 #: method (greedy on a fitted reward model).
 LEARNERS: tuple[str, ...] = ("ips", "snips", "dr", "dm")
 #: The learners that follow an off-policy gradient (:func:`train_policy`).
-GRADIENT_LEARNERS: tuple[str, ...] = ("ips", "snips", "dr")
+GRADIENT_LEARNERS: tuple[str, ...] = OBJECTIVES
 
 
 def train_policy(
@@ -36,7 +37,10 @@ def train_policy(
     Full-batch: every iteration uses all logged rounds, starting from :math:`\\theta = 0` (the
     uniform policy), so the result is a deterministic function of the data. The step is
     :class:`stochgrad._optim.Adam` (``maximize=True``) on the gradient of the learner's value
-    estimate (:mod:`~stochgrad.apps.offpolicy.estimators`).
+    estimate: the gradient of :func:`~stochgrad.apps.offpolicy.estimators.offpolicy_objective`'s
+    loss (an importance-weighted :func:`stochgrad.surrogate_loss`, plus the direct-method term
+    for ``"dr"``), the mean of the per-round terms that
+    :func:`~stochgrad.apps.offpolicy.ips_gradient` & co. report.
 
     Args:
         data: the logged rounds (only contexts, actions, rewards and propensities are used).
@@ -62,11 +66,14 @@ def train_policy(
         raise ValueError("learner 'dr' needs reward_estimates")
     A, d = data.behavior.shape[1], data.contexts.shape[1]
     opt = Adam(torch.zeros(A, d + 1, dtype=_DTYPE), lr=lr, maximize=True)
-    logged = (data.contexts, data.actions, data.rewards, data.propensities)
-    n = len(data)
+    x1 = _features(data.contexts)
+    logged = (data.actions, data.rewards, data.propensities)
     for _ in range(iterations):
-        coef, x1, _ = _coefficients(learner, opt.value, *logged, reward_estimates)
-        opt.step((coef.T @ x1) / n)  # the gradient of the value estimate
+        theta = opt.value.detach().requires_grad_(True)
+        with torch.enable_grad():
+            obj = offpolicy_objective(learner, x1 @ theta.T, *logged, reward_estimates)
+            (grad,) = torch.autograd.grad(obj.loss, theta)
+        opt.step(grad)  # the gradient of the value estimate
         if progress is not None:
             progress(1)
     return opt.value
