@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -15,22 +17,26 @@ from stochgrad.apps.hmm import (
     EMState,
     baum_welch,
     baum_welch_batched,
-    complete_data_score,
     emission_log_prob,
-    fisher_gradient,
     fit_gradient,
+    fit_gradient_batched,
     fit_hmm,
     forward_backward,
     information_criteria,
+    joint_log_prob,
+    likelihood_gradient,
     load_earthquakes,
     load_series,
     log_likelihood,
-    monte_carlo_gradient,
     random_hmm,
     sample_posterior,
+    sampled_likelihood_gradient,
     viterbi,
 )
+from stochgrad.apps.hmm.emissions import _stacked_emission
+from stochgrad.apps.hmm.inference import _forward_backward_logs, _posterior_marginals
 from stochgrad.checkpoint import CheckpointError, CheckpointMismatch, load_state
+from stochgrad.gradient_estimate import GradientEstimate
 
 hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
 
@@ -63,7 +69,7 @@ def gaussian2(D: int = 2) -> HMM:
     )
 
 
-def joint_log_prob(hmm: HMM, y: torch.Tensor, z) -> torch.Tensor:
+def joint_by_definition(hmm: HMM, y: torch.Tensor, z) -> torch.Tensor:
     """log p(y, z) of one sequence for paths ``z`` ``[N, T]`` (or one path), from the definition."""
     Z = torch.as_tensor(z).reshape(-1, len(y))
     log_pi = torch.log_softmax(hmm.start_logits, -1)
@@ -88,7 +94,7 @@ def test_forward_backward_and_viterbi_match_enumeration(model: str) -> None:
         y = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     K, T = hmm.num_states, 5
     paths = list(itertools.product(range(K), repeat=T))
-    lj = joint_log_prob(hmm, y, paths)
+    lj = joint_by_definition(hmm, y, paths)
     ll = torch.logsumexp(lj, 0)
     w = (lj - ll).exp()
     Z = torch.tensor(paths)
@@ -123,11 +129,18 @@ def test_fisher_gradient_equals_autograd_and_finite_differences(model: str) -> N
     else:
         hmm = gaussian2(D=2)
         y = torch.randn(3, 40, 2, generator=g, dtype=F64)
-    exact = fisher_gradient(hmm, y)
+    est = likelihood_gradient(hmm, y)
+    assert isinstance(est, GradientEstimate) and est.method == "fisher_exact"
+    assert est.info["mode"] == "factors" and est.num_samples == 1
+    assert all(bool((s == 0).all()) for s in est.stderr)
     params = [p.clone().requires_grad_() for p in hmm.params()]
-    log_likelihood(hmm.with_params(params), y).sum().backward()
-    diff = max(float((p.grad - e).abs().max()) for p, e in zip(params, exact, strict=True))
-    assert diff < 1e-6, diff
+    ll = log_likelihood(hmm.with_params(params), y).sum()
+    ll.backward()
+    assert est.info["log_likelihood"] == pytest.approx(float(ll.detach()), rel=1e-13)
+    for posterior in (None, forward_backward(hmm, y)):  # scan marginals, or log-space ones
+        exact = likelihood_gradient(hmm, y, posterior=posterior).grad
+        for p, e in zip(params, exact, strict=True):
+            torch.testing.assert_close(e, p.grad, rtol=0.0, atol=1e-10)
 
     # central finite differences on every coordinate
     h = 1e-5
@@ -142,18 +155,112 @@ def test_fisher_gradient_equals_autograd_and_finite_differences(model: str) -> N
             lu = log_likelihood(hmm.with_params(up), y).sum()
             ld = log_likelihood(hmm.with_params(dn), y).sum()
             fd[idx] = (lu - ld) / (2 * h)
-        torch.testing.assert_close(exact[i], fd, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(est.grad[i], fd, rtol=1e-5, atol=1e-5)
 
 
-def test_complete_data_score_is_gradient_of_joint_log_prob() -> None:
+def test_joint_log_prob_is_the_definition_and_differentiable() -> None:
     hmm = gaussian2(D=1)
     y = torch.tensor([0.3, -1.2, 0.8, 2.0], dtype=F64)
-    z = (0, 1, 1, 0)
+    z = torch.tensor([[[0, 1, 1, 0]], [[1, 1, 0, 0]]])  # [S=2, B=1, T=4]
     params = [p.clone().requires_grad_() for p in hmm.params()]
-    joint_log_prob(hmm.with_params(params), y, z).backward()
-    score = complete_data_score(hmm, y, torch.tensor([[z]]))
-    for p, s in zip(params, score, strict=True):
-        torch.testing.assert_close(s[0], p.grad, rtol=1e-12, atol=1e-12)
+    ours = joint_log_prob(hmm.with_params(params), y, z)
+    ref = joint_by_definition(hmm.with_params(params), y, z[:, 0])
+    torch.testing.assert_close(ours, ref, rtol=1e-13, atol=1e-13)
+    g_ours = torch.autograd.grad(ours[1], params, retain_graph=True)
+    g_ref = torch.autograd.grad(ref[1], params)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_sampled_gradient_replays_the_draws() -> None:
+    """One seeded estimate = the mean over the same FFBS paths of autograd of log p(y, z)."""
+    hmm = poisson3()
+    y = torch.tensor([[10.0, 22.0, 31.0, 18.0], [12.0, 13.0, 28.0, 30.0]], dtype=F64)
+    est = sampled_likelihood_gradient(hmm, y, 40, generator=torch.Generator().manual_seed(2))
+    assert est.method == "fisher_sampled" and est.num_samples == 40 and not est.biased
+    z = sample_posterior(hmm, y, 40, generator=torch.Generator().manual_seed(2))
+    params = [p.clone().requires_grad_() for p in hmm.params()]
+    model = hmm.with_params(params)
+    rows = []
+    for s in range(40):  # by hand: one path at a time, both sequences
+        lp = sum(joint_by_definition(model, y[b], z[s, b]) for b in range(2))
+        rows.append(torch.autograd.grad(lp, params))
+    for j in range(3):
+        per = torch.stack([r[j] for r in rows])
+        torch.testing.assert_close(est.per_sample[j], per, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(est.grad[j], per.mean(0), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(est.stderr[j], per.std(0) / 40**0.5, rtol=1e-10, atol=1e-12)
+    assert est.info["log_likelihood"] == pytest.approx(float(log_likelihood(hmm, y).sum()))
+
+
+def test_deprecated_gradient_names_still_work() -> None:
+    import stochgrad.apps.hmm as app
+    from stochgrad.apps.hmm import score
+
+    hmm = poisson3()
+    y = torch.tensor([11.0, 20.0, 30.0], dtype=F64)
+    for module in (app, score):
+        with pytest.warns(DeprecationWarning, match="likelihood_gradient"):
+            old = module.fisher_gradient
+        assert old is likelihood_gradient
+        with pytest.warns(DeprecationWarning, match="sampled_likelihood_gradient"):
+            assert module.monte_carlo_gradient is sampled_likelihood_gradient
+        with pytest.warns(DeprecationWarning, match="joint_log_prob"):
+            complete_data_score = module.complete_data_score
+        z = torch.tensor([[[0, 2, 1]], [[1, 1, 1]]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            score_rows = complete_data_score(hmm, y, z)
+        params = [p.clone().requires_grad_() for p in hmm.params()]
+        grads = torch.autograd.grad(
+            joint_by_definition(hmm.with_params(params), y, z[1, 0]), params
+        )
+        for rows, g in zip(score_rows, grads, strict=True):
+            torch.testing.assert_close(rows[1], g, rtol=1e-12, atol=1e-12)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        score.nothing  # noqa: B018
+
+
+def test_scan_marginals_equal_log_space_forward_backward(quakes: torch.Tensor) -> None:
+    """The parallel-prefix posterior of EM and the gradient fit against the log-space one:
+    stacked models, several sequences, T = 1 and 2, and a case only log space can hold."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.stack([quakes[:60], quakes[40:100]])  # [B=2, T=60]
+    lgamma_y = torch.lgamma(y + 1.0)[..., None]
+    hmms = [random_hmm(quakes, 3, generator=g) for _ in range(4)]
+    start = torch.stack([h.start_logits for h in hmms])
+    trans = torch.stack([h.trans_logits for h in hmms])
+    rates = torch.stack([h.log_rates for h in hmms])
+    log_start = torch.log_softmax(start, -1)[:, None, :]
+    log_P = torch.log_softmax(trans, -1)
+    log_e = _stacked_emission(y, [rates], lgamma_y)
+    for T in (60, 2, 1):
+        fast = _posterior_marginals(log_start, log_P, log_e[:, :, :T])
+        ref = _forward_backward_logs(log_start, log_P, log_e[:, :, :T])
+        torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood, rtol=1e-14, atol=0.0)
+        torch.testing.assert_close(fast.gamma, ref.gamma, rtol=0.0, atol=1e-12)
+        torch.testing.assert_close(fast.xi, ref.xi, rtol=0.0, atol=1e-12)
+    # every model's numbers are its own: the same bits alone as in the stack
+    full = _posterior_marginals(log_start, log_P, log_e)
+    for r in range(4):
+        alone = _posterior_marginals(log_start[r : r + 1], log_P[r : r + 1], log_e[r : r + 1])
+        for a, b in zip(alone, full, strict=True):
+            assert torch.equal(a[0], b[r])
+    # state 0 is certain at t = 0 but its emission is 1000 nats below state 1's: the scaled
+    # scan would underflow to 0 / 0; the log-space pass answers for that model alone
+    odd = HMM.from_probabilities([1.0, 0.0], [[0.5, 0.5], [0.5, 0.5]], rates=[1000.0, 1.0])
+    fine = HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], rates=[1.0, 3.0])
+    yy = torch.tensor([[0.0, 1.0, 0.0]], dtype=F64)
+    ls = torch.stack([torch.log_softmax(h.start_logits, -1) for h in (odd, fine)])[:, None]
+    lp = torch.stack([torch.log_softmax(h.trans_logits, -1) for h in (odd, fine)])
+    le = torch.stack([emission_log_prob(h, yy) for h in (odd, fine)])
+    both = _posterior_marginals(ls, lp, le)
+    ref = _forward_backward_logs(ls[:1], lp[:1], le[:1])
+    assert float(both.log_likelihood[0, 0]) < -999
+    for a, b in zip(both, (ref.log_likelihood, ref.gamma, ref.xi), strict=True):
+        assert torch.equal(a[:1], b)
+    for a, b in zip(both, _posterior_marginals(ls[1:], lp[1:], le[1:]), strict=True):
+        assert torch.equal(a[1:], b)  # the other model keeps its scan numbers
 
 
 def test_ffbs_replays_gumbel_max_formula() -> None:
@@ -190,7 +297,7 @@ def test_ffbs_path_frequencies_match_posterior() -> None:
     hmm = poisson3()
     y = torch.tensor([14.0, 21.0, 27.0], dtype=F64)
     paths = list(itertools.product(range(3), repeat=3))
-    lj = joint_log_prob(hmm, y, paths)
+    lj = joint_by_definition(hmm, y, paths)
     p = (lj - torch.logsumexp(lj, 0)).exp()
     n = 20_000
     z = sample_posterior(hmm, y, n, generator=torch.Generator().manual_seed(0))[:, 0]
@@ -201,17 +308,29 @@ def test_ffbs_path_frequencies_match_posterior() -> None:
 
 
 @pytest.mark.parametrize("model", ["poisson", "gaussian"])
-def test_monte_carlo_fisher_gradient_is_unbiased(model: str, quakes: torch.Tensor) -> None:
+@pytest.mark.parametrize("num_samples", [500, 2000])  # per-path terms, and 64 batch means
+def test_sampled_fisher_gradient_is_unbiased(model: str, num_samples: int, quakes) -> None:
     if model == "poisson":
         hmm, y = poisson3(), quakes
     else:
         hmm = gaussian2(D=2)
         y = torch.randn(2, 30, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
-    exact = fisher_gradient(hmm, y)
-    est = monte_carlo_gradient(hmm, y, 2000, generator=torch.Generator().manual_seed(11))
-    for e, m, s in zip(exact, est.grad, est.stderr, strict=True):
-        assert bool((s > 0).all())
-        z = (m - e) / s
+    exact = likelihood_gradient(hmm, y).grad
+    gen = torch.Generator().manual_seed(11)
+    est = sampled_likelihood_gradient(hmm, y, num_samples, generator=gen)
+    assert est.info.get("batch_means") == (64 if num_samples > 1024 else None)
+    first = forward_backward(hmm, y).gamma[:, 0].mean(0)  # p(z_1 = k | y), per sequence
+    for j, (e, m, s) in enumerate(zip(exact, est.grad, est.stderr, strict=True)):
+        spread = s > 0
+        if j == 0 and not bool(spread.all()):
+            # a first state no path took (quakes[0] = 13 is far from state 2's rate 29): the
+            # estimate misses exactly its posterior mass, and missing it was not unlikely
+            miss = first[~spread]
+            assert bool(((m - e)[~spread].abs() <= y.shape[0] * miss + 1e-12).all())
+            assert bool(((1.0 - miss) ** num_samples > 1e-3).all())
+        else:
+            assert bool(spread.all())
+        z = (m - e)[spread] / s[spread]
         assert float(z.abs().max()) < 5.0, z
 
 
@@ -402,11 +521,57 @@ def test_gradient_fit_is_saved_restart_by_restart(tmp_path) -> None:
     progress, calls = _stop_at(2)
     with pytest.raises(KeyboardInterrupt):
         fit_hmm(y, 2, checkpoint=ckpt, progress=progress, **kw)
-    assert [r for r, _ in load_state(ckpt)["runs"]] == [0, 1]
+    assert calls == [1, 1]
+    saved = sorted(r for r, _ in load_state(ckpt)["runs"])  # the first two to finish
+    assert len(saved) == 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("stochgrad-lbfgs")]
     resumed: list = []
     _, runs = fit_hmm(y, 2, checkpoint=ckpt, on_resume=lambda *a: resumed.append(a), **kw)
     assert resumed == [(2, 0)]
-    _same_fits(runs, fit_hmm(y, 2, **kw)[1])
+    _same_fits(runs, fit_hmm(y, 2, **kw)[1])  # the third, alone, ends as it did in the stack
+
+
+@pytest.mark.parametrize("emission", ["poisson", "gaussian"])
+def test_gradient_fit_batched_equals_each_start_alone(quakes: torch.Tensor, emission) -> None:
+    """Lockstep L-BFGS-B: each start follows the path it follows alone, to the last bit."""
+    if emission == "poisson":
+        y = quakes
+    else:
+        y = torch.randn(2, 40, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+        y[:, 10:25] += 2.5
+    starts = [
+        random_hmm(y, 2, emission, generator=torch.Generator().manual_seed(s)) for s in range(3)
+    ]
+    order: list[int] = []
+    together = fit_gradient_batched(starts, y, max_iter=25, on_finish=lambda i, f: order.append(i))
+    assert sorted(order) == [0, 1, 2]
+    for h, f in zip(starts, together, strict=True):
+        alone = fit_gradient(h, y, max_iter=25)
+        _same_fits([f], [alone])
+        assert f.method == "gradient" and len(f.history) >= f.n_iter
+    if emission == "poisson":  # a gradient fit from the EM optimum stays there
+        best = fit_hmm(quakes, 2, restarts=2, seed=0)[0]
+        again = fit_gradient(best.hmm, quakes, max_iter=50)
+        assert again.log_likelihood == pytest.approx(best.log_likelihood, abs=1e-8)
+
+
+def test_gradient_fit_stops_every_start_on_interrupt(quakes: torch.Tensor) -> None:
+    starts = [random_hmm(quakes, 3, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+
+    def interrupt(i: int, fit) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_gradient_batched(starts, quakes, max_iter=3, on_finish=interrupt)
+    assert not [t for t in threading.enumerate() if t.name.startswith("stochgrad-lbfgs")]
+    with pytest.raises(ValueError, match="non-empty"):
+        fit_gradient_batched([], quakes)
+    with pytest.raises(ValueError, match="num_states"):
+        fit_gradient_batched(
+            [starts[0], random_hmm(quakes, 2, generator=torch.Generator())], quakes
+        )
+    with pytest.raises(ValueError, match="max_iter"):
+        fit_gradient_batched(starts, quakes, max_iter=0)
 
 
 def test_checkpoint_of_other_settings_or_corrupt_is_refused(quakes, tmp_path) -> None:
@@ -499,8 +664,18 @@ def test_bad_input_raises(quakes: torch.Tensor) -> None:
         HMM.from_probabilities([0.5, 0.5], [[1, 0], [0, 1]], rates=[1, -2])
     with pytest.raises(ValueError, match="num_samples"):
         sample_posterior(hmm, quakes, 0)
-    with pytest.raises(ValueError, match="z must"):
-        complete_data_score(hmm, quakes, torch.full((1, 1, 107), 3))
+    with pytest.raises(ValueError, match="z must hold integer states in 0..2"):
+        joint_log_prob(hmm, quakes, torch.full((1, 1, 107), 3))
+    with pytest.raises(ValueError, match=r"z must be \[S, B, T\]"):
+        joint_log_prob(hmm, quakes, torch.zeros(2, 1, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="z must hold integer"):
+        joint_log_prob(hmm, quakes, torch.zeros(1, 1, 107))
+    with pytest.raises(ValueError, match="num_samples"):
+        sampled_likelihood_gradient(hmm, quakes, 1)
+    with pytest.raises(ValueError, match="posterior does not match"):
+        likelihood_gradient(hmm, quakes, posterior=forward_backward(hmm, quakes[:50]))
+    with pytest.raises(TypeError, match="posterior must be a Posterior"):
+        likelihood_gradient(hmm, quakes, posterior=torch.zeros(3))
     with pytest.raises(ValueError, match="method"):
         fit_hmm(quakes, 2, method="newton")
     with pytest.raises(ValueError, match="restarts"):

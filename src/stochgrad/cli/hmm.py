@@ -1,7 +1,7 @@
 """``stochgrad hmm fit``: fit a Poisson or Gaussian hidden Markov model to one series.
 
-EM (Baum-Welch, all restarts at once) or gradient ascent (L-BFGS on the Fisher-identity
-gradient), from seeded random restarts; the best restart is kept. Prints the fitted parameters,
+EM (Baum-Welch) or gradient ascent (L-BFGS on the Fisher-identity gradient), from seeded
+random restarts run all at once; the best restart is kept. Prints the fitted parameters,
 the log-likelihood, AIC and BIC, and writes ``hmm_fit.json`` (parameters, Viterbi states, every
 restart's log-likelihood) and ``hmm_fit.png`` (the series with the Viterbi state means) to
 ``--out``. The work is checkpointed in ``hmm_checkpoint.pt`` while it runs (EM every few

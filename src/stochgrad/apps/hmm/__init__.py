@@ -4,19 +4,23 @@ A hidden Markov model with :math:`K` states has a start distribution :math:`\pi`
 matrix :math:`P` and per-state emissions :math:`p(y_t \mid z_t = k)`, Poisson (rate
 :math:`\lambda_k`) or Gaussian with diagonal covariance (means :math:`\mu_k`, standard deviations
 :math:`\sigma_k`). Everything here works on a batch of equal-length sequences ``[B, T]`` (Poisson)
-or ``[B, T, D]`` (Gaussian), in log space, looping over time only.
+or ``[B, T, D]`` (Gaussian); forward-backward, Viterbi and FFBS loop over time in log space,
+and EM and the gradient fit replace that loop by a parallel prefix scan over the stacked
+restarts.
 
 - :mod:`~stochgrad.apps.hmm.model`: :class:`HMM`, the unconstrained parametrisation (start
   logits, transition-row logits, log-rates or means and log-sds);
 - :mod:`~stochgrad.apps.hmm.emissions`: emission log-probabilities;
 - :mod:`~stochgrad.apps.hmm.inference`: forward-backward, Viterbi, forward-filtering
   backward-sampling;
-- :mod:`~stochgrad.apps.hmm.score`: the gradient of the marginal likelihood by Fisher's identity
-  :math:`\nabla_\theta \log p(y) = \mathbb E_{z \mid y}[\nabla_\theta \log p(y, z)]`, exact from
-  the posterior marginals (:func:`fisher_gradient`) or by Monte Carlo over FFBS paths
-  (:func:`monte_carlo_gradient`);
+- :mod:`~stochgrad.apps.hmm.gradient`: the gradient of the marginal likelihood by Fisher's
+  identity :math:`\nabla_\theta \log p(y) = \mathbb E_{z \mid y}[\nabla_\theta \log p(y, z)]`,
+  computed by the core's :func:`stochgrad.fisher_gradient`: exact from the forward-backward
+  marginals of the model's factors (:func:`likelihood_gradient`) or by Monte Carlo over FFBS
+  paths (:func:`sampled_likelihood_gradient`), each a
+  :class:`~stochgrad.gradient_estimate.GradientEstimate`;
 - :mod:`~stochgrad.apps.hmm.em`: EM (Baum-Welch) from many starts at once, resumable;
-- :mod:`~stochgrad.apps.hmm.gradient_fit`: L-BFGS on the Fisher gradient;
+- :mod:`~stochgrad.apps.hmm.gradient_fit`: L-BFGS on the Fisher gradient, many starts at once;
 - :mod:`~stochgrad.apps.hmm.fitting`: seeded random restarts, checkpointed (:func:`fit_hmm`);
 - :mod:`~stochgrad.apps.hmm.data`: a series from a CSV file, the earthquake counts.
 
@@ -44,7 +48,13 @@ from stochgrad.apps.hmm.em import EMState, baum_welch, baum_welch_batched
 from stochgrad.apps.hmm.emissions import emission_log_prob
 from stochgrad.apps.hmm.fit_result import FitResult
 from stochgrad.apps.hmm.fitting import FIT_METHODS, fit_hmm, information_criteria, random_hmm
-from stochgrad.apps.hmm.gradient_fit import fit_gradient
+from stochgrad.apps.hmm.gradient import (
+    _deprecated_complete_data_score,
+    joint_log_prob,
+    likelihood_gradient,
+    sampled_likelihood_gradient,
+)
+from stochgrad.apps.hmm.gradient_fit import fit_gradient, fit_gradient_batched
 from stochgrad.apps.hmm.inference import (
     Posterior,
     forward_backward,
@@ -53,7 +63,6 @@ from stochgrad.apps.hmm.inference import (
     viterbi,
 )
 from stochgrad.apps.hmm.model import EMISSIONS, HMM
-from stochgrad.apps.hmm.score import complete_data_score, fisher_gradient, monte_carlo_gradient
 
 __all__ = [
     "EMISSIONS",
@@ -65,29 +74,36 @@ __all__ = [
     "Posterior",
     "baum_welch",
     "baum_welch_batched",
-    "complete_data_score",
     "earthquakes_path",
     "emission_log_prob",
-    "fisher_gradient",
     "fit_gradient",
+    "fit_gradient_batched",
     "fit_hmm",
     "forward_backward",
     "information_criteria",
+    "joint_log_prob",
+    "likelihood_gradient",
     "load_earthquakes",
     "load_series",
     "log_likelihood",
-    "monte_carlo_gradient",
     "random_hmm",
     "sample_posterior",
+    "sampled_likelihood_gradient",
     "viterbi",
 ]
 
-# the command-line functions moved to the command line's package (removed in the next release)
+# moved or replaced names (removed in the next release): the command-line functions are in the
+# command line's package; the Fisher-identity gradients are computed by the core and return a
+# GradientEstimate (the old tuple of fisher_gradient is its .grad)
 _MOVED = {
     "add_fit_arguments": ("stochgrad.cli.hmm", "add_fit_arguments"),
     "run_fit": ("stochgrad.cli.hmm", "run_fit"),
+    "fisher_gradient": ("stochgrad.apps.hmm.gradient", "likelihood_gradient"),
+    "monte_carlo_gradient": ("stochgrad.apps.hmm.gradient", "sampled_likelihood_gradient"),
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "complete_data_score":  # replaced by joint_log_prob and the core's gradients
+        return _deprecated_complete_data_score(__name__)
     return _compat.moved_attribute(__name__, name, _MOVED)

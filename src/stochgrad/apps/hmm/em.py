@@ -23,7 +23,7 @@ from torch import Tensor
 from stochgrad._checks import check_float, check_int
 from stochgrad.apps.hmm.emissions import _as_batch, _stacked_emission
 from stochgrad.apps.hmm.fit_result import FitResult
-from stochgrad.apps.hmm.inference import _forward_backward_logs, log_likelihood
+from stochgrad.apps.hmm.inference import _posterior_marginals, log_likelihood
 from stochgrad.apps.hmm.model import HMM
 
 __all__ = ["EMState", "baum_welch", "baum_welch_batched"]
@@ -145,6 +145,14 @@ def _check_state(state: EMState, hmms: Sequence[HMM]) -> EMState:
     return state
 
 
+def _put(dst: Tensor, idx: Tensor, whole: bool, value: Tensor) -> None:
+    """``dst[idx] = value``; a plain copy when ``idx`` is every row in order."""
+    if whole:
+        dst.copy_(value)
+    else:
+        dst[idx] = value
+
+
 @torch.no_grad()
 def baum_welch_batched(
     hmms: Sequence[HMM],
@@ -158,15 +166,16 @@ def baum_welch_batched(
 ) -> list[FitResult]:
     r"""EM from several starting points at once: :func:`baum_welch` for each of ``hmms``.
 
-    The models are stacked along a leading dimension, so one forward-backward pass (a loop over
-    time of batched matrix products) serves every start; a start leaves the batch when it has
-    converged, and its result is the one :func:`baum_welch` gives alone (to rounding). This
-    is what makes random restarts cheap: the cost of ten restarts is close to that of the
-    slowest one, not the sum.
+    The models are stacked along a leading dimension, so one forward-backward pass (a parallel
+    prefix scan over time of batched matrix products,
+    :func:`~stochgrad.apps.hmm.inference._posterior_marginals`) serves every start; a start
+    leaves the batch when it has converged, and its result is the one :func:`baum_welch` gives
+    alone. This is what makes random restarts cheap: the cost of ten restarts is close to that
+    of the slowest one, not the sum.
 
     Args:
         hmms: starting models, all with one emission family, K and D.
-        y: observations (see :func:`~stochgrad.apps.hmm.score.fisher_gradient`).
+        y: observations (see :func:`~stochgrad.apps.hmm.gradient.likelihood_gradient`).
         max_iter, tol, min_sd: as in :func:`baum_welch`.
         state: continue this run (an :class:`EMState` handed to ``on_iteration`` by an earlier
             call with the same ``hmms``, ``y`` and settings) instead of starting at ``hmms``:
@@ -208,13 +217,21 @@ def baum_welch_batched(
     active = torch.tensor(st.active, dtype=torch.int64)
     tiny = torch.finfo(yb.dtype).tiny
     lgamma_y = torch.lgamma(yb + 1.0)[..., None] if poisson else None
+    # [2, B*T]: one product gives the posterior weight of each state and its weighted counts
+    ones_y = torch.stack([torch.ones_like(yb), yb]).reshape(2, -1) if poisson else None
+    everyone = list(range(R))
     for it in range(st.iteration, max_iter):
         if active.numel() == 0:
             break
-        post = _forward_backward_logs(
-            torch.log_softmax(start[active], -1)[:, None, :],
-            torch.log_softmax(trans[active], -1),
-            _stacked_emission(yb, [e[active] for e in emis], lgamma_y),
+        whole = st.active == everyone  # no start has left: the whole stack, without copies
+        if whole:
+            a_start, a_trans, a_emis = start, trans, emis
+        else:
+            a_start, a_trans, a_emis = start[active], trans[active], [e[active] for e in emis]
+        post = _posterior_marginals(
+            torch.log_softmax(a_start, -1)[:, None, :],
+            torch.log_softmax(a_trans, -1),
+            _stacked_emission(yb, a_emis, lgamma_y),
         )
         lls = post.log_likelihood.sum(-1).tolist()
         moving, finished = [], []
@@ -228,27 +245,32 @@ def baum_welch_batched(
         if not moving:
             active = active[:0]
         else:
-            keep = torch.tensor(moving)
-            idx = active[keep]
-            g, xi = post.gamma[keep], post.xi[keep]  # [r, B, T, K], [r, B, T-1, K, K]
+            g, xi = post.gamma, post.xi  # [r, B, T, K], [r, B, T-1, K, K]
+            if finished:
+                keep = torch.tensor(moving)
+                g, xi, idx = g[keep], xi[keep], active[keep]
+                whole = False
+            else:
+                idx = active
             pi = g[:, :, 0].sum(1)
-            start[idx] = (pi / pi.sum(-1, keepdim=True)).clamp_min(tiny).log()
+            _put(start, idx, whole, (pi / pi.sum(-1, keepdim=True)).clamp_min(tiny).log())
             pairs = xi.sum((1, 2))
             # a state never left (or never visited) keeps its row
             rows = pairs.sum(-1, keepdim=True)
-            trans[idx] = torch.where(
-                rows > 0, (pairs / rows.clamp_min(tiny)).clamp_min(tiny).log(), trans[idx]
-            )
-            w = g.sum((1, 2)).clamp_min(tiny)  # [r, K]
+            old = trans if whole else trans[idx]
+            new = (pairs / rows.clamp_min(tiny)).clamp_min(tiny).log()
+            _put(trans, idx, whole, torch.where(rows > 0, new, old))
             if poisson:
-                rate = torch.einsum("rbtk,bt->rk", g, yb) / w
-                emis[0][idx] = rate.clamp_min(tiny).log()
+                wy = ones_y @ g.reshape(g.shape[0], -1, g.shape[-1])  # [r, 2, K]
+                rate = wy[:, 1] / wy[:, 0].clamp_min(tiny)
+                _put(emis[0], idx, whole, rate.clamp_min(tiny).log())
             else:
+                w = g.sum((1, 2)).clamp_min(tiny)  # [r, K]
                 mu = torch.einsum("rbtk,btd->rkd", g, yb) / w[..., None]
                 dev = (yb[None, :, :, None, :] - mu[:, None, None]).square()
                 var = torch.einsum("rbtk,rbtkd->rkd", g, dev) / w[..., None]
-                emis[0][idx] = mu
-                emis[1][idx] = 0.5 * var.clamp_min(min_sd**2).log()
+                _put(emis[0], idx, whole, mu)
+                _put(emis[1], idx, whole, 0.5 * var.clamp_min(min_sd**2).log())
             active = idx
         st.active = active.tolist()
         st.iteration = it + 1

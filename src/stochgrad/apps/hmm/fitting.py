@@ -1,10 +1,11 @@
 """Fitting from seeded random restarts (:func:`fit_hmm`), checkpointed while it runs.
 
-EM runs every restart at once (:func:`~stochgrad.apps.hmm.em.baum_welch_batched`); its stacked
-state is saved every ``checkpoint_every`` iterations and whenever a restart converges, so an
-interrupted fit resumes from the last saved iteration and ends with the numbers of an
-uninterrupted one. Gradient fits (L-BFGS-B, whose inner state lives in scipy) run one restart
-after another and are saved as each one finishes.
+Both methods run every restart at once. EM (:func:`~stochgrad.apps.hmm.em.baum_welch_batched`)
+saves its stacked state every ``checkpoint_every`` iterations and whenever a restart converges,
+so an interrupted fit resumes from the last saved iteration and ends with the numbers of an
+uninterrupted one. Gradient fits (:func:`~stochgrad.apps.hmm.gradient_fit.fit_gradient_batched`,
+L-BFGS-B in lockstep, whose inner state lives in scipy) save each restart as it finishes; the
+restarts not finished start again on resume, and reach the numbers they reach in one run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from stochgrad._checks import check_choice, check_int, check_seed
 from stochgrad.apps.hmm.em import EMState, baum_welch_batched
 from stochgrad.apps.hmm.emissions import _as_batch
 from stochgrad.apps.hmm.fit_result import FitResult
-from stochgrad.apps.hmm.gradient_fit import fit_gradient
+from stochgrad.apps.hmm.gradient_fit import fit_gradient_batched
 from stochgrad.apps.hmm.model import EMISSIONS, HMM
 from stochgrad.checkpoint import (
     CheckpointError,
@@ -140,7 +141,8 @@ def fit_hmm(
 
     Restart ``r`` draws its start from a generator seeded by ``SeedSequence([seed, r])``, so a
     restart's result does not depend on the others. EM runs all restarts at once
-    (:func:`~stochgrad.apps.hmm.em.baum_welch_batched`); gradient fits run one after another.
+    (:func:`~stochgrad.apps.hmm.em.baum_welch_batched`), and so do gradient fits
+    (:func:`~stochgrad.apps.hmm.gradient_fit.fit_gradient_batched`).
 
     With ``checkpoint`` (a ``.pt`` file), the work is saved while it runs: EM's stacked state
     every ``checkpoint_every`` iterations and whenever a restart converges, a gradient fit's
@@ -148,7 +150,7 @@ def fit_hmm(
     and gives the results of an uninterrupted run.
 
     Args:
-        y: observations (see :func:`~stochgrad.apps.hmm.score.fisher_gradient`).
+        y: observations (see :func:`~stochgrad.apps.hmm.gradient.likelihood_gradient`).
         num_states: K >= 1.
         emission: ``"poisson"`` or ``"gaussian"``.
         method: ``"em"`` (:func:`~stochgrad.apps.hmm.em.baum_welch`) or ``"gradient"``
@@ -214,6 +216,17 @@ def fit_hmm(
     if progress is not None and (done or partial):
         progress(len(done) + (sum(partial[1].converged) if partial else 0))
 
+    if method == "gradient" and todo:  # all L-BFGS-B starts in lockstep, saved as they end
+
+        def on_finish(i: int, fit: FitResult) -> None:
+            done[todo[i]] = fit
+            if ckpt is not None:
+                _save(ckpt, settings, done, None)
+            if progress is not None:
+                progress(1)
+
+        hmms = [first if r == 0 else start(r) for r in todo]
+        fit_gradient_batched(hmms, y_t, max_iter=max_iter, on_finish=on_finish)
     if method == "em" and todo:  # all EM starts in one stacked run
         state = None if partial is None else partial[1]
 
@@ -237,12 +250,6 @@ def fit_hmm(
             progress(capped)
     results = []
     for r in range(restarts):
-        if r not in done:  # gradient fits, one restart after another
-            done[r] = fit_gradient(first if r == 0 else start(r), y_t, max_iter=max_iter)
-            if ckpt is not None:
-                _save(ckpt, settings, done, None)
-            if progress is not None:
-                progress(1)
         results.append(done[r])
         if callback is not None:
             callback(r, done[r])
