@@ -13,6 +13,7 @@ from typing import Any
 
 from stochgrad import _compat
 from stochgrad._core import black_box
+from stochgrad._dists import register_sampler, register_score
 from stochgrad.baselines import (
     Baseline,
     BatchMeanBaseline,
@@ -109,6 +110,8 @@ __all__ = [
     "measure_valued",
     "pathwise",
     "per_sample_gradients",
+    "register_sampler",
+    "register_score",
     "register_weak_derivative",
     "reward_to_go",
     "score_function",

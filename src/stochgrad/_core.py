@@ -294,8 +294,17 @@ def seeded_global_rng(generator: torch.Generator | None, device: torch.device):
     seed = random_seed(generator)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        seed_global(seed, device)
         yield
+
+
+def seed_global(seed: int, device: torch.device) -> None:
+    """Seed torch's global generator of ``device``'s kind. On the CPU only the CPU generator:
+    ``torch.manual_seed`` also visits every lazily initialised device, costly per call."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def _backward_row(out: Tensor, one: Tensor, leaves: Sequence[Tensor]) -> tuple:
@@ -429,7 +438,10 @@ def chain_to_params(
             full.index_add_(1, cols, s.reshape(n, -1).to(dtype))
     if scalar:
         if full is None and len(scalar) == total:  # every column selected once: just stack
-            full = torch.stack([scalar[c] for c in range(total)], dim=1).to(dtype)
+            if total == 1:  # one column: a view, no copy
+                full = scalar[0].reshape(n, 1).to(dtype)
+            else:
+                full = torch.stack([scalar[c] for c in range(total)], dim=1).to(dtype)
         else:
             if full is None:
                 full = torch.zeros(n, total, dtype=dtype, device=device)

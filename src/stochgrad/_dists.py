@@ -118,6 +118,35 @@ SAMPLERS.update(
 )
 
 
+def _check_registration(dist_type: object, fn: object, what: str) -> None:
+    if not (isinstance(dist_type, type) and issubclass(dist_type, Distribution)):
+        raise TypeError(
+            f"dist_type must be a torch.distributions.Distribution subclass, got {dist_type!r}"
+        )
+    if not callable(fn):
+        raise TypeError(f"fn must be callable {what}, got {fn!r}")
+
+
+def register_sampler(dist_type: type, fn: Sampler) -> Sampler:
+    """Register (or replace) the seeded sampler of a distribution type; returns ``fn``.
+
+    The score-function and measure-valued estimators then draw with ``fn`` instead of
+    ``d.sample`` under a seeded global generator.
+
+    Args:
+        dist_type: a ``torch.distributions.Distribution`` subclass (matched exactly, after
+            ``Independent`` wrappers are stripped).
+        fn: ``fn(d, n, generator)`` -> ``n`` samples ``[n, *batch_shape, *event_shape]`` without
+            gradient; all randomness from ``generator`` (a ``torch.Generator`` or ``None``).
+
+    >>> register_sampler(Normal, SAMPLERS[Normal]) is SAMPLERS[Normal]
+    True
+    """
+    _check_registration(dist_type, fn, "(d, n, generator) -> samples")
+    SAMPLERS[dist_type] = fn
+    return fn
+
+
 def sample(d: Distribution, n: int, generator: torch.Generator | None) -> Tensor:
     """``n`` samples ``[n, *batch_shape, *event_shape]`` without gradient, seeded by ``generator``."""
     base = unwrap(d)
@@ -206,6 +235,29 @@ SCORES.update(
         Binomial: _binomial_score,
     }
 )
+
+
+def register_score(dist_type: type, fn: Score) -> Score:
+    """Register (or replace) the closed-form score of a distribution type; returns ``fn``.
+
+    The score-function estimator then uses ``fn`` instead of forward-mode autograd of
+    ``log_prob`` (the chain rule to the caller's parameters is applied afterwards).
+
+    Args:
+        dist_type: a ``torch.distributions.Distribution`` subclass (matched exactly, after
+            ``Independent`` wrappers are stripped).
+        fn: ``fn(d, x)`` -> a list of ``(param, score)``: ``param`` a tensor the distribution
+            stores (in the autograd graph of the caller's parameters), ``score`` the per-sample
+            :math:`\\partial \\log p(x_i) / \\partial` ``param``, shaped ``[n, *param.shape]``
+            for samples ``x`` ``[n, ...]``; stored tensors left out get no gradient. Return
+            ``None`` to fall back to autograd of ``log_prob`` for this call.
+
+    >>> register_score(Normal, SCORES[Normal]) is SCORES[Normal]
+    True
+    """
+    _check_registration(dist_type, fn, "(d, x) -> [(param, per-sample score), ...]")
+    SCORES[dist_type] = fn
+    return fn
 
 
 def closed_form_score(d: Distribution, x: Tensor) -> list[tuple[Tensor, Tensor]] | None:

@@ -96,9 +96,13 @@ class Groups:
     """
 
     def __init__(self, groups: Tensor | None, n: int, device: torch.device):
-        if groups is None:
-            self.index = torch.zeros(n, dtype=torch.long, device=device)
+        self.whole = groups is None
+        self.n = n
+        if groups is None:  # one group: no index needed (sums and sizes are scalars)
+            self.index = None
             self.count = 1
+            self.sizes = torch.tensor([n], device=device)
+            return
         else:
             if not isinstance(groups, Tensor):
                 groups = torch.as_tensor(groups)
@@ -112,16 +116,20 @@ class Groups:
         self.sizes = torch.bincount(self.index, minlength=self.count)
 
     def sums(self, values: Tensor) -> Tensor:
-        """Per-sample sum of its group's values, ``[n]``."""
+        """Per-sample sum of its group's values, ``[n]`` (a scalar for one group)."""
+        if self.whole:
+            return values.sum()
         total = torch.zeros(self.count, dtype=values.dtype, device=values.device)
         return total.index_add_(0, self.index, values)[self.index]
 
-    def size(self, dtype: torch.dtype) -> Tensor:
-        """Per-sample size of its group, ``[n]``."""
+    def size(self, dtype: torch.dtype) -> Tensor | float:
+        """Per-sample size of its group, ``[n]`` (a number for one group)."""
+        if self.whole:
+            return float(self.n)
         return self.sizes[self.index].to(dtype)
 
     def require(self, minimum: int, who: str) -> None:
-        smallest = int(self.sizes.min())
+        smallest = self.n if self.whole else int(self.sizes.min())
         if smallest < minimum:
             raise ValueError(
                 f"advantage {who!r} needs at least {minimum} samples per group, but a group has "
@@ -718,9 +726,11 @@ def gae(
     nxt = nxt.expand_as(rewards[0]).clone()
     adv = torch.empty_like(rewards)
     running = torch.zeros_like(rewards[0])
+    # the TD errors at once; only the discounted sum runs backwards in time
+    following = torch.cat([values[1:], nxt.unsqueeze(0)])
+    delta = rewards + gamma * keep * following - values
+    decay = gamma * lam * keep
     for t in range(rewards.shape[0] - 1, -1, -1):
-        delta = rewards[t] + gamma * keep[t] * nxt - values[t]
-        running = delta + gamma * lam * keep[t] * running
+        running = delta[t] + decay[t] * running
         adv[t] = running
-        nxt = values[t]
     return adv, adv + values

@@ -59,6 +59,10 @@ def _eval_differentiable(f: Callable, x: Tensor, n: int) -> tuple[Tensor, Tensor
     return fx, gx
 
 
+def _device(tensors) -> torch.device:
+    return next((t.device for t in tensors if isinstance(t, Tensor)), torch.device("cpu"))
+
+
 def _rsample(dist_fn, args, seeds: list[int], n: int) -> Tensor:
     """``n`` reparameterised samples drawn in chunks, chunk ``j`` under seed ``seeds[j]``.
 
@@ -70,7 +74,7 @@ def _rsample(dist_fn, args, seeds: list[int], n: int) -> Tensor:
     for j, seed in enumerate(seeds):
         size = min(_SAMPLE_CHUNK, n - j * _SAMPLE_CHUNK)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            _core.seed_global(seed, _device(args))
             chunks.append(d.rsample((size,)))
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 0)
 
@@ -107,7 +111,7 @@ def _reverse_chunks(dist_fn, leaves, seeds: list[int], n: int, gx: Tensor) -> li
         start = j * _SAMPLE_CHUNK
         c = min(_SAMPLE_CHUNK, n - start)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            _core.seed_global(seed, _device(leaves))
             x_chunk = d.rsample((c,))
         cot = torch.zeros(c, *x_chunk.shape, dtype=gx.dtype, device=gx.device)
         idx = torch.arange(c)
