@@ -4,13 +4,16 @@ Four measurements, all in one run, written to ``benchmarks/results/greeks.json``
 
 1. **Accuracy against QuantLib**: every estimate (price, delta, gamma, vega, rho by every valid
    method) for a call, a put, a cash-or-nothing digital, a geometric-average Asian call on 12
-   dates and a continuously monitored up-and-out call (Brownian bridge), on several parameter sets including a short maturity ``T = 0.05``; the
+   dates and a continuously monitored up-and-out call (Brownian bridge), on several parameter
+   sets including a short maturity ``T = 0.05`` and a dividend yield ``q = 0.04``; the
    z-score ``(estimate - QuantLib) / stderr`` of each, and the largest ``|z|``.
 2. **Per-path standard deviations** of pathwise vs likelihood-ratio delta and vega (and mixed vs
    LR gamma), for the call, put, Asian and bridge barrier.
 3. **Barrier monitoring**: naive discrete monitoring on m dates vs the Brownian-bridge product
    against QuantLib's ``AnalyticBarrierEngine`` (also ``docs/greeks_barrier_bias.png`` with
-   ``--figure``); and the Heston full-truncation Euler bias against ``AnalyticHestonEngine``.
+   ``--figure``); and the Heston full-truncation Euler bias against ``AnalyticHestonEngine``
+   (price, delta, and vega :math:`\partial V/\partial v_0` against central differences of its
+   price in :math:`v_0`).
 4. **Throughput** of the likelihood-ratio delta of a European call (price and delta, each with
    its standard error): :func:`stochgrad.apps.finance.estimate_greeks` with torch on 2 threads,
    chunks of 2^20 paths, against a hand-written chunked numpy version (one thread, numpy's
@@ -57,6 +60,7 @@ MARKETS = {
     "S100 K105 vol0.3 r0.02 T0.05": (Market(100.0, 0.3, 0.02, 0.05), 105.0, 110.0),
     "S90 K100 vol0.25 r0.0 T0.5": (Market(90.0, 0.25, 0.0, 0.5), 100.0, 115.0),
     "S110 K100 vol0.4 r0.08 T2": (Market(110.0, 0.4, 0.08, 2.0), 100.0, 160.0),
+    "S100 K95 vol0.25 r0.05 q0.04 T0.75": (Market(100.0, 0.25, 0.05, 0.75, 0.04), 95.0, 125.0),
 }
 
 
@@ -153,9 +157,16 @@ def heston_bias(paths: int) -> list[dict]:
         opt = Option("call", 100.0, steps=steps)
         ref = quantlib_reference(opt, mk, h)
         res = estimate_greeks(
-            opt, mk, paths, heston=h, greeks=["delta"], methods=["pathwise"], seed=5, reference=ref
+            opt,
+            mk,
+            paths,
+            heston=h,
+            greeks=["delta", "vega"],
+            methods=["pathwise"],
+            seed=5,
+            reference=ref,
         )
-        for g in ("price", "delta"):
+        for g in ("price", "delta", "vega"):
             e = res.get(g, "mc" if g == "price" else "pathwise")
             rows.append(
                 {

@@ -15,11 +15,15 @@ import pytest
 import torch
 
 import stochgrad as sg
+from stochgrad import _dists
 from stochgrad.apps.finance import (
     GREEKS,
+    GBMPaths,
     Heston,
+    HestonPaths,
     Market,
     Option,
+    PathPayoff,
     barrier_survival,
     estimate_greeks,
     gbm_paths,
@@ -29,6 +33,7 @@ from stochgrad.apps.finance import (
     quantlib_reference,
 )
 from stochgrad.checkpoint import CheckpointError, CheckpointMismatch
+from stochgrad.gradient_estimate import GradientEstimate
 
 ql = pytest.importorskip("QuantLib")
 
@@ -72,7 +77,8 @@ def test_lr_weights_are_the_autograd_score_of_the_lognormal_density() -> None:
     x = S[:, 0]
     score = torch.func.vmap(torch.func.grad(logp), in_dims=(None, 0))(theta, x)
     hess = torch.func.vmap(torch.func.hessian(logp), in_dims=(None, 0))(theta, x)
-    w = lr_weights(z, mk, T)
+    with pytest.warns(DeprecationWarning, match="score of the path law"):
+        w = lr_weights(z, mk, T)  # now the registered score of GBMPaths
     torch.testing.assert_close(w["delta"], score[:, 0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(w["vega"], score[:, 1], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(w["rho"], score[:, 2], rtol=1e-10, atol=1e-12)
@@ -198,6 +204,159 @@ def test_interrupted_run_resumed_equals_uninterrupted(tmp_path, numpy_rng: bool)
     assert again.num_paths == 6000
 
 
+def test_gbm_law_replays_the_steps_with_dividends_and_lognormal_log_prob() -> None:
+    """Paths from given noise follow the exact step with drift r - q; log_prob is the sum of the
+    log-normal step densities (torch's LogNormal), column 0 being the spot."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(5, 3, dtype=torch.float64, generator=g)
+    s0, vol, r, q, T = 100.0, 0.25, 0.04, 0.03, 0.6
+    dt = T / 3
+    law = GBMPaths(s0, vol, r, q, T, steps=3, noise=z)
+    x = law.sample((5,))
+    expected = s0 * np.exp(
+        np.cumsum((r - q - 0.5 * vol**2) * dt + vol * np.sqrt(dt) * z.numpy(), 1)
+    )
+    np.testing.assert_allclose(x[:, 1:].numpy(), expected, rtol=1e-13)
+    assert (x[:, 0] == s0).all() and x.shape == (5, 4)
+    again = GBMPaths(s0, vol, r, q, T, steps=3, noise=z).rsample((5,))
+    torch.testing.assert_close(again, x, rtol=1e-13, atol=0.0)
+    prev = torch.cat([torch.full((5, 1), s0, dtype=torch.float64), x[:, 1:-1]], 1)
+    steps = torch.distributions.LogNormal(
+        torch.log(prev) + (r - q - 0.5 * vol**2) * dt, vol * math.sqrt(dt)
+    )
+    torch.testing.assert_close(law.log_prob(x), steps.log_prob(x[:, 1:]).sum(1))
+
+
+def test_closed_form_scores_are_autograd_of_log_prob() -> None:
+    """The scores registered with the core equal d log_prob / d param per path, for the law's
+    own draw (from its normals) and for any other paths (from the path)."""
+    torch.manual_seed(3)
+
+    def check(law, leaves, n):
+        x = law.sample((n,))
+        for draws in (x, x.clone()):  # the cached normals, then recovered from the paths
+            scores = {id(p): s for p, s in _dists.closed_form_score(law, draws)}
+            lp = law.log_prob(draws)
+            for leaf in leaves:
+                auto = torch.stack(
+                    [torch.autograd.grad(lp[i], leaf, retain_graph=True)[0] for i in range(n)]
+                )
+                torch.testing.assert_close(scores[id(leaf)], auto, rtol=1e-9, atol=1e-12)
+
+    for steps in (1, 4):
+        p = [
+            torch.tensor(v, dtype=torch.float64, requires_grad=True)
+            for v in (90.0, 0.3, 0.05, 0.02)
+        ]
+        check(GBMPaths(*p, 0.8, steps=steps), p, 6)
+    s0, v0 = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (100.0, 0.05))
+    check(HestonPaths(s0, 0.03, 0.01, v0, 1.5, 0.04, 0.5, -0.7, 1.0, steps=8), [s0, v0], 6)
+
+
+def test_heston_law_log_prob_is_the_bivariate_gaussian_scheme() -> None:
+    """First step of the draws replayed; log_prob of a path sums torch's bivariate normal
+    densities of (v, log S) over the steps from a positive variance (plus the Jacobian 1/S)."""
+    mk, h = Market(100.0, 0.2, 0.05, 1.0, dividend=0.02), Heston(0.04, 1.5, 0.04, 0.9, -0.7)
+    z = torch.randn(400, 4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    law = HestonPaths(100.0, 0.05, 0.02, 0.04, 1.5, 0.04, 0.9, -0.7, 1.0, steps=4, noise=z)
+    x = law.sample((400,))
+    dt = 0.25
+    shock = math.sqrt(0.04 * dt) * (-0.7 * z[:, 0, 0] + math.sqrt(1 - 0.49) * z[:, 0, 1])
+    torch.testing.assert_close(x[:, 1, 0], 100.0 * torch.exp((0.05 - 0.02 - 0.02) * dt + shock))
+    S, v = x[..., 0], x[..., 1]
+    assert law.prices(x) is not None and torch.equal(law.prices(x), S)
+    expected = torch.zeros(400, dtype=torch.float64)
+    for i in range(4):
+        vp = v[:, i].clamp_min(0.0)
+        live = vp > 0
+        mean = torch.stack(
+            [v[:, i] + 1.5 * (0.04 - vp) * dt, torch.log(S[:, i]) + (0.03 - 0.5 * vp) * dt], -1
+        )
+        sd = torch.sqrt(vp[live] * dt)
+        cov = torch.stack([torch.stack([0.81 * sd**2, -0.7 * 0.9 * sd**2], -1),
+                           torch.stack([-0.7 * 0.9 * sd**2, sd**2], -1)], -2)  # fmt: skip
+        mvn = torch.distributions.MultivariateNormal(mean[live], cov)
+        y = torch.stack([v[:, i + 1], torch.log(S[:, i + 1])], -1)[live]
+        expected[live] += mvn.log_prob(y) - torch.log(S[live, i + 1])
+    assert bool((v[:, 1:] <= 0).any())  # xi = 0.9: some steps start from a variance <= 0
+    torch.testing.assert_close(law.log_prob(x), expected, rtol=1e-10, atol=1e-10)
+    assert mk.dividend == 0.02 and h.v0 == 0.04
+
+
+def test_deprecated_terms_are_the_chunk_terms() -> None:
+    from stochgrad.apps.finance.terms import chunk_terms, gbm_terms, heston_terms
+
+    mk, opt, h = (
+        Market(100.0, 0.2, 0.05, 1.0),
+        Option("call", 100.0, steps=2),
+        Heston(0.04, 1.5, 0.04, 0.5, -0.7),
+    )
+    z = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    zh = torch.randn(50, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    wanted = {"delta": ["lr", "pathwise"]}
+    with pytest.warns(DeprecationWarning, match="use chunk_terms"):
+        old = gbm_terms(opt, mk, z, wanted)
+    with pytest.warns(DeprecationWarning, match="use chunk_terms"):
+        old_h = heston_terms(opt, mk, h, zh, wanted)
+    for a, b in (
+        (old, chunk_terms(opt, mk, None, z, wanted)),
+        (old_h, chunk_terms(opt, mk, h, zh, wanted)),
+    ):
+        assert a.keys() == b.keys()
+        assert float(a[("delta", "lr")][0].grad) == float(b[("delta", "lr")][0].grad)
+
+
+def test_noise_is_served_in_order_to_chunked_draws() -> None:
+    """The pathwise estimator redraws in chunks: a law on fixed noise serves them in order."""
+    z = torch.randn(1200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    full = GBMPaths(100.0, 0.2, 0.05, 0.01, 1.0, steps=3, noise=z).sample((1200,))
+    law = GBMPaths(100.0, 0.2, 0.05, 0.01, 1.0, steps=3, noise=z)
+    parts = torch.cat([law.rsample((512,)), law.rsample((512,)), law.rsample((176,))])
+    torch.testing.assert_close(parts, full, rtol=1e-13, atol=0.0)
+    with pytest.raises(ValueError, match="noise: the law holds 1200 draws"):
+        law.rsample((1,))
+    # Heston: the in-place sampler, and rsample with and without a derivative in the variance
+    zh = torch.randn(300, 6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    v0 = torch.tensor(0.04, dtype=torch.float64, requires_grad=True)
+    args = (100.0, 0.03, 0.01, 0.04, 1.5, 0.04, 0.9, -0.7, 0.5, 6)
+    fast = HestonPaths(*args, noise=zh).sample((300,))
+    plain = HestonPaths(*args, noise=zh).rsample((300,))
+    graph = HestonPaths(*args[:3], v0, *args[4:], noise=zh).rsample((300,))
+    assert graph.requires_grad and bool((fast[:, 1:, 1] < 0).any())
+    torch.testing.assert_close(plain, fast, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(graph.detach(), fast, rtol=1e-12, atol=1e-12)
+
+
+def test_estimates_are_the_core_estimators_on_the_path_law() -> None:
+    """The LR and pathwise deltas of estimate_greeks are sg.score_function and sg.pathwise of
+    the payoff under GBMPaths on the same normals, discounted; each result carries the run's
+    GradientEstimate (per_sample: one row per chunk)."""
+    mk = Market(100.0, 0.2, 0.05, 1.0, dividend=0.03)
+    opt = Option("asian", 100.0, steps=3)
+    res = estimate_greeks(opt, mk, 3000, greeks=["delta", "gamma"], seed=8, chunk_size=1000)
+    z = torch.from_numpy(np.random.default_rng(8).standard_normal((3000, 3)))
+    f = lambda x: torch.relu(x[:, 1:].mean(1) - 100.0)  # noqa: E731
+    spot = torch.tensor(100.0, dtype=torch.float64)
+    for method, estimator in (("lr", sg.score_function), ("pathwise", sg.pathwise)):
+        means = []
+        for k in range(3):
+
+            def law(s: torch.Tensor, k: int = k) -> GBMPaths:
+                return GBMPaths(s, 0.2, 0.05, 0.03, 1.0, 3, noise=z[1000 * k : 1000 * (k + 1)])
+
+            means.append(mk.discount * float(estimator(f, law, spot, num_samples=1000).grad))
+        e = res.get("delta", method)
+        assert e.value == pytest.approx(np.mean(means), rel=1e-12)
+        g = e.gradient
+        assert isinstance(g, GradientEstimate) and g.num_samples == 3000
+        assert g.method == {"lr": "score_function", "pathwise": "pathwise"}[method]
+        assert float(g.grad) == e.value and float(g.stderr) == e.stderr
+        assert float(g.variance) == pytest.approx(e.std**2, rel=1e-12)
+        torch.testing.assert_close(g.per_sample, torch.tensor(means, dtype=torch.float64))
+    mixed = res.get("gamma", "mixed").gradient
+    assert mixed.method == "pathwise+score_function" and mixed.info["chunks"] == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # (2) many paths against QuantLib, tolerance from the standard error
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +457,86 @@ def test_heston_call_against_analytic_heston_engine() -> None:
     )
     for e in res.estimates:
         assert abs(e.z) < 4.0, (e.greek, e.method, e.value, e.reference, e.stderr)
+
+
+@pytest.mark.parametrize("q", [0.01, 0.04, 0.1])
+@pytest.mark.parametrize("kind", ["call", "put"])
+def test_dividends_within_4_stderr_of_quantlib(kind: str, q: float) -> None:
+    mk = Market(100.0, 0.25, 0.05, 0.75, dividend=q)
+    opt = Option(kind, 95.0)
+    ref = quantlib_reference(opt, mk)
+    res = estimate_greeks(opt, mk, 40_000, greeks=["delta", "vega"], seed=11, reference=ref)
+    assert {(e.greek, e.method) for e in res.estimates} == {
+        ("price", "mc"), ("delta", "lr"), ("delta", "pathwise"), ("vega", "lr"),
+        ("vega", "pathwise")}  # fmt: skip
+    for e in res.estimates:
+        assert abs(e.z) < 4.0, (e.greek, e.method, e.value, e.reference, e.stderr)
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [Option("digital", 100.0), Option("barrier", 100.0, barrier=125.0, steps=4)],
+    ids=["digital", "barrier"],
+)
+def test_digital_and_barrier_with_dividends_against_quantlib(opt: Option) -> None:
+    mk = Market(100.0, 0.2, 0.05, 1.0, dividend=0.03)
+    ref = quantlib_reference(opt, mk)
+    res = estimate_greeks(opt, mk, 40_000, seed=12, reference=ref)
+    assert len(res.estimates) >= 5
+    for e in res.estimates:
+        assert abs(e.z) < 4.0, (e.greek, e.method, e.value, e.reference, e.stderr)
+
+
+def test_heston_vega_is_dv_dv0_against_quantlib_differences() -> None:
+    """Vega under Heston is dV/dv0: the score of the scheme w.r.t. v0 (LR) and the pathwise
+    derivative, against central differences of AnalyticHestonEngine's price in v0."""
+    mk = Market(100.0, 0.2, 0.03, 0.5, dividend=0.02)
+    h = Heston(0.05, 2.0, 0.04, 0.3, -0.5)  # Feller: 2 kappa theta = 0.16 >= xi^2 = 0.09
+    opt = Option("put", 100.0, steps=25)
+    ref = quantlib_reference(opt, mk, h)
+    res = estimate_greeks(opt, mk, 40_000, heston=h, greeks=["vega"], seed=13, reference=ref)
+    for method in ("lr", "pathwise"):
+        e = res.get("vega", method)
+        assert abs(e.z) < 4.0, (method, e.value, e.reference, e.stderr)
+    assert res.get("vega", "lr").gradient.method == "score_function"
+
+
+def test_a_custom_payoff_of_the_path_against_quantlib() -> None:
+    """A straddle written as a function of the path: estimate_greeks and the core estimators
+    called directly on GBMPaths both agree with QuantLib's call + put (with dividends)."""
+    mk = Market(100.0, 0.25, 0.04, 0.75, dividend=0.03)
+    call, put = (quantlib_reference(Option(k, 105.0), mk) for k in ("call", "put"))
+    ref = {g: call[g] + put[g] for g in call}
+    straddle = PathPayoff(lambda x: (x[:, -1] - 105.0).abs(), name="straddle")
+    res = estimate_greeks(straddle, mk, 40_000, seed=14, reference=ref)
+    assert len(res.estimates) == 9 and res.to_dict()["option"]["payoff"] == "straddle"
+    for e in res.estimates:
+        assert abs(e.z) < 4.0, (e.greek, e.method, e.value, e.reference, e.stderr)
+
+    def law(s0: torch.Tensor, vol: torch.Tensor) -> GBMPaths:
+        return GBMPaths(s0, vol, mk.rate, mk.dividend, mk.maturity, steps=1)
+
+    theta = (torch.tensor(100.0, dtype=torch.float64), torch.tensor(0.25, dtype=torch.float64))
+    for estimator in (sg.score_function, sg.pathwise):
+        est = estimator(straddle.fn, law, theta, num_samples=40_000, seed=15)
+        for g, grad, se in zip(("delta", "vega"), est.grad, est.stderr, strict=True):
+            assert abs(mk.discount * float(grad) - ref[g]) < 4.0 * mk.discount * float(se)
+
+
+def test_a_payoff_reading_the_spot_adds_its_derivative_to_the_likelihood_ratio() -> None:
+    """(S_T - S0)^+ (strike at the spot) is homogeneous of degree 1 in S0: delta = price / S0.
+    The likelihood ratio differentiates the law of the dates only, so it needs reads_spot=True."""
+    mk = Market(100.0, 0.2, 0.05, 1.0, dividend=0.02)
+    price = quantlib_reference(Option("call", 100.0), mk)["price"]
+    fn = lambda x: torch.relu(x[:, -1] - x[:, 0])  # noqa: E731
+    res = estimate_greeks(PathPayoff(fn, reads_spot=True), mk, 40_000, greeks=["delta"], seed=16,
+                          reference={"price": price, "delta": price / 100.0})  # fmt: skip
+    for e in res.estimates:
+        assert abs(e.z) < 4.0, (e.greek, e.method, e.value, e.reference, e.stderr)
+    wrong = estimate_greeks(PathPayoff(fn), mk, 40_000, greeks=["delta"], methods=["lr"], seed=16)
+    assert (
+        abs(wrong.get("delta", "lr").value - price / 100.0) > 10 * wrong.get("delta", "lr").stderr
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,3 +676,35 @@ def test_callback_is_deprecated_and_checkpoint_excludes_save(tmp_path):
 def test_every_greek_is_estimated_by_default() -> None:
     res = estimate_greeks(Option("call", 100.0), Market(100.0, 0.2, 0.05, 1.0), 100, seed=0)
     assert {e.greek for e in res.estimates} == set(GREEKS)
+
+
+def test_bad_laws_and_payoffs_raise() -> None:
+    with pytest.raises(ValueError, match="noise must have shape \\[N, 3\\]"):
+        GBMPaths(100.0, 0.2, 0.05, 0.0, 1.0, steps=3, noise=torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="steps"):
+        GBMPaths(100.0, 0.2, 0.05, 0.0, 1.0, steps=0)
+    with pytest.raises(ValueError, match="maturity"):
+        GBMPaths(100.0, 0.2, 0.05, 0.0, -1.0)
+    with pytest.raises(ValueError, match="spot must be a scalar"):
+        GBMPaths(torch.ones(2), 0.2, 0.05)
+    with pytest.raises(TypeError, match="vol must be a number"):
+        GBMPaths(100.0, "0.2", 0.05)
+    with pytest.raises(ValueError, match="vol"):
+        GBMPaths(100.0, -0.2, 0.05, validate_args=True)
+    with pytest.raises(ValueError, match="rho must be in"):
+        HestonPaths(100.0, 0.0, 0.0, 0.04, 1.0, 0.04, 0.5, 1.0, validate_args=True)
+    rate = torch.tensor(0.03, dtype=torch.float64)
+    heston = lambda r: HestonPaths(100.0, r, 0.0, 0.04, 1.5, 0.04, 0.5, -0.7, 1.0, 4)  # noqa: E731
+    with pytest.raises(ValueError, match="w.r.t. rate is not defined.*sg.pathwise"):
+        sg.score_function(lambda x: x[:, -1, 0], heston, rate, num_samples=10, seed=0)
+    with pytest.raises(TypeError, match="fn must be callable"):
+        PathPayoff("call")
+    with pytest.raises(ValueError, match="steps"):
+        PathPayoff(lambda x: x[:, -1], steps=0)
+    with pytest.raises(TypeError, match="option must be an Option or a PathPayoff"):
+        estimate_greeks("call", Market(100.0, 0.2, 0.05, 1.0), 10, seed=0)
+    with pytest.raises(ValueError, match="dividend"):
+        Market(100.0, 0.2, 0.05, 1.0, dividend=float("nan"))
+    refused = estimate_greeks(PathPayoff(lambda x: (x[:, -1] > 100).double(), pathwise_ok=False),
+                              Market(100.0, 0.2, 0.05, 1.0), 100, seed=0)  # fmt: skip
+    assert "pathwise_ok=False" in refused.refused["delta"]["pathwise"]

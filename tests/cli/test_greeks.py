@@ -82,6 +82,19 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, capsys, interrupt
     assert _estimates(out) == _estimates(ref)
 
 
+def test_dividend_reaches_the_estimates_and_quantlib(tmp_path, capsys):
+    pytest.importorskip("QuantLib")
+    out = tmp_path / "q"
+    argv = ["greeks", "--payoff", "call", "--dividend", "0.04", "--paths", "20000"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "q=0.04" in capsys.readouterr().out
+    data = json.loads((out / "greeks.json").read_text())
+    assert data["config"]["dividend"] == 0.04 and data["market"]["dividend"] == 0.04
+    assert data["quantlib"]["delta"] == pytest.approx(0.537675, abs=1e-5)  # e^{-qT} N(d1)
+    for e in data["estimates"]:
+        assert abs(e["z"]) < 4.0, e
+
+
 def test_heston_and_a_barrier_below_the_strike(tmp_path, capsys):
     out = tmp_path / "h"
     assert main(["greeks", "--model", "heston", "--paths", "2000", "--steps", "8",
@@ -106,11 +119,13 @@ def test_heston_and_a_barrier_below_the_strike(tmp_path, capsys):
         (["--payoff", "lookback"], "--payoff"),
         (["--model", "heston", "--rho", "1.5"], "rho"),
         (["--rate", "nan"], "rate"),
+        (["--dividend", "inf"], "dividend"),
         (["--seed", "-1"], "seed"),
         (["--model", "heston", "--payoff", "barrier"], "barrier"),
     ],
     ids=["zero-paths", "text-paths", "negative-vol", "negative-maturity", "zero-maturity",
-         "negative-strike", "unknown-payoff", "rho-out-of-range", "nan-rate", "negative-seed",
+         "negative-strike", "unknown-payoff", "rho-out-of-range", "nan-rate", "inf-dividend",
+         "negative-seed",
          "barrier-under-heston"],
 )  # fmt: skip
 def test_careless_input_is_one_error_line(options, says, tmp_path, capsys):

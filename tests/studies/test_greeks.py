@@ -33,6 +33,10 @@ def test_config_builds_the_option_market_and_model():
     assert "barrier" not in s and "v0" not in s and s["steps"] == 1 and s["vol"] == 0.2
     s = GreeksConfig(payoff="barrier", model="gbm").settings()
     assert s["barrier"] == 120.0 and s["monitoring"] == "bridge"
+    # the dividend yield reaches the market, and the settings only when there is one
+    assert GreeksConfig(dividend=0.03).market() == Market(100.0, 0.2, 0.05, 1.0, dividend=0.03)
+    assert GreeksConfig(dividend=0.03).settings()["dividend"] == 0.03
+    assert "dividend" not in GreeksConfig().settings()
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,7 @@ def test_config_builds_the_option_market_and_model():
         ({"chunk": 0}, ValueError, "chunk must be >= 1"),
         ({"seed": -1}, ValueError, "seed must be >= 0"),
         ({"rate": float("nan")}, ValueError, "rate must be finite"),
+        ({"dividend": float("inf")}, ValueError, "dividend must be finite"),
         ({"payoff": "barrier", "barrier": 90.0}, ValueError, "barrier must exceed strike"),
         ({"payoff": "barrier", "model": "heston"}, ValueError, "use model 'gbm'"),
         ({"model": "heston", "rho": 1.0}, ValueError, "rho must be < 1"),
@@ -87,7 +92,7 @@ def test_heston_and_float32_settings_reach_the_estimator():
     )
     assert _numbers(study.result) == _numbers(direct)
     assert study.result.dtype == "float32" and study.result.heston == cfg.heston()
-    assert "vega" in study.result.refused
+    assert "lr" in study.result.refused["rho"] and "vega" not in study.result.refused
 
 
 def test_interrupted_study_resumes_at_the_next_chunk_with_the_same_numbers(tmp_path):

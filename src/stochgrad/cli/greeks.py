@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vol", type=positive_float, default=d.vol, help="GBM volatility")
     p.add_argument("--rate", type=float, default=d.rate, help="risk-free rate")
     p.add_argument("--maturity", type=positive_float, default=d.maturity, help="in years")
+    p.add_argument("--dividend", type=float, default=d.dividend, help="continuous dividend yield q")
     p.add_argument(
         "--barrier", type=positive_float, default=d.barrier, help="up-and-out level (barrier)"
     )
@@ -82,6 +83,7 @@ def _config(args: argparse.Namespace):
         vol=args.vol,
         rate=args.rate,
         maturity=args.maturity,
+        dividend=args.dividend,
         barrier=args.barrier,
         monitoring=args.monitoring,
         steps=args.steps,
@@ -107,6 +109,7 @@ def _title(study) -> str:
         f"{option.payoff} K={option.strike:g}"
         + (f" H={option.barrier:g} ({option.monitoring})" if option.payoff == "barrier" else "")
         + f", {model}, S0={market.spot:g} r={market.rate:g} T={market.maturity:g}"
+        + (f" q={market.dividend:g}" if market.dividend else "")
         + ("" if heston else f" vol={market.vol:g}")
         + f", {res.num_paths:,} paths, {steps} step{'s' if steps > 1 else ''}, seed {cfg.seed}"
     )

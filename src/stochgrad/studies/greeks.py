@@ -67,6 +67,7 @@ class GreeksConfig:
         payoff: one of :data:`~stochgrad.apps.finance.PAYOFFS`.
         spot, strike, vol, rate, maturity: the market and the strike (``vol`` is GBM's; under
             Heston it sets ``v0`` when ``v0`` is ``None``).
+        dividend: the continuous dividend yield :math:`q` (the drift is :math:`r - q`).
         barrier: the up-and-out level (barrier only).
         monitoring: ``"bridge"`` or ``"discrete"`` (barrier only).
         steps: monitoring dates or time steps; ``None``: :func:`default_steps` (resolved here).
@@ -88,6 +89,7 @@ class GreeksConfig:
     vol: float = 0.2
     rate: float = 0.05
     maturity: float = 1.0
+    dividend: float = 0.0
     barrier: float = 120.0
     monitoring: str = "bridge"
     steps: int | None = None
@@ -128,7 +130,7 @@ class GreeksConfig:
 
     def market(self) -> Market:
         """The :class:`~stochgrad.apps.finance.Market`."""
-        return Market(self.spot, self.vol, self.rate, self.maturity)
+        return Market(self.spot, self.vol, self.rate, self.maturity, self.dividend)
 
     def option(self) -> Option:
         """The :class:`~stochgrad.apps.finance.Option`."""
@@ -154,7 +156,8 @@ class GreeksConfig:
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the numbers (what a checkpoint is compared on): the
-        barrier and monitoring only for a barrier, Heston's parameters only under Heston."""
+        barrier and monitoring only for a barrier, Heston's parameters only under Heston, the
+        dividend yield only when not 0."""
         s: dict[str, Any] = {
             "payoff": self.payoff,
             "spot": self.spot,
@@ -168,6 +171,8 @@ class GreeksConfig:
             "seed": self.seed,
             "float32": self.float32,
         }
+        if self.dividend:  # only when there is one: checkpoints from before dividends still match
+            s["dividend"] = self.dividend
         if self.payoff == "barrier":
             s.update(barrier=self.barrier, monitoring=self.monitoring)
         h = self.heston()
@@ -189,7 +194,7 @@ class GreeksCell:
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "estimates": [asdict(e) for e in self.estimates],
+            "estimates": [e.to_dict() for e in self.estimates],
             "refused": self.refused,
             "seconds": self.seconds,
             "dtype": self.dtype,
@@ -198,7 +203,7 @@ class GreeksCell:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GreeksCell:
         return cls(
-            tuple(GreekEstimate(**e) for e in state["estimates"]),
+            tuple(GreekEstimate.from_dict(e) for e in state["estimates"]),
             {g: dict(ms) for g, ms in state["refused"].items()},
             float(state["seconds"]),
             str(state["dtype"]),

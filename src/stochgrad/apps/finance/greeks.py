@@ -1,11 +1,14 @@
 r"""Price and Greeks by Monte Carlo in chunks of paths, each with its standard error.
 
-:func:`estimate_greeks` streams chunks of paths, adds each chunk's per-path terms
-(:mod:`~stochgrad.apps.finance.terms`) to running float64 moments (Chan et al. 1979 merge) and
-returns the mean, the standard error :math:`s/\sqrt n` and a 95% interval of every valid
-``(greek, method)``. After every chunk its state (the moments and the generator's state) can be
-saved, through a ``save=`` callback or to a ``checkpoint=`` file (:mod:`stochgrad.checkpoint`),
-and a run resumed from it ends with the numbers of an uninterrupted one.
+:func:`estimate_greeks` streams chunks of paths; on each chunk every Greek is a call of a core
+estimator (:func:`stochgrad.score_function`, :func:`stochgrad.pathwise`) on the payoff of the
+path under the model's path law (:mod:`~stochgrad.apps.finance.terms`), whose
+:class:`~stochgrad.gradient_estimate.GradientEstimate` is merged into running float64 moments
+(Chan et al. 1979). It returns the mean, the standard error :math:`s/\sqrt n` and a 95% interval
+of every valid ``(greek, method)``, each carrying a ``GradientEstimate`` of the whole run.
+After every chunk its state (the moments and the generator's state) can be saved, through a
+``save=`` callback or to a ``checkpoint=`` file (:mod:`stochgrad.checkpoint`), and a run resumed
+from it ends with the numbers of an uninterrupted one.
 
 >>> res = estimate_greeks(Option("digital", 100.0), Market(100.0, 0.2, 0.05, 1.0), 10_000,
 ...                       greeks=["delta"], seed=1)
@@ -19,7 +22,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,12 @@ from torch import Tensor
 from stochgrad._checks import check_int
 from stochgrad.apps.finance.market import Heston, Market, Option
 from stochgrad.apps.finance.paths import make_generator, normals
-from stochgrad.apps.finance.terms import gbm_terms, heston_terms
+from stochgrad.apps.finance.terms import PathPayoff, chunk_terms
 from stochgrad.checkpoint import CheckpointError, check_settings, load_json, save_json
+from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = [
+    "ESTIMATORS",
     "GREEKS",
     "METHODS",
     "GreekEstimate",
@@ -48,9 +53,21 @@ METHODS: tuple[str, ...] = ("mc", "lr", "pathwise", "mixed")
 
 Z95 = 1.959963984540054
 
+#: The core estimator behind each method (``GradientEstimate.method``).
+ESTIMATORS: dict[str, str] = {
+    "mc": "monte_carlo",
+    "lr": "score_function",
+    "pathwise": "pathwise",
+    "mixed": "pathwise+score_function",
+}
 
-def available_methods(option: Option, heston: Heston | None = None) -> dict[str, dict[str, str]]:
+
+def available_methods(
+    option: Option | PathPayoff, heston: Heston | None = None
+) -> dict[str, dict[str, str]]:
     """For each Greek, the methods that apply and, for the others, why they are refused.
+
+    Under Heston, vega is :math:`\\partial V/\\partial v_0` (the initial variance).
 
     Returns:
         ``{greek: {method: ""}}`` for valid methods, the reason text for refused ones.
@@ -62,6 +79,12 @@ def available_methods(option: Option, heston: Heston | None = None) -> dict[str,
     out["price"]["mc"] = ""
     if option.pathwise_ok:
         pw = ""
+    elif isinstance(option, PathPayoff):
+        pw = (
+            f"refused: the payoff {option.name!r} is marked discontinuous (pathwise_ok=False); use "
+            "the likelihood ratio ('lr') (the mixed estimator needs a pathwise delta and is "
+            "refused too)"
+        )
     elif option.payoff == "digital":
         pw = (
             "refused: the digital payoff is discontinuous, its pathwise derivative is 0 almost "
@@ -84,9 +107,6 @@ def available_methods(option: Option, heston: Heston | None = None) -> dict[str,
     )
     out["gamma"]["mixed"] = pw
     if heston is not None:
-        out["vega"] = {
-            m: "not defined: Heston has no single volatility parameter" for m in ("lr", "pathwise")
-        }
         out["rho"]["lr"] = (
             "not available under Heston: the conditional log-price density degenerates where the "
             "truncated variance is 0"
@@ -96,7 +116,15 @@ def available_methods(option: Option, heston: Heston | None = None) -> dict[str,
 
 @dataclass(frozen=True)
 class GreekEstimate:
-    """One Monte Carlo estimate: mean of per-path terms, their standard deviation, the standard error."""
+    """One Monte Carlo estimate: mean of per-path terms, their standard deviation, the standard error.
+
+    ``gradient`` is the same estimate as the core reports it
+    (:class:`~stochgrad.gradient_estimate.GradientEstimate`: ``grad`` = ``value``, ``variance`` =
+    ``std**2`` per path, ``stderr``, ``num_samples`` = ``num_paths``, ``method`` the core
+    estimator, e.g. ``"score_function"`` for ``"lr"``); its ``per_sample`` holds one row per
+    chunk of paths (rows whose mean is ``grad``; ``info["chunks"]``), as the surrogate layer's
+    batch means do. Built from the other fields when not given.
+    """
 
     greek: str
     method: str
@@ -105,6 +133,36 @@ class GreekEstimate:
     std: float
     num_paths: int
     reference: float | None = None
+    gradient: GradientEstimate | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.gradient is None:
+            object.__setattr__(self, "gradient", _as_gradient(self, [(self.num_paths, self.value)]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON): the fields, the chunk rows of ``gradient``, the interval and z."""
+        g = self.gradient
+        return {
+            "greek": self.greek,
+            "method": self.method,
+            "value": self.value,
+            "stderr": self.stderr,
+            "std": self.std,
+            "num_paths": self.num_paths,
+            "reference": self.reference,
+            "estimator": g.method,
+            "chunks": g.info.get("chunk_means", []),
+            "ci95": list(self.ci95),
+            "z": None if math.isnan(self.z) else self.z,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GreekEstimate:
+        """The inverse of :meth:`to_dict` (extra keys ignored)."""
+        fields = ("greek", "method", "value", "stderr", "std", "num_paths", "reference")
+        e = cls(**{k: data[k] for k in fields if k in data})
+        chunks = [(int(b), float(m)) for b, m in data.get("chunks") or []]
+        return replace(e, gradient=_as_gradient(e, chunks)) if chunks else e
 
     @property
     def ci95(self) -> tuple[float, float]:
@@ -123,7 +181,7 @@ class GreekEstimate:
 class GreeksResult:
     """All estimates of one run (:func:`estimate_greeks`)."""
 
-    option: Option
+    option: Option | PathPayoff
     market: Market
     heston: Heston | None
     num_paths: int
@@ -142,43 +200,81 @@ class GreeksResult:
     def to_dict(self) -> dict:
         """Plain-data form (for JSON)."""
         return {
-            "option": asdict(self.option),
+            "option": option_dict(self.option),
             "market": asdict(self.market),
             "heston": None if self.heston is None else asdict(self.heston),
             "num_paths": self.num_paths,
             "seconds": self.seconds,
             "dtype": self.dtype,
-            "estimates": [
-                asdict(e) | {"ci95": list(e.ci95), "z": None if math.isnan(e.z) else e.z}
-                for e in self.estimates
-            ],
+            "estimates": [e.to_dict() for e in self.estimates],
             "refused": self.refused,
         }
 
 
+def option_dict(option: Option | PathPayoff) -> dict[str, Any]:
+    """The option as plain data (a :class:`PathPayoff`: its label, steps and flags)."""
+    if isinstance(option, PathPayoff):
+        fn = getattr(option.fn, "__qualname__", type(option.fn).__name__)
+        return {
+            "payoff": option.name,
+            "steps": option.steps,
+            "pathwise_ok": option.pathwise_ok,
+            "reads_spot": option.reads_spot,
+            "fn": fn,
+        }
+    return asdict(option)
+
+
+def _as_gradient(e: GreekEstimate, chunks: list[tuple[int, float]]) -> GradientEstimate:
+    """The run's estimate as a ``GradientEstimate``: one ``per_sample`` row per chunk."""
+    dtype = torch.float64
+    n, k = e.num_paths, len(chunks)
+    rows = torch.tensor([b * mean * k / n for b, mean in chunks], dtype=dtype)
+    return GradientEstimate(
+        grad=torch.tensor(e.value, dtype=dtype),
+        per_sample=rows,
+        variance=torch.tensor(e.std * e.std, dtype=dtype),
+        stderr=torch.tensor(e.stderr, dtype=dtype),
+        num_samples=n,
+        method=ESTIMATORS.get(e.method, e.method),
+        evaluations=n,
+        info={"greek": e.greek, "chunks": k, "chunk_means": [list(c) for c in chunks]},
+    )
+
+
 class _Running:
-    """Streaming mean and sum of squared deviations (Chan et al. 1979 merge), float64."""
+    """Streaming mean and sum of squared deviations (Chan et al. 1979 merge), float64, and the
+    mean of every chunk (the rows of the run's ``GradientEstimate``)."""
 
     def __init__(self) -> None:
         self.n = 0
         self.mean = 0.0
         self.m2 = 0.0
+        self.chunks: list[tuple[int, float]] = []
 
-    def update(self, x: Tensor, scale: float = 1.0) -> None:
-        """Add the values ``scale * x`` (the scale is applied to the chunk's moments: one pass less)."""
-        x = x.to(torch.float64)
-        nb = x.numel()
-        # sum and dot: one BLAS pass each, ~10x faster than var_mean; the cancellation in
-        # m2 = x.x - n mean^2 costs eps * (1 + mean^2 / var) relative, negligible here
-        total, sq = float(x.sum()), float(torch.dot(x, x))
-        mean_b = total / nb
-        m2_b = max(sq - total * mean_b, 0.0) * scale * scale
+    def update(self, x: Tensor | GradientEstimate, scale: float = 1.0) -> None:
+        """Add the values ``scale * x``, or a chunk's ``GradientEstimate`` scaled by ``scale``
+        (the scale is applied to the chunk's moments: one pass less)."""
+        if isinstance(x, GradientEstimate):
+            nb = x.num_samples
+            mean_b = float(x.grad)
+            m2_b = float(x.variance) * (nb - 1) if nb > 1 else 0.0
+        else:
+            x = x.to(torch.float64)
+            nb = x.numel()
+            # sum and dot: one BLAS pass each, ~10x faster than var_mean; the cancellation in
+            # m2 = x.x - n mean^2 costs eps * (1 + mean^2 / var) relative, negligible here
+            total, sq = float(x.sum()), float(torch.dot(x, x))
+            mean_b = total / nb
+            m2_b = max(sq - total * mean_b, 0.0)
+        m2_b *= scale * scale
         mean_b *= scale
         n = self.n + nb
         delta = mean_b - self.mean
         self.mean += delta * nb / n
         self.m2 += m2_b + delta * delta * self.n * nb / n
         self.n = n
+        self.chunks.append((nb, mean_b))
 
     def result(self) -> tuple[float, float, float]:
         std = math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else float("nan")
@@ -197,7 +293,7 @@ def _state(config: dict, done: int, acc: dict, g: torch.Generator | np.random.Ge
     return {
         "config": config,
         "done": done,
-        "acc": {f"{k[0]}|{k[1]}": [r.n, r.mean, r.m2] for k, r in acc.items()},
+        "acc": {f"{k[0]}|{k[1]}": [r.n, r.mean, r.m2, r.chunks] for k, r in acc.items()},
         "generator": gen,
     }
 
@@ -219,9 +315,10 @@ def _restore(
 
     check_settings(field(state, "config", where, dict), config, where)
     try:
-        for key, (cnt, mean, m2) in field(state, "acc", where, dict).items():
+        for key, (cnt, mean, m2, *chunks) in field(state, "acc", where, dict).items():
             r = _Running()
             r.n, r.mean, r.m2 = int(cnt), float(mean), float(m2)
+            r.chunks = [(int(b), float(c)) for b, c in (chunks[0] if chunks else [(cnt, mean)])]
             acc[tuple(key.split("|"))] = r
         gen = field(state, "generator", where, dict)
         if isinstance(g, np.random.Generator):
@@ -239,7 +336,7 @@ def _restore(
 
 
 def _select(
-    option: Option,
+    option: Option | PathPayoff,
     heston: Heston | None,
     greeks: Sequence[str] | None,
     methods: Sequence[str] | None,
@@ -272,7 +369,7 @@ def _select(
 
 
 def estimate_greeks(
-    option: Option,
+    option: Option | PathPayoff,
     market: Market,
     num_paths: int,
     *,
@@ -297,15 +394,24 @@ def estimate_greeks(
     accumulated over chunks in float64 (streaming mean and variance), with its standard error
     :math:`s/\sqrt n` and a 95% interval.
 
+    Every estimate is a call of a core estimator on the payoff of the path under the model's
+    path law, per chunk (:func:`~stochgrad.apps.finance.terms.chunk_terms`): ``"lr"`` is
+    :func:`stochgrad.score_function`, ``"pathwise"`` :func:`stochgrad.pathwise`, ``"mixed"``
+    (gamma) the score function of the pathwise delta; each result carries the run's
+    ``GradientEstimate`` (``GreekEstimate.gradient``).
+
     Args:
-        option: the payoff.
-        market: spot, volatility (ignored under Heston), rate, maturity.
+        option: the payoff: an :class:`~stochgrad.apps.finance.market.Option`, or a
+            :class:`~stochgrad.apps.finance.terms.PathPayoff` (a function of the path
+            ``[n, steps + 1]`` of one's own).
+        market: spot, volatility (ignored under Heston), rate, maturity, dividend yield.
         num_paths: total number of paths.
         greeks: subset of :data:`GREEKS` (default all).
         methods: subset of ``("lr", "pathwise", "mixed")``; default: every method valid for the
             payoff (invalid ones are listed in ``result.refused``). Asking explicitly for an
             invalid method (pathwise on a digital, say) raises ``ValueError``.
-        heston: simulate the Heston model instead of GBM.
+        heston: simulate the Heston model instead of GBM (vega is then
+            :math:`\\partial V/\\partial v_0`).
         generator: torch generator (or give ``seed``); chunks draw from it in order. A
             ``numpy.random.Generator`` is accepted too: its ziggurat normal sampler is about
             twice as fast as torch's float64 CPU sampler, which dominates the cost of
@@ -349,7 +455,9 @@ def estimate_greeks(
     chunk = check_int("chunk_size", chunk_size, minimum=1)
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
-    if heston is not None and option.payoff == "barrier":
+    if not isinstance(option, (Option, PathPayoff)):
+        raise TypeError(f"option must be an Option or a PathPayoff, got {type(option).__name__}")
+    if heston is not None and isinstance(option, Option) and option.payoff == "barrier":
         raise ValueError(
             "payoff='barrier' needs the GBM Brownian-bridge crossing probability; use heston=None"
         )
@@ -361,9 +469,12 @@ def estimate_greeks(
     acc: dict[tuple[str, str], _Running] = {}
     start = time.perf_counter()
     done = 0
+    market_config = asdict(market)
+    if not market.dividend:  # as before dividends existed: earlier checkpoints still match
+        del market_config["dividend"]
     config = {
-        "option": asdict(option),
-        "market": asdict(market),
+        "option": option_dict(option),
+        "market": market_config,
         "heston": None if heston is None else asdict(heston),
         "num_paths": n,
         "chunk_size": chunk,
@@ -385,16 +496,14 @@ def estimate_greeks(
         done = _restore(state, config, acc, g, where)
         if progress is not None and done:
             progress(done)
+    buffer: Tensor | None = None
     while done < n:
         b = min(chunk, n - done)
-        if heston is None:
-            z = normals(g, (b, m), dtype)
-            terms = gbm_terms(option, market, z, wanted)
-        else:
-            z = normals(g, (b, m, 2), dtype)
-            terms = heston_terms(option, market, heston, z, wanted)
-        for key, t in terms.items():
-            t, scale = t if isinstance(t, tuple) else (t, 1.0)
+        shape = (b, m) if heston is None else (b, m, 2)
+        if buffer is None:  # one buffer for every chunk's normals (nothing keeps them)
+            buffer = torch.empty((min(chunk, n), *shape[1:]), dtype=dtype)
+        z = normals(g, shape, dtype, out=buffer[:b])
+        for key, (t, scale) in chunk_terms(option, market, heston, z, wanted).items():
             acc.setdefault(key, _Running()).update(t, scale)
             # a nan or inf anywhere in the chunk makes its mean or spread non-finite
             if not (math.isfinite(acc[key].mean) and math.isfinite(acc[key].m2)):
@@ -409,10 +518,10 @@ def estimate_greeks(
     for g_name in GREEKS:
         for meth in METHODS:
             if (g_name, meth) in acc:
-                mean, se, std = acc[(g_name, meth)].result()
-                estimates.append(
-                    GreekEstimate(g_name, meth, mean, se, std, n, reference.get(g_name))
-                )
+                r = acc[(g_name, meth)]
+                mean, se, std = r.result()
+                e = GreekEstimate(g_name, meth, mean, se, std, n, reference.get(g_name))
+                estimates.append(replace(e, gradient=_as_gradient(e, r.chunks)))
     return GreeksResult(
         option=option,
         market=market,

@@ -27,22 +27,27 @@ def _positive(name: str, value: object) -> float:
 @dataclass(frozen=True)
 class Market:
     """Black-Scholes market: spot :math:`S_0`, volatility :math:`\\sigma`, rate :math:`r`,
-    maturity :math:`T` (no dividends).
+    maturity :math:`T`, continuous dividend yield :math:`q` (default 0; the drift is
+    :math:`r - q`).
 
     >>> Market(100.0, 0.2, 0.05, 1.0).discount
     0.951229424500714
+    >>> Market(100.0, 0.2, 0.05, 1.0, dividend=0.03).dividend
+    0.03
     """
 
     spot: float
     vol: float
     rate: float
     maturity: float
+    dividend: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spot", _positive("spot", self.spot))
         object.__setattr__(self, "vol", _positive("vol", self.vol))
         object.__setattr__(self, "rate", check_float("rate", self.rate))
         object.__setattr__(self, "maturity", _positive("maturity", self.maturity))
+        object.__setattr__(self, "dividend", check_float("dividend", self.dividend))
 
     @property
     def discount(self) -> float:

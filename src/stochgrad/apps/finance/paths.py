@@ -1,8 +1,10 @@
-r"""Path simulation: exact geometric Brownian motion, and Heston by full-truncation Euler.
+r"""Path simulation from the path laws: exact geometric Brownian motion, Heston by full-truncation Euler.
 
-GBM is simulated exactly in log space on the dates :math:`t_i = i\,\Delta t`,
+:func:`gbm_law` and :func:`heston_law` build the laws (:mod:`~stochgrad.apps.finance.laws`) of a
+:class:`Market` (and :class:`Heston`); :func:`gbm_paths` and :func:`heston_paths` draw paths
+from them. GBM is exact in log space on the dates :math:`t_i = i\,\Delta t`,
 :math:`\Delta t = T/m`:
-:math:`\ln S_{t_{i+1}} = \ln S_{t_i} + (r - \tfrac12\sigma^2)\Delta t + \sigma\sqrt{\Delta t}\,Z_{i+1}`.
+:math:`\ln S_{t_{i+1}} = \ln S_{t_i} + (r - q - \tfrac12\sigma^2)\Delta t + \sigma\sqrt{\Delta t}\,Z_{i+1}`.
 Heston uses the full-truncation Euler scheme of Lord, Koekkoek & van Dijk (2010) with
 :math:`v^+ = \max(v, 0)`.
 
@@ -16,7 +18,6 @@ the latter: numpy's ziggurat draws float64 normals faster than torch on CPUs).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -24,17 +25,10 @@ import torch
 from torch import Tensor
 
 from stochgrad._checks import check_int, check_seed
+from stochgrad.apps.finance.laws import GBMPaths, HestonPaths
 from stochgrad.apps.finance.market import Heston, Market
 
-__all__ = ["gbm_paths", "heston_paths", "make_generator", "normals"]
-
-
-def _gbm_from_normals(
-    s0: Tensor | float, vol: Tensor | float, rate: Tensor | float, dt: float, z: Tensor
-) -> Tensor:
-    """``S[:, i]`` at ``t_{i+1}`` from standard normals ``z`` ``[n, m]`` (differentiable in s0, vol, rate)."""
-    incr = (rate - 0.5 * vol * vol) * dt + vol * math.sqrt(dt) * z
-    return s0 * torch.exp(torch.cumsum(incr, dim=1))
+__all__ = ["gbm_law", "gbm_paths", "heston_law", "heston_paths", "make_generator", "normals"]
 
 
 def gbm_paths(
@@ -46,7 +40,7 @@ def gbm_paths(
     seed: int | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, Tensor]:
-    r"""Exact GBM paths on ``num_steps`` equal steps: :math:`S_{t_{i+1}} = S_{t_i} e^{(r-\sigma^2/2)\Delta t + \sigma\sqrt{\Delta t} Z}`.
+    r"""Exact GBM paths on ``num_steps`` equal steps: :math:`S_{t_{i+1}} = S_{t_i} e^{(r-q-\sigma^2/2)\Delta t + \sigma\sqrt{\Delta t} Z}`.
 
     Args:
         market: spot, volatility, rate, maturity.
@@ -68,8 +62,50 @@ def gbm_paths(
     m = check_int("num_steps", num_steps, minimum=1)
     g = make_generator(generator, seed)
     z = normals(g, (n, m), dtype)
-    dt = market.maturity / m
-    return _gbm_from_normals(market.spot, market.vol, market.rate, dt, z), z
+    law = gbm_law(market, m, z)
+    return law.sample((n,))[:, 1:], z
+
+
+def gbm_law(market: Market, num_steps: int, noise: Tensor | None = None, **params) -> GBMPaths:
+    """The :class:`~stochgrad.apps.finance.laws.GBMPaths` of ``market`` on ``num_steps`` steps.
+
+    ``params`` replace the market's ``spot``, ``vol``, ``rate`` or ``dividend`` (tensors to
+    differentiate); the others are tensors of the noise's dtype (float64 without noise).
+    """
+    dtype = noise.dtype if noise is not None else torch.float64
+    values = {
+        name: params.pop(name)
+        if name in params
+        else torch.tensor(getattr(market, name), dtype=dtype)
+        for name in ("spot", "vol", "rate", "dividend")
+    }
+    if params:
+        raise TypeError(f"gbm_law got unknown parameters {sorted(params)}")
+    return GBMPaths(
+        **values, maturity=market.maturity, steps=num_steps, noise=noise, validate_args=False
+    )
+
+
+def heston_law(
+    market: Market, heston: Heston, num_steps: int, noise: Tensor | None = None, **params
+) -> HestonPaths:
+    """The :class:`~stochgrad.apps.finance.laws.HestonPaths` of ``market`` and ``heston``.
+
+    ``params`` replace ``spot``, ``rate``, ``dividend``, ``v0``, ``kappa``, ``theta``, ``xi`` or
+    ``rho`` (``market.vol`` is not used).
+    """
+    dtype = noise.dtype if noise is not None else torch.float64
+    values = {}
+    for name in ("spot", "rate", "dividend", "v0", "kappa", "theta", "xi", "rho"):
+        source = market if name in ("spot", "rate", "dividend") else heston
+        values[name] = (
+            params.pop(name) if name in params else torch.tensor(getattr(source, name), dtype=dtype)
+        )
+    if params:
+        raise TypeError(f"heston_law got unknown parameters {sorted(params)}")
+    return HestonPaths(
+        **values, maturity=market.maturity, steps=num_steps, noise=noise, validate_args=False
+    )
 
 
 def make_generator(generator: Any, seed: int | None) -> torch.Generator | np.random.Generator:
@@ -90,35 +126,26 @@ def make_generator(generator: Any, seed: int | None) -> torch.Generator | np.ran
     return np.random.default_rng(check_seed("seed", seed))
 
 
-def normals(g: torch.Generator | np.random.Generator, shape: tuple, dtype: torch.dtype) -> Tensor:
-    """Standard normals from a torch generator, or from numpy's ziggurat sampler (zero copy)."""
+def normals(
+    g: torch.Generator | np.random.Generator,
+    shape: tuple,
+    dtype: torch.dtype,
+    out: Tensor | None = None,
+) -> Tensor:
+    """Standard normals from a torch generator, or from numpy's ziggurat sampler (zero copy).
+
+    ``out`` (contiguous, ``shape``, ``dtype``) receives them: a buffer reused from chunk to
+    chunk spares the allocation of fresh memory (the same numbers either way).
+    """
     if isinstance(g, np.random.Generator):
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        if out is not None:
+            g.standard_normal(shape, dtype=np_dtype, out=out.numpy())
+            return out
         return torch.from_numpy(g.standard_normal(shape, dtype=np_dtype))
+    if out is not None:
+        return torch.randn(*shape, generator=g, dtype=dtype, out=out)
     return torch.randn(*shape, generator=g, dtype=dtype)
-
-
-def _heston_variance(heston: Heston, dt: float, zv: Tensor) -> Tensor:
-    """Full-truncation Euler variances :math:`v^+_{t_i}`, ``i = 0..m-1`` (``[n, m]``)."""
-    n, m = zv.shape
-    zt = zv.T.contiguous()  # time-major: each step reads and writes contiguous memory
-    out = torch.empty_like(zt)
-    v = torch.full((n,), heston.v0, dtype=zv.dtype)
-    sdt = math.sqrt(dt)
-    for i in range(m):  # a loop over time steps, vectorised over paths
-        vp = v.clamp_min(0.0)
-        out[i] = vp
-        v = v + heston.kappa * (heston.theta - vp) * dt + heston.xi * vp.sqrt() * sdt * zt[i]
-    return out.T
-
-
-def _heston_from_normals(
-    s0: Tensor | float, rate: Tensor | float, heston: Heston, dt: float, z: Tensor, vp: Tensor
-) -> Tensor:
-    """Heston prices at the steps from normals ``z[..., 0]`` (variance) and ``z[..., 1]`` (independent)."""
-    rho = heston.rho
-    shock = (vp * dt).sqrt() * (rho * z[..., 0] + math.sqrt(1.0 - rho * rho) * z[..., 1])
-    return s0 * torch.exp(torch.cumsum((rate - 0.5 * vp) * dt + shock, dim=1))
 
 
 def heston_paths(
@@ -152,6 +179,4 @@ def heston_paths(
     m = check_int("num_steps", num_steps, minimum=1)
     g = make_generator(generator, seed)
     z = normals(g, (n, m, 2), dtype)
-    dt = market.maturity / m
-    vp = _heston_variance(heston, dt, z[..., 0])
-    return _heston_from_normals(market.spot, market.rate, heston, dt, z, vp), z
+    return heston_law(market, heston, m, z).sample((n,))[:, 1:, 0], z

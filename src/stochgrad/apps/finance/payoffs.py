@@ -1,5 +1,9 @@
 r"""Payoffs per path, and the Brownian-bridge survival factor of the continuous barrier.
 
+:func:`path_payoff` gives the payoff of an :class:`Option` as a function of the whole path
+``[n, steps + 1]`` (column 0 the spot), the form the path laws (:mod:`~stochgrad.apps.finance.laws`)
+draw and the core estimators differentiate; :func:`payoff` takes the dates after the spot.
+
 The up-and-out call is monitored *continuously*: between two dates the GBM bridge crosses
 :math:`H` with a known probability (Glasserman 2004, Sec. 6.4), so the simulated payoff
 :math:`(S_T - K)^+ \prod_i (\cdot)` is unbiased for any number of dates (``monitoring="bridge"``).
@@ -13,13 +17,14 @@ tensor([ 0., 20.])
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from stochgrad.apps.finance.market import Option
 
-__all__ = ["barrier_survival", "payoff"]
+__all__ = ["barrier_survival", "path_payoff", "payoff"]
 
 
 def barrier_survival(
@@ -35,7 +40,8 @@ def barrier_survival(
     True
     """
     log_h = math.log(barrier)
-    s0 = torch.as_tensor(spot, dtype=paths.dtype).reshape(1, 1).expand(paths.shape[0], 1)
+    # the spot: one number, or one per path ([n], column 0 of a whole path)
+    s0 = torch.as_tensor(spot, dtype=paths.dtype).reshape(-1, 1).expand(paths.shape[0], 1)
     prev = torch.cat([s0, paths[:, :-1]], dim=1)
     a = log_h - torch.log(prev)
     b = log_h - torch.log(paths)
@@ -72,3 +78,23 @@ def payoff(
     if option.monitoring == "discrete":
         return torch.relu(last - k) * (paths < option.barrier).all(dim=1).to(paths.dtype)
     return torch.relu(last - k) * barrier_survival(paths, spot, option.barrier, vol, dt)
+
+
+def path_payoff(
+    option: Option, vol: Tensor | float = 0.0, dt: float = 1.0
+) -> Callable[[Tensor], Tensor]:
+    r"""The undiscounted payoff of ``option`` as a function of paths ``[n, steps + 1]`` -> ``[n]``.
+
+    Column 0 of a path is the spot, so the barrier's bridge factor reads it there (and the
+    pathwise estimator differentiates it there). ``vol`` and ``dt`` are the bridge's
+    :math:`\sigma` and :math:`\Delta t` (barrier only): the only explicit parameter dependence of
+    a payoff here.
+
+    >>> f = path_payoff(Option("call", 100.0))
+    >>> f(torch.tensor([[100.0, 90.0], [100.0, 120.0]]))
+    tensor([ 0., 20.])
+    """
+    if option.payoff == "call":
+        k = option.strike
+        return lambda x: (x[:, -1] - k).relu_()
+    return lambda x: payoff(option, x[:, 1:], x[:, 0], vol, dt)

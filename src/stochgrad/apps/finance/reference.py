@@ -38,11 +38,14 @@ def quantlib_reference(
     :math:`r' = rT` (Heston: :math:`v_0' = v_0T`, :math:`\kappa' = \kappa T`, :math:`\theta' =
     \theta T`, :math:`\xi' = \xi T`); prices and spot Greeks are unchanged by the time change,
     and vega and rho are mapped back by :math:`\partial_\sigma = \sqrt T\,\partial_{\sigma'}`,
-    :math:`\partial_r = T\,\partial_{r'}`. Europeans and digitals: ``AnalyticEuropeanEngine``
+    :math:`\partial_r = T\,\partial_{r'}`; the dividend yield likewise, :math:`q' = qT`.
+    Europeans and digitals: ``AnalyticEuropeanEngine``
     Greeks. Geometric Asian: ``AnalyticDiscreteGeometricAveragePriceAsianEngine`` and its Greeks
     (the horizon is then a whole number of days per averaging date, scaled the same way). Barrier: ``AnalyticBarrierEngine`` (continuous monitoring), Greeks by central
-    differences of its price. Heston call/put: ``AnalyticHestonEngine``, delta, gamma and rho by
-    central differences.
+    differences of its price. Heston call/put: ``AnalyticHestonEngine``, delta, gamma, rho and
+    vega by central differences, vega being :math:`\partial V/\partial v_0` (the initial
+    variance; time-scaled: :math:`\partial_{v_0} = T\,\partial_{v_0'}`, the difference is taken
+    in :math:`v_0` directly).
 
     Raises:
         ImportError: QuantLib is not installed (``pip install QuantLib``).
@@ -65,7 +68,8 @@ def quantlib_reference(
     vol = ql.SimpleQuote(market.vol * math.sqrt(T))
     rate = ql.SimpleQuote(market.rate * T)
     curve = ql.YieldTermStructureHandle(ql.FlatForward(today, ql.QuoteHandle(rate), dc))
-    div = ql.YieldTermStructureHandle(ql.FlatForward(today, 0.0, dc))
+    dividend = ql.SimpleQuote(market.dividend * T)
+    div = ql.YieldTermStructureHandle(ql.FlatForward(today, ql.QuoteHandle(dividend), dc))
     kind = ql.Option.Put if option.payoff == "put" else ql.Option.Call
     exercise = ql.EuropeanExercise(maturity)
 
@@ -82,21 +86,29 @@ def quantlib_reference(
     if heston is not None:
         if option.payoff not in ("call", "put"):
             return {}
-        process = ql.HestonProcess(
-            curve,
-            div,
-            ql.QuoteHandle(spot),
-            heston.v0 * T,
-            heston.kappa * T,
-            heston.theta * T,
-            heston.xi * T,
-            heston.rho,
-        )
         opt = ql.VanillaOption(ql.PlainVanillaPayoff(kind, option.strike), exercise)
-        opt.setPricingEngine(ql.AnalyticHestonEngine(ql.HestonModel(process), 1e-12, 100_000))
+
+        def priced(v0: float) -> Any:
+            process = ql.HestonProcess(
+                curve,
+                div,
+                ql.QuoteHandle(spot),
+                v0 * T,
+                heston.kappa * T,
+                heston.theta * T,
+                heston.xi * T,
+                heston.rho,
+            )
+            model = ql.HestonModel(process)
+            opt.setPricingEngine(ql.AnalyticHestonEngine(model, 1e-12, 100_000))
+            return opt
+
+        priced(heston.v0)
         price, delta, gamma = central(spot, 1e-3 * market.spot, opt.NPV)
         _, rho, _ = central(rate, 1e-5, opt.NPV)
-        return {"price": price, "delta": delta, "gamma": gamma, "rho": rho * T}
+        h = 1e-4 * heston.v0  # vega: dV/dv0 by central differences in v0
+        vega = (priced(heston.v0 + h).NPV() - priced(heston.v0 - h).NPV()) / (2 * h)
+        return {"price": price, "delta": delta, "gamma": gamma, "vega": vega, "rho": rho * T}
 
     process = ql.BlackScholesMertonProcess(
         ql.QuoteHandle(spot),
