@@ -340,6 +340,22 @@ def test_deterministic_moves_step_without_warnings() -> None:
     np.testing.assert_array_equal(nxt, expected)
 
 
+def test_intra_option_step_is_the_surrogate_gradient_of_each_agent() -> None:
+    """The engine's surrogate, one sample per agent: A_i (e_{a_i} - softmax(z_i)), by hand."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, 4))
+    a = rng.integers(0, 4, size=5)
+    adv = rng.normal(size=5)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    hand = -adv[:, None] * p
+    hand[np.arange(5), a] += adv
+    np.testing.assert_allclose(oc._policy_gradient(z, a, adv), hand, rtol=0, atol=1e-15)
+    before = torch.get_num_threads()
+    train_option_critic(FourRooms(), 1, [0])  # one torch thread inside, the caller's after
+    assert torch.get_num_threads() == before
+
+
 def test_moved_and_renamed_names() -> None:
     assert fr.train_option_critic is oc.train_option_critic  # the learner, importable here
     from stochgrad.studies import fourrooms as study

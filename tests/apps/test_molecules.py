@@ -18,7 +18,13 @@ pytest.importorskip("rdkit")
 from rdkit import Chem, DataStructs, RDConfig  # noqa: E402
 from rdkit.Chem import QED, Crippen, rdFingerprintGenerator  # noqa: E402
 
-from stochgrad.apps.molecules.agent import AgentConfig, optimize, policy_loss  # noqa: E402
+from stochgrad.apps.molecules.agent import (  # noqa: E402
+    AgentConfig,
+    optimize,
+    policy_loss,
+    reinforce_surrogate,
+    step_groups,
+)
 from stochgrad.apps.molecules.data import (  # noqa: E402
     Vocabulary,
     load_corpus,
@@ -342,6 +348,111 @@ def test_reinforce_gradient_mean_matches_exact_gradient(vocab):
     assert torch.all((mean - exact).abs() <= 5 * se + 1e-6)
 
 
+@pytest.mark.parametrize(
+    ("advantage", "group_size", "factor"),
+    [("loo", None, 1.0), ("loo", 2, 1.0), ("none", None, 1.0), ("grpo_unscaled", 2, 0.5)],
+)
+def test_reinforce_rules_on_one_token_sequences(vocab, advantage, group_size, factor):
+    """The mean of many steps against the enumerated gradient of E[S]: unbiased rules within 5
+    stderr of it; the group mean of 2 (Dr. GRPO) within 5 stderr of half of it, and beyond 5 of
+    it (f - mean of 2 = (f - the other) / 2)."""
+    torch.manual_seed(0)
+    model = SmilesGRU(vocab, TINY)
+    reward = torch.rand(len(vocab), generator=torch.Generator().manual_seed(3))
+    head = model.head.bias
+    logits, _ = model(torch.full((1, 1), vocab.start_index))
+    exact = torch.autograd.grad((torch.softmax(logits[0, 0], -1) * reward).sum(), head)[0]
+    gen = torch.Generator().manual_seed(4)
+    groups = step_groups(64, 64, group_size)
+    grads = []
+    for _ in range(80):
+        with torch.no_grad():
+            ids, _ = model.sample(64, generator=gen, max_length=1)
+        logp = model.log_likelihood(ids)
+        sur = reinforce_surrogate(logp, torch.zeros(64), reward[ids[:, 1]], beta=0.0,
+                                  advantage=advantage, groups=groups)  # fmt: skip
+        grads.append(-torch.autograd.grad(sur.loss, head)[0])  # maximize=True: minus
+    g = torch.stack(grads)
+    mean, se = g.mean(0), g.std(0) / math.sqrt(len(grads))
+    assert torch.all((mean - factor * exact).abs() <= 5 * se + 1e-6)
+    if factor != 1.0:
+        assert torch.any((mean - exact).abs() > 5 * se)
+
+
+def test_reinforce_surrogate_advantages_by_hand():
+    a = torch.tensor([-10.0, -20.0, -5.0, -7.0], requires_grad=True)
+    p = torch.tensor([-12.0, -18.0, -6.0, -7.5])
+    s = torch.tensor([0.5, 0.0, 1.0, 0.25])
+    beta = 0.1
+    r = s - beta * (a.detach() - p)
+    groups = step_groups(4, 2, 2)
+    assert groups.tolist() == [0, 0, 1, 1]
+    loo = reinforce_surrogate(a, p, s, beta=beta, advantage="loo", groups=groups)
+    hand = torch.stack([r[0] - r[1], r[1] - r[0], r[2] - r[3], r[3] - r[2]])
+    torch.testing.assert_close(loo.advantages, hand)
+    grpo = reinforce_surrogate(a, p, s, beta=beta, advantage="grpo")
+    centred = r - r.mean()
+    torch.testing.assert_close(grpo.advantages, centred / (centred.std() + 1e-4))
+    loss = policy_loss("reinforce", a, p, s, beta=beta, advantage="grpo_unscaled", groups=groups)
+    loss.backward()
+    half = torch.stack([r[0] - r[1], r[1] - r[0], r[2] - r[3], r[3] - r[2]]) / 2
+    torch.testing.assert_close(a.grad, -half / 4)
+    with pytest.raises(ValueError, match="advantage"):
+        reinforce_surrogate(a, p, s, advantage="mean")
+    with pytest.raises(ValueError, match="group_size"):
+        step_groups(6, 4, 3)
+
+
+def test_reinvent_gradient_is_a_weighted_sum_of_sequence_scores():
+    """REINVENT's loss is no score-function estimator, but its gradient is
+    (1/n) sum_i w_i grad log P(x_i): the weights the gradient diagnostic uses."""
+    from stochgrad.apps.molecules.agent import _reinvent_weights
+
+    a = torch.tensor([-10.0, -20.0, -5.0], requires_grad=True)
+    p, s = torch.tensor([-12.0, -18.0, -6.0]), torch.tensor([0.5, 0.0, 1.0])
+    loss = policy_loss("reinvent", a, p, s, sigma=60.0, likelihood_penalty=5e3)
+    (g,) = torch.autograd.grad(loss, a)
+    torch.testing.assert_close(g, _reinvent_weights(a, p, s, 60.0, 5e3) / 3)
+
+
+@pytest.mark.parametrize(("method", "advantage"), [("reinforce", "grpo"), ("reinvent", "loo")])
+def test_optimize_logs_the_gradient_diagnostic(vocab, tmp_path, method, advantage):
+    cfg = AgentConfig(method=method, advantage=advantage, group_size=4, batch_size=8,
+                      replay_size=8, replay_batch=4, max_steps=5, diagnose_every=2,
+                      patience=0)  # fmt: skip
+    result, _ = _agent_run(vocab, tmp_path / "a.pt", cfg)
+    logged = [s.grad_snr is not None for s in result.steps]
+    assert logged == [True, False, True, False, True]
+    for st in result.steps[::2]:  # a tiny random prior: often no valid molecule, reward 0
+        assert 0 <= st.grad_variance < math.inf and st.grad_snr >= 0
+        if method == "reinvent":  # its weights are never all 0
+            assert st.grad_variance > 0 and st.grad_snr < math.inf
+    # a diagnostic changes no number of the run; its interval may change on resume
+    quiet = AgentConfig(**{**cfg.__dict__, "diagnose_every": 0})
+    other, _ = _agent_run(vocab, tmp_path / "b.pt", quiet)
+    assert [s.loss for s in other.steps] == [s.loss for s in result.steps]
+    assert all(s.grad_snr is None for s in other.steps)
+    again, _ = _agent_run(vocab, tmp_path / "a.pt", quiet)
+    assert len(again.steps) == 5
+
+
+def test_agent_checkpoint_of_an_earlier_release_resumes_with_the_default_rule(vocab, tmp_path):
+    from stochgrad.checkpoint import save_state
+
+    cfg = AgentConfig(batch_size=8, replay_size=8, replay_batch=2, max_steps=2)
+    _agent_run(vocab, tmp_path / "a.pt", cfg)
+    state = load_state(tmp_path / "a.pt")
+    for key in ("advantage", "group_size", "diagnose_every"):
+        del state["settings"]["config"][key]
+    save_state(state, tmp_path / "a.pt")
+    resumed: list = []
+    result, _ = _agent_run(vocab, tmp_path / "a.pt", cfg, on_resume=lambda *a: resumed.append(a))
+    assert len(resumed) == 1 and len(result.steps) == 2
+    grpo = AgentConfig(batch_size=8, replay_size=8, replay_batch=2, max_steps=2, advantage="grpo")
+    with pytest.raises(CheckpointMismatch, match="advantage: 'loo' saved, 'grpo' now"):
+        _agent_run(vocab, tmp_path / "a.pt", grpo)
+
+
 def test_policy_loss_bad_input():
     x = torch.zeros(3)
     with pytest.raises(ValueError, match="shape"):
@@ -362,6 +473,14 @@ def test_policy_loss_bad_input():
         AgentConfig(replay_batch=200)
     with pytest.raises(ValueError, match="replay_batch"):
         AgentConfig(replay_batch=-1)
+    with pytest.raises(ValueError, match="advantage"):
+        AgentConfig(advantage="mean")
+    with pytest.raises(ValueError, match="group_size must divide"):
+        AgentConfig(group_size=16)  # batch 64, replay 24
+    with pytest.raises(ValueError, match="group_size"):
+        AgentConfig(group_size=1)
+    with pytest.raises(ValueError, match="diagnose_every"):
+        AgentConfig(diagnose_every=-1)
 
 
 def test_agent_resume_equals_uninterrupted(vocab, tmp_path):

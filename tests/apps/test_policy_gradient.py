@@ -11,6 +11,7 @@ import torch
 
 pytest.importorskip("gymnasium")
 
+import stochgrad as sg  # noqa: E402
 from stochgrad.apps.rl import policy_gradient as PG  # noqa: E402
 from stochgrad.checkpoint import CheckpointError, CheckpointMismatch  # noqa: E402
 
@@ -36,29 +37,175 @@ def _hand_returns(rewards, dones, gamma):
     return out
 
 
-def test_discounted_returns_match_definition():
+def _deprecated(name):
+    with pytest.warns(DeprecationWarning, match=f"{name} is deprecated"):
+        return getattr(PG, name)
+
+
+def test_reward_to_go_of_the_trainer_matches_definition():
     rewards = np.array([[1.0, 0.5], [2.0, -1.0], [0.0, 3.0], [4.0, 1.0]])
     dones = np.array([[False, False], [True, False], [False, True], [False, False]])
-    got = PG.discounted_returns(torch.tensor(rewards), torch.tensor(dones), 0.9).numpy()
+    got = sg.reward_to_go(torch.tensor(rewards), 0.9, torch.tensor(dones)).numpy()
     np.testing.assert_allclose(got, _hand_returns(rewards, dones, 0.9), rtol=0, atol=1e-12)
+    # the deprecated name keeps its arguments and numbers
+    old = _deprecated("discounted_returns")(torch.tensor(rewards), torch.tensor(dones), 0.9)
+    np.testing.assert_allclose(old.numpy(), got, rtol=0, atol=1e-12)
 
 
 def test_discounted_returns_bootstrap_at_truncation_and_rollout_end():
+    discounted_returns = _deprecated("discounted_returns")
     r = torch.tensor([[1.0], [1.0], [1.0]], dtype=torch.float64)
     dones = torch.tensor([[True], [False], [False]])
     term = torch.tensor([[False], [False], [False]])  # step 0 truncated (time limit)
     nv = torch.tensor([[10.0], [20.0], [30.0]], dtype=torch.float64)
-    got = PG.discounted_returns(r, dones, 0.5, terminated=term, next_values=nv).squeeze(1)
+    got = discounted_returns(r, dones, 0.5, terminated=term, next_values=nv).squeeze(1)
     # t=2: 1 + .5*30; t=1: 1 + .5*G_2; t=0: truncated -> 1 + .5*V(final obs)=1+5
     g2 = 1 + 0.5 * 30
     assert got.tolist() == [1 + 0.5 * 10, 1 + 0.5 * g2, g2]
     # a true termination is not bootstrapped
-    got = PG.discounted_returns(r, dones, 0.5, next_values=nv).squeeze(1)
+    got = discounted_returns(r, dones, 0.5, next_values=nv).squeeze(1)
     assert got[0].item() == 1.0
 
 
-def test_reinforce_gradient_equals_score_function_formula():
+class _FirstCoordinate(torch.nn.Module):
+    """A stand-in critic: V(s) = s[0], so that a test chooses the values through the states."""
+
+    def forward(self, obs):
+        return obs[..., :1]
+
+
+def _trainer_with_rollout(baseline, gamma, lam, rewards, dones, terminated, values, next_values):
+    """A trainer whose critic reads V off the states, and a rollout ``b`` built by hand."""
+    T, N = rewards.shape
+    t = PG.Trainer(PG.Config(num_envs=N, n_steps=T, baseline=baseline, gamma=gamma,
+                             gae_lambda=lam))  # fmt: skip
+    t.value = _FirstCoordinate()
+    obs = torch.zeros(T, N, 4)
+    obs[..., 0] = values
+    nobs = torch.zeros(T, N, 4)
+    nobs[..., 0] = next_values
+    b = dict(obs=obs, next_obs=nobs, rewards=rewards, dones=dones, terminated=terminated)
+    return t, b
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_trainer_advantages_are_gae_with_bootstrap_at_time_limits_and_rollout_end(lam):
+    """GAE by the recursion, written out: delta_t = r_t + gamma V(s'_t) [not terminated] - V(s_t),
+    A_t = delta_t + gamma lam A_{t+1} [episode goes on]; s'_t the state after step t (the final
+    observation of an episode cut by a time limit), V(s'_t) = V(s_{t+1}) within an episode."""
+    rng = np.random.default_rng(1)
+    T, N, gamma = 5, 3, 0.9
+    r = rng.normal(size=(T, N))
+    v = rng.normal(size=(T, N))
+    nv = np.vstack([v[1:], rng.normal(size=(1, N))])
+    dones = np.zeros((T, N), dtype=bool)
+    term = np.zeros((T, N), dtype=bool)
+    dones[1, 0] = term[1, 0] = True  # a termination
+    dones[2, 1] = True  # a time limit: bootstrapped with V(final observation)
+    nv[1, 0] = 0.0  # never read: terminated
+    nv[2, 1] = 7.5  # the final observation's value, not v[3, 1]
+    f32 = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    t, b = _trainer_with_rollout("gae", gamma, lam, f32(r), torch.tensor(dones),
+                                 torch.tensor(term), f32(v), f32(nv))  # fmt: skip
+    adv, targets = t._advantages(b)
+    hand = np.zeros((T, N))
+    for n in range(N):
+        acc = 0.0
+        for k in reversed(range(T)):
+            delta = r[k, n] + gamma * (0.0 if term[k, n] else nv[k, n]) - v[k, n]
+            acc = delta + gamma * lam * (0.0 if (dones[k, n] or k == T - 1) else acc)
+            hand[k, n] = acc
+    np.testing.assert_allclose(adv.numpy(), hand, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(targets.numpy(), hand + v, rtol=0, atol=1e-5)
+    t.envs.close()
+
+
+def _captured_update(trainer):
+    """Run one update; return the rollout, the policy before it and the gradient it used."""
+    import copy
+
+    seen = {}
+    rollout = trainer._rollout
+
+    def keep_rollout():
+        seen["b"] = rollout()
+        return seen["b"]
+
+    def keep_grads():
+        seen["grads"] = [p.grad.clone() for p in trainer.policy.parameters()]
+
+    trainer._rollout = keep_rollout
+    before = copy.deepcopy(trainer.policy)
+    trainer.policy_opt.step = keep_grads  # the gradient, not a step
+    stats = trainer.update()
+    return seen["b"], before, seen["grads"], stats
+
+
+def test_reinforce_update_is_the_score_function_formula():
+    """One update of the trainer replayed: -grad = (1/NT) sum (G_t - mean G) grad log pi."""
+    gamma = 0.9
+    t = PG.Trainer(PG.Config(num_envs=3, n_steps=16, baseline="mean", gamma=gamma,
+                             normalize_advantages=False, max_grad_norm=1e9))  # fmt: skip
+    b, policy, grads, _ = _captured_update(t)
+    T, N = 16, 3
+    G = torch.tensor(_hand_returns(b["rewards"].double().numpy(), b["dones"].numpy(), gamma))
+    adv = (G - G.mean()).float()
+    logp = policy.dist(b["obs"]).log_prob(b["actions"])  # [T, N]
+    hand = torch.autograd.grad((logp * adv).sum() / (T * N), list(policy.parameters()))
+    for g, h in zip(grads, hand, strict=True):
+        torch.testing.assert_close(-g, h, rtol=1e-4, atol=1e-6)
+    t.envs.close()
+
+
+def test_grad_snr_is_the_ratio_of_the_environments_batch_means():
+    """With 8 environments the diagnostic's 8 batch means are the environments' gradients."""
+    t = PG.Trainer(PG.Config(num_envs=PG.SNR_BATCHES, n_steps=6, baseline="none",
+                             normalize_advantages=False, max_grad_norm=1e9))  # fmt: skip
+    b, policy, grads, stats = _captured_update(t)
+    T, E = 6, PG.SNR_BATCHES
+    G = sg.reward_to_go(b["rewards"], t.config.gamma, b["dones"])
+    logp = policy.dist(b["obs"]).log_prob(b["actions"])  # [T, E]
+    params = list(policy.parameters())
+    per_env = [
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad((logp[:, e] * G[:, e]).mean(),
+                                                              params, retain_graph=True)])
+        for e in range(E)
+    ]  # fmt: skip
+    m = torch.stack(per_env)  # [E, P] batch means
+    grad = m.mean(0)
+    var = (T * (m - grad) ** 2).sum(0) / (E - 1)  # variance of one step's term
+    snr = float(grad.norm() / (var / (T * E)).sum().sqrt())
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.testing.assert_close(-flat, grad, rtol=1e-4, atol=1e-6)
+    assert stats["grad_snr"] == pytest.approx(snr, rel=1e-4)
+    t.envs.close()
+
+
+def test_grad_snr_every_k_updates_and_resume_with_another_k(tmp_path):
+    res = PG.train("CartPole-v1", "reinforce", 5 * 64, 0, num_envs=2, n_steps=32, snr_every=2)
+    has = ["grad_snr" in s for s in res.history.update_stats]
+    assert has == [True, False, True, False, True]
+    assert all(np.isfinite(s["grad_snr"]) and s["grad_snr"] > 0
+               for s in res.history.update_stats if "grad_snr" in s)  # fmt: skip
+    off = PG.train("CartPole-v1", "reinforce", 128, 0, num_envs=2, n_steps=32, snr_every=0)
+    assert not any("grad_snr" in s for s in off.history.update_stats)
+    # a diagnostic changes no number of the run
+    assert (
+        off.history.episode_returns
+        == PG.train(
+            "CartPole-v1", "reinforce", 128, 0, num_envs=2, n_steps=32, snr_every=1
+        ).history.episode_returns
+    )
+    ckpt = tmp_path / "c.pt"
+    PG.train("CartPole-v1", "reinforce", 64, 0, checkpoint=ckpt, num_envs=2, n_steps=32)
+    again = PG.train("CartPole-v1", "reinforce", 128, 0, checkpoint=ckpt, resume=True,
+                     num_envs=2, n_steps=32, snr_every=1)  # fmt: skip
+    assert again.resumed_from_steps == 64
+
+
+def test_deprecated_reinforce_loss_is_the_surrogate():
     """Linear softmax policy, two short episodes: autograd == sum_t (e_a - p) s^T (G_t - b) / M."""
+    reinforce_loss = _deprecated("reinforce_loss")
     gamma = 0.9
     gen = torch.Generator().manual_seed(0)
     W = torch.randn(3, 2, generator=gen, dtype=torch.float64).requires_grad_()
@@ -67,7 +214,7 @@ def test_reinforce_gradient_equals_score_function_formula():
     A = torch.tensor([[0, 2], [1, 1], [2, 0], [0, 1]])
     R = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [3.0, -1.0]], dtype=torch.float64)
     D = torch.tensor([[False, False], [True, False], [False, True], [False, False]])
-    G = PG.discounted_returns(R, D, gamma)
+    G = sg.reward_to_go(R, gamma, D)
     for baseline in ("none", "mean", "values"):
         values = torch.randn(T, N, generator=gen, dtype=torch.float64)
         b = {"none": torch.zeros(T, N), "mean": G.mean().expand(T, N), "values": values}[baseline]
@@ -75,7 +222,7 @@ def test_reinforce_gradient_equals_score_function_formula():
         logits = S @ W.T  # [T, N, 3]
         logp = torch.log_softmax(logits, -1).gather(-1, A.unsqueeze(-1)).squeeze(-1)
         W.grad = None
-        PG.reinforce_loss(logp.reshape(-1), adv.reshape(-1)).backward()
+        reinforce_loss(logp.reshape(-1), adv.reshape(-1)).backward()
         # by hand: d log softmax(W s)_a / dW = (onehot(a) - p) s^T
         hand = torch.zeros(3, 2, dtype=torch.float64)
         Gh = torch.tensor(_hand_returns(R.numpy(), D.numpy(), gamma))
@@ -91,10 +238,11 @@ def test_reinforce_gradient_equals_score_function_formula():
 
 
 def test_entropy_bonus_gradient():
+    reinforce_loss = _deprecated("reinforce_loss")
     logits = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64, requires_grad=True)
     dist = torch.distributions.Categorical(logits=logits)
     lp = dist.log_prob(torch.tensor(1))
-    PG.reinforce_loss(lp.reshape(1), torch.zeros(1), dist.entropy().reshape(1), 0.5).backward()
+    reinforce_loss(lp.reshape(1), torch.zeros(1), dist.entropy().reshape(1), 0.5).backward()
     p = torch.softmax(logits.detach(), 0)
     logp = torch.log(p)
     # dH/dz_j = -p_j (log p_j + H)
@@ -114,7 +262,9 @@ def _hand_gae(r, v, nv, dones, gamma, lam):
     return out
 
 
-def test_gae_recursion_and_limits():
+def test_deprecated_gae_advantages_keep_their_numbers():
+    gae_advantages = _deprecated("gae_advantages")
+    discounted_returns = _deprecated("discounted_returns")
     rng = np.random.default_rng(0)
     T, N = 6, 3
     r, v = rng.normal(size=(T, N)), rng.normal(size=(T, N))
@@ -125,14 +275,14 @@ def test_gae_recursion_and_limits():
     tt = lambda x: torch.tensor(x)  # noqa: E731
     gamma = 0.95
     for lam in (0.0, 0.5, 0.9, 1.0):
-        got = PG.gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, lam).numpy()
+        got = gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, lam).numpy()
         np.testing.assert_allclose(got, _hand_gae(r, v, nv, dones, gamma, lam), atol=1e-12)
     # lambda = 0: one-step TD errors
-    got0 = PG.gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, 0.0).numpy()
+    got0 = gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, 0.0).numpy()
     np.testing.assert_allclose(got0, r + gamma * np.where(dones, 0, nv) - v, atol=1e-12)
     # lambda = 1: bootstrapped discounted returns minus values
-    got1 = PG.gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, 1.0)
-    G = PG.discounted_returns(tt(r), tt(dones), gamma, next_values=tt(nv))
+    got1 = gae_advantages(tt(r), tt(v), tt(nv), tt(dones), gamma, 1.0)
+    G = discounted_returns(tt(r), tt(dones), gamma, next_values=tt(nv))
     torch.testing.assert_close(got1, G - tt(v), rtol=0, atol=1e-12)
 
 
@@ -218,10 +368,16 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="baseline"):
         PG.train("CartPole-v1", "reinforce", 100, baseline="median")
     with pytest.raises(ValueError, match="gamma"):
-        PG.discounted_returns(torch.ones(2, 1), torch.zeros(2, 1, dtype=torch.bool), 1.5)
+        _deprecated("discounted_returns")(
+            torch.ones(2, 1), torch.zeros(2, 1, dtype=torch.bool), 1.5
+        )
     with pytest.raises(ValueError, match="lam"):
         z = torch.zeros(2, 1)
-        PG.gae_advantages(z, z, z, z.bool(), 0.9, -0.1)
+        _deprecated("gae_advantages")(z, z, z, z.bool(), 0.9, -0.1)
+    with pytest.raises(ValueError, match="snr_every"):
+        PG.Config(snr_every=-1)
+    with pytest.raises(ValueError, match="baseline 'mean' needs"):
+        PG.Config(baseline="mean", num_envs=1, n_steps=1)
     with pytest.raises(ValueError, match="episodes"):
         PG.evaluate("nothing.pt", 0)
     with pytest.raises(CheckpointError, match="exist.pt: no such file"):
@@ -369,3 +525,10 @@ def test_moved_names_warn():
         assert PG.plot_learning_curve is plot_learning_curve
     with pytest.raises(AttributeError):
         PG.no_such_name  # noqa: B018
+    from stochgrad.apps.rl import returns
+
+    for name in ("discounted_returns", "gae_advantages", "reinforce_loss"):
+        with pytest.warns(DeprecationWarning, match=f"returns.{name} is deprecated"):
+            assert callable(getattr(returns, name))
+    with pytest.raises(AttributeError):
+        returns.no_such_name  # noqa: B018

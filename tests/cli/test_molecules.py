@@ -78,6 +78,19 @@ def test_pretrain_sample_optimize(tmp_path, capsys):
     _fits(capsys.readouterr().out)
     summary = json.loads((out / "o" / "summary.json").read_text())
     assert summary["calls"] <= 20 and summary["steps"] <= 4
+    assert summary["advantage"] is None  # REINVENT has no advantage rule
+    assert [d["step"] for d in summary["gradient_diagnostics"]] == [0]  # every 20 steps
+    assert summary["gradient_diagnostics"][0]["variance"] > 0
+    # REINFORCE with GRPO's advantage in groups of 4, its gradient diagnosed every 2 steps
+    rf = ["molecules", "optimize", "--model", model, "--method", "reinforce", "--budget", "20"]
+    rf += ["--batch-size", "8", "--replay", "4", "--max-steps", "3", "--patience", "0"]
+    rf += ["--advantage", "grpo", "--group-size", "4", "--diagnose-every", "2"]
+    assert main([*rf, "--out", out / "r"]) == 0
+    _fits(capsys.readouterr().out)
+    summary = json.loads((out / "r" / "summary.json").read_text())
+    assert (summary["advantage"], summary["group_size"], summary["steps"]) == ("grpo", 4, 3)
+    assert summary["config"]["config"]["advantage"] == "grpo"
+    assert [d["step"] for d in summary["gradient_diagnostics"]] == [0, 2]
     with open(out / "o" / "top.csv") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["rank", "smiles", "score", "qed", "penalized_logp", "similarity"]
@@ -141,6 +154,7 @@ CARELESS = {
     "batch of one": ["optimize", "--batch-size", "1"],
     "negative sigma": ["optimize", "--sigma", "-1"],
     "replay above the memory": ["optimize", "--replay", "500"],
+    "group size not dividing the batch": ["optimize", "--group-size", "5"],
     "zero samples": ["sample", "--n", "0"],
     "unknown corpus": ["pretrain", "--corpus", "zinc"],
     "unknown device": ["pretrain", "--device", "gpu0"],

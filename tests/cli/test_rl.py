@@ -46,6 +46,11 @@ def test_train_then_eval(tmp_path, capsys):
     assert png.stat().st_size > 1000 and png.read_bytes().startswith(b"\x89PNG")
     data = json.loads((out / "CartPole-v1_reinforce_s0.json").read_text())
     assert data["env_steps"] == 1024 and data["config"]["num_envs"] == 2
+    # the policy gradient's signal-to-noise ratio, every 8th update (--snr-every's default)
+    assert "grad SNR" in text and data["config"]["snr_every"] == 8
+    snr = data["update_grad_snr"]
+    assert len(snr) == data["updates"] == 16
+    assert all((x is not None and x > 0) == (i % 8 == 0) for i, x in enumerate(snr))
     ev = tmp_path / "eval"
     assert main(["rl", "eval", str(out / TRAIN_CKPT), "--episodes", "2", "--out", str(ev)]) == 0
     text = capsys.readouterr().out

@@ -6,8 +6,10 @@
   ``prior_weights.pt`` (what ``--model`` takes) and the loss curve ``pretrain_loss.png``.
 - ``sample`` draws molecules from a model (default: the shipped prior), prints the MOSES
   metrics and writes ``samples.smi`` and ``sample_metrics.json``.
-- ``optimize`` fine-tunes a copy of the prior by policy gradient (REINVENT or REINFORCE)
-  against an oracle budget. It checkpoints ``agent.pt`` every ``--checkpoint-every`` steps
+- ``optimize`` fine-tunes a copy of the prior by policy gradient (REINVENT, or REINFORCE with
+  the advantage rule --advantage within groups of --group-size molecules) against an oracle
+  budget, estimating the gradient's variance every --diagnose-every steps. It checkpoints
+  ``agent.pt`` every ``--checkpoint-every`` steps
   (resumed by default; ``--restart`` starts afresh) and writes the top molecules
   (``top.csv``), a grid of the best structures (``best.png``), the score-over-time curve
   (``curve.png``) and ``summary.json``.
@@ -275,7 +277,7 @@ _weights.__name__ = "weights"
 
 def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad molecules optimize``."""
-    from stochgrad.apps.molecules.agent import METHODS, AgentConfig
+    from stochgrad.apps.molecules.agent import ADVANTAGES, METHODS, AgentConfig
     from stochgrad.apps.molecules.scoring import CELECOXIB
 
     a = AgentConfig()
@@ -300,6 +302,27 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default=a.method, help="fine-tuning objective")
     p.add_argument("--sigma", type=float, default=a.sigma, help="REINVENT score weight")
     p.add_argument("--beta", type=float, default=a.beta, help="REINFORCE KL weight")
+    p.add_argument(
+        "--advantage",
+        choices=ADVANTAGES,
+        default=a.advantage,
+        help="REINFORCE's advantage rule: loo (RLOO, unbiased), grpo (group-normalised), "
+        "grpo_unscaled (group mean), none",
+    )
+    p.add_argument(
+        "--group-size",
+        type=positive_int,
+        default=a.group_size,
+        help="molecules per advantage group (dividing --batch-size and --replay); none given: "
+        "all of a step's",
+    )
+    p.add_argument(
+        "--diagnose-every",
+        type=non_negative_int,
+        default=a.diagnose_every,
+        help="steps between estimates of the gradient's variance and signal-to-noise ratio "
+        "(0: none)",
+    )
     p.add_argument(
         "--likelihood-penalty",
         type=float,
@@ -351,6 +374,8 @@ def _summary(args: argparse.Namespace, result, top, target: str | None) -> dict:
         "weights": args.weights,
         "target": target,
         "method": args.method,
+        "advantage": args.advantage if args.method == "reinforce" else None,
+        "group_size": args.group_size,
         "budget": args.budget,
         "seed": args.seed,
         "calls": len(scores),
@@ -366,6 +391,11 @@ def _summary(args: argparse.Namespace, result, top, target: str | None) -> dict:
         "samples": result.samples,
         "seconds": result.seconds,
         "samples_per_second": result.samples / max(result.seconds, 1e-9),
+        "gradient_diagnostics": [
+            {"step": i, "calls": s.calls, "variance": s.grad_variance, "snr": s.grad_snr}
+            for i, s in enumerate(result.steps)
+            if s.grad_variance is not None
+        ],
         "config": result.config,
     }
 
@@ -434,6 +464,9 @@ def run_optimize(args: argparse.Namespace, console: Console) -> int:
         max_steps=args.max_steps,
         patience=args.patience,
         checkpoint_every=args.checkpoint_every,
+        advantage=args.advantage,
+        group_size=args.group_size,
+        diagnose_every=args.diagnose_every,
     )
     uses_target = args.objective == "similarity" or "similarity" in (args.weights or {})
     target = args.target if uses_target else None

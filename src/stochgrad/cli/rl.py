@@ -1,7 +1,8 @@
 """``stochgrad rl``: reinforcement learning by policy gradients.
 
 - ``train``: REINFORCE (baselines, GAE) or TRPO on a gymnasium environment; checkpoints every
-  ``--checkpoint-every`` updates and resumes from them by default;
+  ``--checkpoint-every`` updates and resumes from them by default; reports the policy
+  gradient's signal-to-noise ratio every ``--snr-every`` updates;
 - ``eval``: a trained policy's returns on fresh episodes;
 - ``pareto``: multi-objective REINFORCE on Deep Sea Treasure over weights × seeds, against the
   true Pareto front;
@@ -130,6 +131,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--no-normalize", action="store_true", help="do not normalise advantages per batch"
     )
     p.add_argument(
+        "--snr-every", type=non_negative_int, default=d.snr_every,
+        help="updates between estimates of the policy gradient's signal-to-noise ratio "
+        "(8 batch means; 0: none)",
+    )  # fmt: skip
+    p.add_argument(
         "--checkpoint-every", type=positive_int, default=50, help="updates between checkpoints"
     )
     _kit.add_output_options(p, "stochgrad-out/rl-train")
@@ -137,7 +143,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
-    for name in ("baseline", "gae_lambda", "num_envs", "n_steps", "lr", "entropy_coef"):
+    for name in ("baseline", "gae_lambda", "num_envs", "n_steps", "lr", "entropy_coef",
+                 "snr_every"):  # fmt: skip
         v = getattr(args, name, None)
         if v is not None:
             o[name] = v
@@ -191,12 +198,16 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             )  # fmt: skip
         t, h = result.trainer, result.history
         best = float(np.nanmax(h.update_mean100)) if h.episode_returns else float("nan")
+        snr = [s.get("grad_snr", float("nan")) for s in h.update_stats]
+        logged = [x for x in snr if np.isfinite(x)]
         table = _kit.table(
             f"{args.algo} on {args.env}, seed {args.seed}",
-            ["env steps", "updates", "episodes", "mean100", "best mean100", "steps/s"],
-            caption="mean100 = mean return of the last 100 episodes; steps/s over all training",
+            ["env steps", "updates", "episodes", "mean100", "best mean100", "steps/s",
+             "grad SNR"],
+            caption="mean100 = mean return of the last 100 episodes; steps/s over all training; "
+            "grad SNR = median signal-to-noise ratio of the policy gradient, last 10 estimates",
             left=0,
-        )
+        )  # fmt: skip
         table.add_row(
             f"{t.env_steps:,}",
             f"{t.updates:,}",
@@ -204,6 +215,7 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             _kit.fmt(t.mean_return()),
             _kit.fmt(best),
             f"{t.env_steps / max(t.wall, 1e-9):,.0f}",
+            _kit.fmt(float(np.median(logged[-10:])) if logged else float("nan")),
         )
         console.print(table)
         console.print(f"training time {t.wall:.1f} s in all")
@@ -223,6 +235,7 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
                 "episode_end_steps": h.episode_end_steps,
                 "update_steps": h.update_steps,
                 "update_mean100": h.update_mean100,
+                "update_grad_snr": snr,
             },
         )
     return 0

@@ -8,7 +8,7 @@
   AUC;
 - :mod:`~stochgrad.apps.molecules.metrics`: MOSES validity, uniqueness, novelty, diversity;
 - :mod:`~stochgrad.apps.molecules.agent`: REINVENT and REINFORCE fine-tuning (a checkpointed
-  trainer).
+  trainer; REINFORCE through the engine's :func:`stochgrad.surrogate.surrogate_loss`).
 
 The command ``stochgrad molecules pretrain|sample|optimize`` lives in
 :mod:`stochgrad.cli.molecules`. RDKit is imported only by the functions that need it.
@@ -20,12 +20,14 @@ The command ``stochgrad molecules pretrain|sample|optimize`` lives in
 """
 
 from stochgrad.apps.molecules.agent import (
+    ADVANTAGES,
     METHODS,
     AgentConfig,
     AgentResult,
     AgentStep,
     optimize,
     policy_loss,
+    reinforce_surrogate,
 )
 from stochgrad.apps.molecules.data import (
     CORPORA,
@@ -67,6 +69,7 @@ from stochgrad.apps.molecules.scoring import (
 )
 
 __all__ = [
+    "ADVANTAGES",
     "CELECOXIB",
     "CORPORA",
     "METHODS",
@@ -96,6 +99,7 @@ __all__ = [
     "policy_loss",
     "pretrain",
     "qed_score",
+    "reinforce_surrogate",
     "resolve_device",
     "save_model",
     "squash_logp",

@@ -5,14 +5,21 @@ is computed on the finished molecule. Two objectives:
 
 * ``"reinforce"``: maximise :math:`\\mathbb{E}_{P_\\theta}[S(x)] - \\beta\\,
   \\mathrm{KL}(P_\\theta \\| P_\\mathrm{prior})` by the score function
-  (log-derivative trick) of the *sequence* log-likelihood,
+  (log-derivative trick) of the *sequence* log-likelihood (the sum of its tokens'),
 
-  .. math:: \\nabla_\\theta \\approx \\frac{1}{n}\\sum_i (R_i - b_i)\\,
+  .. math:: \\nabla_\\theta \\approx \\frac{1}{n}\\sum_i A_i\\,
             \\nabla_\\theta \\log P_\\theta(x_i), \\qquad
             R_i = S(x_i) - \\beta\\,[\\log P_\\theta(x_i) - \\log P_\\mathrm{prior}(x_i)],
 
-  with the leave-one-out baseline :math:`b_i` of :mod:`stochgrad.baselines` (Kool et al.
-  2019, "Buy 4 REINFORCE samples, get a baseline for free"). The KL term is the
+  computed by the engine's :func:`stochgrad.surrogate.surrogate_loss` with the advantage
+  :math:`A_i` of a rule of :mod:`stochgrad.baselines` (``AgentConfig.advantage``):
+  ``"loo"`` (default, RLOO: :math:`R_i` minus the mean of the others in its group; Kool et al.
+  2019, "Buy 4 REINFORCE samples, get a baseline for free"), ``"grpo"`` (the group-normalised
+  :math:`(R_i - \\bar R_g)/s_g` of GRPO, Shao et al. 2024; biased), ``"grpo_unscaled"``
+  (:math:`R_i - \\bar R_g`, "Dr. GRPO"; biased by :math:`(n_g-1)/n_g`) or ``"none"``. The
+  generator is unconditional, so a group is the samples of one step: the whole batch by
+  default (the replayed molecules included), or consecutive chunks of ``group_size``
+  molecules (the replayed ones forming groups of their own). The KL term is the
   prior-likelihood anchor: its score-function gradient is
   :math:`\\mathbb{E}[(\\log P_\\theta - \\log P_\\mathrm{prior}) \\nabla \\log P_\\theta]`.
 * ``"reinvent"`` (Olivecrona et al. 2017, "Molecular de-novo design through deep
@@ -21,11 +28,21 @@ is computed on the finished molecule. Two objectives:
   \\log P_\\theta(x))^2`, plus the penalty :math:`5000 \\cdot (-1/\\log P_\\theta(x))` of
   its published code, which discourages collapse onto a few high-likelihood strings. The
   paper used :math:`\\sigma = 60`; the default here is the PMO benchmark's tuned
-  :math:`\\sigma = 500` (Gao et al. 2022), batch 64, learning rate 5e-4.
+  :math:`\\sigma = 500` (Gao et al. 2022), batch 64, learning rate 5e-4. This loss is kept as
+  it is: it is not a score-function estimator (its gradient is not an estimate of the
+  gradient of an expectation), so no advantage rule applies to it.
 
 Both add experience replay: the best molecules seen so far are kept, and a few, drawn with
 probability proportional to their score, join every batch's loss (Olivecrona et al. 2017;
 the PMO benchmark's REINVENT replays 24 per step).
+
+Every ``AgentConfig.diagnose_every`` steps the gradient's spread is logged
+(``AgentStep.grad_variance``, ``AgentStep.grad_snr``): the engine's
+:meth:`stochgrad.surrogate.Surrogate.estimate` from :data:`DIAGNOSTIC_BATCHES` batch means.
+For REINFORCE it is the policy-gradient surrogate's; REINVENT's gradient is also a weighted sum
+of the sequences' :math:`\\nabla \\log P_\\theta(x_i)` (with weights
+:math:`\\partial \\ell_i / \\partial \\log P_\\theta(x_i)` of its per-molecule loss), so the
+same estimate gives its spread.
 """
 
 from __future__ import annotations
@@ -43,14 +60,29 @@ from stochgrad._checks import check_choice, check_float, check_int, check_seed
 from stochgrad.apps.molecules.data import tokenize
 from stochgrad.apps.molecules.model import SmilesGRU
 from stochgrad.apps.molecules.scoring import Oracle, canonical, top_auc
-from stochgrad.baselines import resolve_baseline
 from stochgrad.checkpoint import CheckpointError, check_settings, load_state, save_state
 from stochgrad.checkpoint import field as state_field
+from stochgrad.surrogate import Surrogate, surrogate_loss
 
-__all__ = ["AgentConfig", "AgentStep", "AgentResult", "METHODS", "policy_loss", "optimize"]
+__all__ = [
+    "ADVANTAGES",
+    "DIAGNOSTIC_BATCHES",
+    "AgentConfig",
+    "AgentStep",
+    "AgentResult",
+    "METHODS",
+    "optimize",
+    "policy_loss",
+    "reinforce_surrogate",
+    "step_groups",
+]
 
 #: The fine-tuning objectives: REINVENT's augmented likelihood, REINFORCE's score function.
 METHODS = ("reinvent", "reinforce")
+#: The advantage rules of REINFORCE (rules of :mod:`stochgrad.baselines`).
+ADVANTAGES = ("loo", "grpo", "grpo_unscaled", "none")
+#: Batch means of the gradient diagnostic of :func:`optimize`.
+DIAGNOSTIC_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -75,6 +107,14 @@ class AgentConfig:
             -1/\\log P_\\theta(x_i)` added to the loss, which pushes down the likelihood of
             the sampled sequences and so keeps the agent from collapsing onto a few strings.
             ``None``: 5000 for REINVENT, as in its published code (and PMO's), 0 for REINFORCE.
+        advantage: REINFORCE's advantage rule (:data:`ADVANTAGES`): ``"loo"`` (RLOO,
+            unbiased), ``"grpo"``, ``"grpo_unscaled"`` (biased) or ``"none"``.
+        group_size: the molecules of one advantage group: ``None``, all of a step's (sampled
+            and replayed); ``k``, consecutive chunks of ``k`` (it must divide ``batch_size``
+            and ``replay_batch``; the replayed molecules form groups of their own).
+        diagnose_every: steps between gradient diagnostics (:data:`DIAGNOSTIC_BATCHES` batch
+            means, about two steps' time with the shipped prior; 0: none). It changes no
+            number of the run.
     """
 
     method: str = "reinvent"
@@ -88,6 +128,9 @@ class AgentConfig:
     patience: int = 5
     checkpoint_every: int = 10
     likelihood_penalty: float | None = None
+    advantage: str = "loo"
+    group_size: int | None = None
+    diagnose_every: int = 20
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -102,6 +145,15 @@ class AgentConfig:
         check_int("checkpoint_every", self.checkpoint_every, minimum=1)
         if self.likelihood_penalty is not None:
             check_float("likelihood_penalty", self.likelihood_penalty, minimum=0.0)
+        check_choice("advantage", self.advantage, ADVANTAGES)
+        check_int("diagnose_every", self.diagnose_every, minimum=0)
+        if self.group_size is not None:
+            check_int("group_size", self.group_size, minimum=2)
+            if self.batch_size % self.group_size or self.replay_batch % self.group_size:
+                raise ValueError(
+                    f"group_size must divide batch_size ({self.batch_size}) and replay_batch "
+                    f"({self.replay_batch}), got {self.group_size}"
+                )
 
     @property
     def penalty(self) -> float:
@@ -109,6 +161,90 @@ class AgentConfig:
         if self.likelihood_penalty is not None:
             return self.likelihood_penalty
         return 5e3 if self.method == "reinvent" else 0.0
+
+
+def step_groups(rows: int, batch_size: int, group_size: int | None) -> torch.Tensor | None:
+    """The advantage groups of a step's ``rows`` molecules (``batch_size`` sampled, then the
+    replayed ones): ``None`` (one group) or consecutive chunks of ``group_size``.
+
+    >>> step_groups(6, 4, 2).tolist()
+    [0, 0, 1, 1, 2, 2]
+    """
+    if group_size is None:
+        return None
+    check_int("group_size", group_size, minimum=1)
+    if batch_size % group_size or (rows - batch_size) % group_size:
+        raise ValueError(
+            f"group_size {group_size} must divide the sampled ({batch_size}) and replayed "
+            f"({rows - batch_size}) molecules"
+        )
+    return torch.arange(rows) // group_size
+
+
+def _check_inputs(agent_logp, prior_logp, score) -> None:
+    if agent_logp.shape != prior_logp.shape or agent_logp.shape != score.shape:
+        raise ValueError(
+            f"agent_logp, prior_logp, score must have one shape, got {tuple(agent_logp.shape)}, "
+            f"{tuple(prior_logp.shape)}, {tuple(score.shape)}"
+        )
+    if agent_logp.dim() != 1 or agent_logp.shape[0] < 2:
+        raise ValueError("agent_logp must be 1-D with at least 2 entries (the group baselines)")
+    for name, t in (("agent_logp", agent_logp), ("prior_logp", prior_logp), ("score", score)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} has non-finite entries")
+
+
+def reinforce_surrogate(
+    agent_logp: torch.Tensor,
+    prior_logp: torch.Tensor,
+    score: torch.Tensor,
+    *,
+    beta: float = 0.05,
+    advantage: str = "loo",
+    groups: torch.Tensor | None = None,
+) -> Surrogate:
+    """REINFORCE's surrogate of the KL-anchored reward, through the engine.
+
+    :func:`stochgrad.surrogate.surrogate_loss` of the sequence log-likelihoods with the values
+    :math:`R_i = S(x_i) - \\beta[\\log P_\\theta(x_i) - \\log P_\\mathrm{prior}(x_i)]`
+    (detached), the ``advantage`` rule of :mod:`stochgrad.baselines` within ``groups`` and
+    ``maximize=True``: ``loss.backward()`` gives minus the estimate of
+    :math:`\\nabla(\\mathbb E[S] - \\beta\\,\\mathrm{KL})`.
+
+    Args:
+        agent_logp: ``[n]`` differentiable :math:`\\log P_\\theta(x_i)`.
+        prior_logp: ``[n]`` :math:`\\log P_\\mathrm{prior}(x_i)`.
+        score: ``[n]`` rewards.
+        beta: the KL weight.
+        advantage: a rule of :data:`ADVANTAGES`.
+        groups: ``[n]`` group labels (:func:`step_groups`), or ``None`` for one group.
+
+    Returns:
+        The :class:`~stochgrad.surrogate.Surrogate` (``loss``, ``advantages``, ``estimate``).
+
+    >>> a = torch.tensor([-10.0, -20.0, -5.0], requires_grad=True)
+    >>> s = reinforce_surrogate(a, a.detach(), torch.tensor([0.5, 0.0, 1.0]))
+    >>> s.advantages  # leave-one-out
+    tensor([ 0.0000, -0.7500,  0.7500])
+    """
+    _check_inputs(agent_logp, prior_logp, score)
+    check_choice("advantage", advantage, ADVANTAGES)
+    beta = check_float("beta", beta, minimum=0.0)
+    reward = score.detach() - beta * (agent_logp.detach() - prior_logp.detach())
+    return surrogate_loss(
+        agent_logp, reward, advantage=None if advantage == "none" else advantage,
+        groups=groups, maximize=True,
+    )  # fmt: skip
+
+
+def _reinvent_weights(agent_logp, prior_logp, score, sigma, likelihood_penalty) -> torch.Tensor:
+    """:math:`w_i = \\partial \\ell_i / \\partial \\log P_\\theta(x_i)` of REINVENT's
+    per-molecule loss: its gradient is :math:`\\frac1n \\sum_i w_i \\nabla \\log P_\\theta(x_i)`."""
+    logp = agent_logp.detach()
+    w = -2.0 * (prior_logp.detach() + sigma * score.detach() - logp)
+    if likelihood_penalty:
+        w = w + likelihood_penalty / logp.clamp(max=-1e-6) ** 2
+    return w
 
 
 def policy_loss(
@@ -120,6 +256,8 @@ def policy_loss(
     sigma: float = 500.0,
     beta: float = 0.05,
     likelihood_penalty: float = 0.0,
+    advantage: str = "loo",
+    groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The per-batch loss whose gradient is the policy-gradient step.
 
@@ -132,11 +270,13 @@ def policy_loss(
         beta: REINFORCE's KL weight.
         likelihood_penalty: weight ``c`` of :math:`c \\cdot \\frac{1}{n}\\sum_i -1/\\log
             P_\\theta(x_i)`, added to either loss (REINVENT's code uses 5000).
+        advantage: REINFORCE's advantage rule (:data:`ADVANTAGES`; default leave-one-out).
+        groups: REINFORCE's advantage groups (``None``: one group).
 
     Returns:
         A scalar: REINVENT :math:`\\frac{1}{n}\\sum_i(\\log P_\\mathrm{prior} + \\sigma S -
-        \\log P_\\theta)^2`; REINFORCE :math:`-\\frac{1}{n}\\sum_i (R_i - b_i)\\log P_\\theta(x_i)`
-        with the leave-one-out baseline ``b``; plus the likelihood penalty.
+        \\log P_\\theta)^2`; REINFORCE the loss of :func:`reinforce_surrogate`,
+        :math:`-\\frac{1}{n}\\sum_i A_i\\log P_\\theta(x_i)`; plus the likelihood penalty.
 
     Raises:
         ValueError: for an unknown method, mismatched shapes or non-finite inputs.
@@ -147,35 +287,42 @@ def policy_loss(
     >>> float(loss.detach())  # ((-12 + 6 + 10)^2 + (-18 + 20)^2) / 2
     10.0
     """
-    if agent_logp.shape != prior_logp.shape or agent_logp.shape != score.shape:
-        raise ValueError(
-            f"agent_logp, prior_logp, score must have one shape, got {tuple(agent_logp.shape)}, "
-            f"{tuple(prior_logp.shape)}, {tuple(score.shape)}"
-        )
-    if agent_logp.dim() != 1 or agent_logp.shape[0] < 2:
-        raise ValueError("agent_logp must be 1-D with at least 2 entries (the LOO baseline)")
-    for name, t in (("agent_logp", agent_logp), ("prior_logp", prior_logp), ("score", score)):
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} has non-finite entries")
+    _check_inputs(agent_logp, prior_logp, score)
     check_choice("method", method, METHODS)
     likelihood_penalty = check_float("likelihood_penalty", likelihood_penalty, minimum=0.0)
-    prior_logp, score = prior_logp.detach(), score.detach()
     if method == "reinvent":
-        augmented = prior_logp + sigma * score
+        augmented = prior_logp.detach() + sigma * score.detach()
         loss = ((augmented - agent_logp) ** 2).mean()
     else:
-        reward = score - beta * (agent_logp.detach() - prior_logp)
-        baseline = resolve_baseline("loo")(reward, None, None).squeeze(1)
-        loss = -((reward - baseline) * agent_logp).mean()
+        loss = reinforce_surrogate(
+            agent_logp, prior_logp, score, beta=beta, advantage=advantage, groups=groups
+        ).loss
     if likelihood_penalty:
         # a sequence's log-likelihood is < 0; the clamp only guards a fully collapsed agent
         loss = loss + likelihood_penalty * (-1.0 / agent_logp.clamp(max=-1e-6)).mean()
     return loss
 
 
+def _diagnose(config: AgentConfig, agent, agent_logp, prior_logp, score, groups):
+    """``(variance, snr)`` of this step's gradient (before its backward): the engine's estimate
+    from :data:`DIAGNOSTIC_BATCHES` batch means (see the module docstring)."""
+    if config.method == "reinforce":
+        sur = reinforce_surrogate(agent_logp, prior_logp, score, beta=config.beta,
+                                  advantage=config.advantage, groups=groups)  # fmt: skip
+    else:
+        w = _reinvent_weights(agent_logp, prior_logp, score, config.sigma, config.penalty)
+        sur = surrogate_loss(agent_logp, -w)  # the ascent direction: -dloss, as REINFORCE's
+    n = agent_logp.shape[0]
+    est = sur.estimate(agent, batches=min(DIAGNOSTIC_BATCHES, n))
+    return float(est.flat("variance").sum()), est.snr_of_mean()
+
+
 @dataclass
 class AgentStep:
-    """What one step saw: oracle calls so far, batch mean score, validity, best so far."""
+    """What one step saw: oracle calls so far, batch mean score, validity, best so far, and on
+    the diagnosed steps (``AgentConfig.diagnose_every``) the gradient's spread: the summed
+    variance of one molecule's term (over all weights) and the signal-to-noise ratio
+    :math:`\\lVert\\hat g\\rVert/\\lVert\\mathrm{se}(\\hat g)\\rVert` (``None`` elsewhere)."""
 
     calls: int
     mean_score: float
@@ -183,6 +330,8 @@ class AgentStep:
     top1: float
     top10: float
     loss: float
+    grad_variance: float | None = None
+    grad_snr: float | None = None
 
 
 @dataclass
@@ -256,11 +405,15 @@ def _bytes_int(t: torch.Tensor) -> int:
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings that must agree for a checkpoint to continue, flat (so that a mismatch
-    names each one); the checkpoint interval may change."""
+    names each one); the checkpoint and diagnostic intervals may change, and a checkpoint of an
+    earlier release (before ``advantage`` and ``group_size``) used their defaults."""
     config = settings.get("config")
     out = {k: v for k, v in settings.items() if k != "config" or not isinstance(config, dict)}
     out.update(config if isinstance(config, dict) else {})
     out.pop("checkpoint_every", None)
+    out.pop("diagnose_every", None)
+    out.setdefault("advantage", "loo")
+    out.setdefault("group_size", None)
     return out
 
 
@@ -282,7 +435,11 @@ def optimize(
     Each step samples ``batch_size`` SMILES from the agent (no gradient), scores them with the
     oracle (invalid: 0), recomputes agent and prior log-likelihoods by teacher forcing, adds
     ``replay_batch`` molecules from the replay memory, and takes one Adam step on
-    :func:`policy_loss`. With ``checkpoint``, the agent, optimiser, oracle cache, replay
+    :func:`policy_loss` (REINFORCE: the engine's surrogate, :func:`reinforce_surrogate`, with
+    ``config.advantage`` within the groups of :func:`step_groups`). Every
+    ``config.diagnose_every`` steps (the first included) the step's gradient variance and
+    signal-to-noise ratio are estimated before the step (:class:`AgentStep`). With
+    ``checkpoint``, the agent, optimiser, oracle cache, replay
     memory, random states and curve are saved every ``checkpoint_every`` steps and at the end
     (:func:`stochgrad.checkpoint.save_state`: tensors, strings and numbers only, read back with
     ``weights_only=True``); a resumed run continues to the same result as an uninterrupted one.
@@ -436,6 +593,7 @@ def optimize(
         agent_logp = agent.log_likelihood(rows)
         with torch.no_grad():
             prior_logp = prior.log_likelihood(rows)
+        groups = step_groups(rows.shape[0], config.batch_size, config.group_size)
         loss = policy_loss(
             config.method,
             agent_logp,
@@ -444,7 +602,12 @@ def optimize(
             sigma=config.sigma,
             beta=config.beta,
             likelihood_penalty=config.penalty,
+            advantage=config.advantage,
+            groups=groups,
         )
+        variance = snr = None
+        if config.diagnose_every and len(steps) % config.diagnose_every == 0:
+            variance, snr = _diagnose(config, agent, agent_logp, prior_logp, batch_scores, groups)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -458,6 +621,8 @@ def optimize(
             top1=top[0] if top else 0.0,
             top10=float(np.mean(top)) if top else 0.0,
             loss=float(loss.detach()),
+            grad_variance=variance,
+            grad_snr=snr,
         )
         steps.append(step)
         if oracle.calls > 100:

@@ -13,7 +13,10 @@ score function of the trajectory distribution,
     \nabla_\theta \log \pi_\theta(a_t \mid s_t)\Big], \qquad
     G_t = \sum_{k \ge t} \gamma^{k - t} r_k,
 
-with a tabular Monte-Carlo baseline :math:`b(s)`. Episodes start in uniformly random sea cells
+with a tabular Monte-Carlo baseline :math:`b(s)` (a critic fitted to the returns). The gradient
+is the engine's: :func:`stochgrad.baselines.gae` with :math:`\lambda = 1` on the critic's values
+gives :math:`G_t - b(s_t)` (and, as its returns, :math:`G_t`), and
+:func:`stochgrad.surrogate.surrogate_loss` the loss. Episodes start in uniformly random sea cells
 (a restart distribution with full support, Kakade & Langford 2002): from the single start cell,
 the random walk finds the nearest treasure first and the gradient stays in that local optimum.
 
@@ -57,6 +60,8 @@ from stochgrad.apps.rl.deep_sea import (
     true_front,
     value_iteration,
 )
+from stochgrad.baselines import gae
+from stochgrad.surrogate import surrogate_loss
 
 __all__ = [
     "ENV_ID",
@@ -148,8 +153,10 @@ def train_reinforce(
         L(\theta) = -\frac1B \sum_{b, t} \gamma^t\,(G_{b,t} - b(s_{b,t}))\,
                     \log \pi_\theta(a_{b,t} \mid s_{b,t})
 
-    is differentiated (its gradient is the score-function estimate of :math:`-\nabla J`) and
-    Adam takes a step; then :math:`b(s) \mathrel{+}= \beta\,(\bar G(s) - b(s))` for every
+    is differentiated (its gradient is the score-function estimate of :math:`-\nabla J`; the
+    engine's :func:`~stochgrad.surrogate.surrogate_loss`, a mean over the ``K * B * T`` steps,
+    times ``K * T``) and Adam takes a step; then
+    :math:`b(s) \mathrel{+}= \beta\,(\bar G(s) - b(s))` for every
     visited state (:math:`\bar G(s)` the mean return-to-go from ``s`` in the batch).
 
     Args:
@@ -253,7 +260,7 @@ def _train(mdp, w, gamma, cfg, seed, settings, state, where, save, every, callba
             s = torch.randint(S, (K, B), generator=g)
             with torch.no_grad():
                 probs = torch.softmax(theta, -1)
-            states, actions, rewards, alive_t = [], [], [], []
+            states, actions, rewards, alive_t, ends_t = [], [], [], [], []
             alive = torch.ones(K, B, dtype=torch.bool)
             for _ in range(H):
                 a = torch.multinomial(probs[kk, s].reshape(-1, A), 1, generator=g).reshape(K, B)
@@ -261,6 +268,7 @@ def _train(mdp, w, gamma, cfg, seed, settings, state, where, save, every, callba
                 actions.append(a)
                 rewards.append(rew[kk, s, a] * alive)
                 alive_t.append(alive)
+                ends_t.append(alive & term[s, a])
                 alive = alive & ~term[s, a]
                 s = nxt[s, a]
                 if not alive.any():
@@ -268,16 +276,17 @@ def _train(mdp, w, gamma, cfg, seed, settings, state, where, save, every, callba
             T = len(states)
             st, ac = torch.stack(states, -1), torch.stack(actions, -1)  # [K, B, T]
             r, m = torch.stack(rewards, -1), torch.stack(alive_t, -1).double()
-            G = torch.zeros_like(r)
-            run = torch.zeros(K, B, dtype=torch.float64)
-            for t in reversed(range(T)):
-                run = r[..., t] + gamma * run
-                G[..., t] = run
-            disc = gamma ** torch.arange(T, dtype=torch.float64)
+            ends = torch.stack(ends_t, -1)  # the step that reached a terminal state
             kidx = kk[..., None].expand(K, B, T)
-            adv = (G - base[kidx, st]) * m
+            # the engine's advantage: GAE(lambda = 1) on the tabular critic's values, i.e. the
+            # reward-to-go minus b(s_t); its returns are the reward-to-go (time first, [T, K*B])
+            adv, G = gae(_time_first(r), _time_first(base[kidx, st]), gamma, 1.0, _time_first(ends))
+            adv, G = _batch_first(adv, K, B), _batch_first(G, K, B)
+            disc = gamma ** torch.arange(T, dtype=torch.float64)
             logp = torch.log_softmax(theta, -1)[kidx, st, ac]
-            loss = -(disc * adv * logp).sum() / B
+            sur = surrogate_loss(logp.reshape(-1), (disc * adv * m).reshape(-1), maximize=True)
+            loss = sur.loss * (K * T)  # the surrogate's mean over K * B * T steps: per weight,
+            # the sum over steps and the mean over episodes, as before (Adam sees its scale)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -302,6 +311,16 @@ def _train(mdp, w, gamma, cfg, seed, settings, state, where, save, every, callba
         if flushing:
             torch.set_flush_denormal(False)
     return theta.detach(), curve
+
+
+def _time_first(x: torch.Tensor) -> torch.Tensor:
+    """``[K, B, T]`` -> ``[T, K * B]``."""
+    return x.permute(2, 0, 1).reshape(x.shape[2], -1)
+
+
+def _batch_first(x: torch.Tensor, K: int, B: int) -> torch.Tensor:
+    """``[T, K * B]`` -> ``[K, B, T]``."""
+    return x.reshape(-1, K, B).permute(1, 2, 0)
 
 
 def _load(state, where, settings, theta, base, opt, g, curve) -> int:

@@ -17,8 +17,9 @@ a sigmoid termination :math:`\beta_o(s) = \sigma(\vartheta_{s,o})` and an
         [Q_\Omega(s',o) - V_\Omega(s') + \xi], \qquad V_\Omega(s') = \max_{o'} Q_\Omega(s',o'),
 
 (:math:`U` is replaced by 0 when :math:`s'` is the goal). The intra-option step is the score
-function of the softmax (the policy-gradient estimator of :mod:`stochgrad.estimators.score` in its
-tabular, one-sample form) weighted by :math:`Q_U` with the baseline :math:`Q_\Omega`; the factor
+function of the softmax weighted by :math:`Q_U` with the baseline :math:`Q_\Omega`: the
+gradient of the engine's surrogate (:func:`stochgrad.surrogate.surrogate_loss`, one sample per
+agent and step, the critic's advantage :math:`Q_U - Q_\Omega`); the factor
 :math:`T` is the convention of the authors' code (the step is taken in the logits
 :math:`\theta/T`). Published values (``jeanharb/option_critic``, ``fourrooms`` config):
 :math:`\alpha_c = 0.5`, :math:`\alpha_\theta = 0.25`, :math:`\alpha_\vartheta = 0.25`,
@@ -72,7 +73,9 @@ import torch
 
 from stochgrad import checkpoint as _ckpt
 from stochgrad._checks import check_float, check_int, check_probability, check_seed
+from stochgrad.apps.rl._threads import torch_threads
 from stochgrad.apps.rl.fourrooms import FourRooms, hitting_times, transition_matrix
+from stochgrad.surrogate import surrogate_loss
 
 __all__ = [
     "GreedyEvaluation",
@@ -171,6 +174,19 @@ class OptionCritic:
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = np.exp(x - x.max(-1, keepdims=True))
     return z / z.sum(-1, keepdims=True)
+
+
+def _policy_gradient(logits: np.ndarray, actions: np.ndarray, advantages: np.ndarray) -> np.ndarray:
+    r"""Each agent's :math:`A_i \nabla_z \log \mathrm{softmax}(z_i)_{a_i}` ``[n, A]``, ``z`` the
+    logits ``[n, A]`` of its current state and option: the gradient of the engine's surrogate
+    (:func:`stochgrad.surrogate.surrogate_loss`, one sample per agent, the critic's advantage
+    :math:`Q_U - Q_\Omega`) times ``n`` (the surrogate is a mean; each agent's logits are its
+    own)."""
+    z = torch.from_numpy(logits).requires_grad_(True)
+    log_probs = torch.log_softmax(z, -1).gather(1, torch.from_numpy(actions)[:, None])
+    surrogate = surrogate_loss(log_probs.squeeze(1), torch.from_numpy(advantages))
+    (grad,) = torch.autograd.grad(surrogate.loss * len(actions), z)
+    return grad.numpy()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -341,9 +357,7 @@ class _Training:
             q_omega[idx, s, o] += config.lr_critic * (target - q_omega[idx, s, o])
             # 2. options improvement: intra-option policy gradient (baseline Q_Omega) ...
             adv = q_u[idx, s, o, a] - q_omega[idx, s, o]
-            score = -pi
-            score[rows, a] += 1.0
-            theta[idx, s, o] += config.lr_intra * adv[:, None] * score
+            theta[idx, s, o] += config.lr_intra * _policy_gradient(theta[idx, s, o] / T, a, adv)
             # ... and the termination gradient at s' (not at the goal)
             live = ~done
             step_term = config.lr_term * beta2 * (1.0 - beta2) * (q2_o - v2 + config.xi)
@@ -390,7 +404,8 @@ def train_option_critic(
     """Train one option-critic agent per seed, all stepped together in one batched loop.
 
     Each agent runs its own environment, its own episodes and its own random stream (Bacon et
-    al. 2017, Algorithm 1); the loop is vectorised over agents. An agent that has finished
+    al. 2017, Algorithm 1); the loop is vectorised over agents, with one torch thread (the
+    caller's setting restored afterwards). An agent that has finished
     ``episodes`` episodes stops updating while the others go on. An agent's numbers depend on
     its seed alone: the same seed gives the same agent whatever seeds are trained beside it.
 
@@ -479,7 +494,8 @@ def train_option_critic(
         done = int(np.minimum(run.ep, episodes).sum())
         if progress is not None and done:
             progress(done)
-    run.run(progress, save, checkpoint_every)
+    with torch_threads(1):  # tiny tensor programs: more threads only spin (60x slower, measured)
+        run.run(progress, save, checkpoint_every)
     return run.agent, run.steps
 
 

@@ -10,25 +10,33 @@ The score-function (REINFORCE) estimator of the policy gradient over rollouts of
         \;+\; \beta\, \nabla_\theta \frac{1}{NT}\sum_{n,t}
             \mathcal H[\pi_\theta(\cdot \mid s_{t,n})],
 
-with the advantage :math:`\hat A` one of (``Config.baseline``):
+is the gradient of the engine's surrogate (:func:`stochgrad.surrogate.surrogate_loss`, one
+sample per step), with the advantage :math:`\hat A` one of (``Config.baseline``):
 
 * ``"none"``: the discounted reward-to-go :math:`G_t = \sum_{k \ge t} \gamma^{k-t} r_k`
-  (within the episode);
-* ``"mean"``: :math:`G_t - \bar G` (batch mean);
-* ``"value"``: :math:`G_t - V_\phi(s_t)` with an MLP :math:`V_\phi` regressed on :math:`G_t`;
+  (within the episode; :func:`stochgrad.baselines.reward_to_go`);
+* ``"mean"``: :math:`G_t - \bar G` (the batch mean, the rule ``"mean"`` of
+  :mod:`stochgrad.baselines`);
+* ``"value"``: :math:`G_t - V_\phi(s_t)` with an MLP :math:`V_\phi` regressed on :math:`G_t`
+  (:func:`stochgrad.baselines.gae` with :math:`\lambda = 1` on the critic's values);
 * ``"gae"``: GAE(:math:`\lambda`), :math:`\hat A_t = \sum_k (\gamma\lambda)^k \delta_{t+k}`,
-  :math:`\delta_t = r_t + \gamma V(s_{t+1}) - V(s_t)`; :math:`V_\phi` regressed on
-  :math:`\hat A_t + V(s_t)`.
+  :math:`\delta_t = r_t + \gamma V(s_{t+1}) - V(s_t)` (:func:`stochgrad.baselines.gae`);
+  :math:`V_\phi` regressed on :math:`\hat A_t + V(s_t)`.
 
 Rollouts have fixed length; an episode still running at the end of a rollout (or cut by a time
 limit) is bootstrapped with :math:`V_\phi` of its next state when a value function is learned
 (``value``/``gae``), and simply truncated otherwise (``none``/``mean``: a small bias when
 ``n_steps`` is much longer than an episode). As usual in practice the :math:`\gamma^t` factor of
-the exact discounted policy gradient is dropped. Advantages may be normalised to mean 0, sd 1.
+the exact discounted policy gradient is dropped. Advantages may be normalised to mean 0, sd 1
+(the rule ``"grpo"`` of :mod:`stochgrad.baselines` over the batch). Every update records the
+policy gradient's signal-to-noise ratio (``grad_snr`` in ``History.update_stats``,
+:meth:`~stochgrad.apps.rl.gym_trainer.Trainer.update`).
 
 TRPO takes the natural-gradient step of the surrogate :math:`L(\theta) = \mathbb E[\rho_t \hat
-A_t]` under :math:`\overline{KL}(\pi_{\text{old}} \| \pi_\theta) \le \delta`, with
-Fisher-vector products of the KL Hessian, conjugate gradient and a backtracking line search
+A_t]` (the engine's surrogate with the importance weights :math:`\rho_t =
+\pi_\theta/\pi_{\text{old}}`) under :math:`\overline{KL}(\pi_{\text{old}} \| \pi_\theta)
+\le \delta`, with Fisher-vector products of the KL Hessian, conjugate gradient and a
+backtracking line search
 (:func:`stochgrad.natural.kl_fvp`, :func:`~stochgrad.natural.trust_region_step`); the critic
 is fitted afterwards, as in sb3-contrib's TRPO.
 
@@ -45,8 +53,8 @@ uninterrupted one bit for bit (same episode returns on the same machine and thre
 checkpoint file cannot run code. An interrupted run loses at most the updates since its last
 checkpoint.
 
-The pieces live in their own modules and are re-exported here: :mod:`~stochgrad.apps.rl.returns`
-(returns, GAE, the loss), :mod:`~stochgrad.apps.rl.networks` (policies),
+The pieces live in their own modules and are re-exported here:
+:mod:`~stochgrad.apps.rl.networks` (policies),
 :mod:`~stochgrad.apps.rl.gym_envs` (environments) and :mod:`~stochgrad.apps.rl.gym_trainer`
 (:class:`Config`, :class:`Trainer`: one update). This module runs the trainer: :func:`train`
 with checkpoints, :func:`evaluate`.
@@ -75,22 +83,24 @@ import torch
 from stochgrad import checkpoint as _ckpt
 from stochgrad._checks import check_choice, check_int, check_seed
 from stochgrad._compat import moved_attribute
+from stochgrad.apps.rl import returns as _returns
 from stochgrad.apps.rl._threads import torch_threads
 from stochgrad.apps.rl.gym_envs import check_env_id, make_envs
 from stochgrad.apps.rl.gym_trainer import (
     ADVANTAGE_BASELINES,
     ALGOS,
+    SNR_BATCHES,
     Config,
     History,
     Trainer,
     default_config,
 )
 from stochgrad.apps.rl.networks import CategoricalPolicy, GaussianPolicy, make_policy, mlp
-from stochgrad.apps.rl.returns import discounted_returns, gae_advantages, reinforce_loss
 
 __all__ = [
     "ADVANTAGE_BASELINES",
     "ALGOS",
+    "SNR_BATCHES",
     "CategoricalPolicy",
     "Config",
     "GaussianPolicy",
@@ -98,14 +108,11 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "default_config",
-    "discounted_returns",
     "evaluate",
-    "gae_advantages",
     "load_checkpoint",
     "make_envs",
     "make_policy",
     "mlp",
-    "reinforce_loss",
     "save_checkpoint",
     "train",
 ]
@@ -125,6 +132,8 @@ CHECKPOINT_FORMAT = "stochgrad.rl.policy_gradient/2"
 
 
 def __getattr__(name: str) -> Any:
+    if name in _returns.DEPRECATED:  # discounted_returns, gae_advantages, reinforce_loss
+        return _returns.deprecated(__name__, name)
     return moved_attribute(__name__, name, _MOVED)
 
 
@@ -139,6 +148,7 @@ def _first_line(exc: BaseException) -> str:
 def _comparable(config: Config) -> dict[str, Any]:
     d = asdict(config)
     d.pop("threads", None)
+    d.pop("snr_every", None)  # a diagnostic: changes no number of the run
     return d
 
 

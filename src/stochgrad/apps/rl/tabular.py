@@ -21,7 +21,9 @@ with :math:`d^\pi` the *unnormalised* discounted visitation (it sums to :math:`1
 the normalised :math:`(1-\gamma)d^\pi` is a distribution). For the softmax,
 :math:`\partial J/\partial\theta_{sa} = d^\pi(s)\,\pi(a|s)\,(Q^\pi(s,a) - V^\pi(s))`.
 
-:func:`reinforce` estimates the same gradient from sampled trajectories, all simulated at once.
+:func:`reinforce` estimates the same gradient from sampled trajectories, all simulated at once,
+through the engine (:func:`stochgrad.surrogate.surrogate_loss` and the advantage rules of
+:mod:`stochgrad.baselines`), which makes the MDP an exact check of those rules.
 
 References:
     Sutton, McAllester, Singh, Mansour (2000), "Policy gradient methods for reinforcement
@@ -31,7 +33,9 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +45,11 @@ from torch import Tensor
 from stochgrad._checks import check_choice, check_float, check_int, check_seed
 from stochgrad._compat import moved_attribute
 from stochgrad._core import make_generator
+from stochgrad.baselines import Baseline, OptimalBaseline, resolve_baseline
+from stochgrad.baselines import gae as _gae
+from stochgrad.baselines import reward_to_go as _reward_to_go
 from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.surrogate import per_sample_gradients, surrogate_loss
 
 __all__ = [
     "REINFORCE_BASELINES",
@@ -56,8 +64,10 @@ __all__ = [
 ]
 
 DTYPE = torch.float64
-#: The baselines of :func:`reinforce`.
-REINFORCE_BASELINES = ("none", "mean", "value")
+#: The baselines :func:`reinforce` accepts by name (also a number or a ``Baseline`` object):
+#: the rules of :mod:`stochgrad.baselines` and ``"value"`` (the exact critic); ``"mean"``, the
+#: old name of ``"loo"``, is accepted with a ``DeprecationWarning``.
+REINFORCE_BASELINES = ("none", "loo", "optimal", "value", "batch_mean", "grpo", "grpo_unscaled")
 
 #: Names that were renamed: old name -> (module, new name).
 _MOVED = {"BASELINES": (__name__, "REINFORCE_BASELINES")}
@@ -282,17 +292,40 @@ def _draw(stacked: np.ndarray, k: int, rows: np.ndarray, u: np.ndarray) -> np.nd
     return np.minimum(idx, k - 1)
 
 
+def _rule(baseline) -> tuple[Baseline | None, str]:
+    """The advantage rule of ``baseline`` and its name; ``None`` for ``"value"``."""
+    if baseline is None:
+        baseline = "none"
+    if isinstance(baseline, str):
+        if baseline == "mean":
+            warnings.warn(
+                "reinforce(baseline='mean') is the leave-one-out mean, now spelt 'loo' (the "
+                "engine's 'mean' includes the sample itself and is biased: 'batch_mean' here); "
+                "'mean' will mean the batch mean in the next release",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            baseline = "loo"
+        check_choice("baseline", baseline, REINFORCE_BASELINES)
+        if baseline == "value":
+            return None, "value"
+    rule = resolve_baseline(baseline)
+    return rule, baseline if isinstance(baseline, str) else rule.name
+
+
 def reinforce(
     mdp: TabularMDP,
     theta: Tensor,
     num_trajectories: int,
     *,
     horizon: int | None = None,
-    baseline: str = "none",
+    baseline: str | float | Baseline | None = "none",
+    reward_to_go: bool = True,
+    group_size: int | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
 ) -> GradientEstimate:
-    r"""REINFORCE with reward-to-go over ``num_trajectories`` trajectories simulated in parallel.
+    r"""REINFORCE over ``num_trajectories`` trajectories simulated in parallel, through the engine.
 
     Trajectories are truncated at ``horizon`` :math:`H`; the estimate is unbiased for the
     truncated discounted objective :math:`J_H = \mathbb{E}[\sum_{t<H}\gamma^t r(s_t,a_t)]`,
@@ -301,15 +334,39 @@ def reinforce(
 
     .. math::
 
-        \hat g_i = \sum_{t<H} \nabla_\theta\log\pi(a_t|s_t)\,\big(G_t - b_t\big), \qquad
-        G_t = \sum_{t'=t}^{H-1} \gamma^{t'} r(s_{t'}, a_{t'}),
+        \hat g_i = \sum_{t<H} \nabla_\theta\log\pi(a_t|s_t)\,A_t, \qquad
+        A_t = G_t - b_t, \quad G_t = \sum_{t'=t}^{H-1} \gamma^{t'} r(s_{t'}, a_{t'})
 
-    discounted from time 0 (dropping the :math:`\gamma^t` would bias it), with
-    :math:`\partial\log\pi(a|s)/\partial\theta_{s'b} = [s'=s]([b=a] - \pi(b|s))`. Baselines:
-    ``"none"`` (:math:`b_t = 0`); ``"mean"``, the batch mean of :math:`G_t` over the other
-    trajectories at the same time step (leave-one-out, so still unbiased; needs at least 2
-    trajectories); ``"value"``, :math:`b_t = \gamma^t V^\pi(s_t)` with the exact
-    :math:`V^\pi` (a perfect learned critic; any function of :math:`s_t` keeps it unbiased).
+    with ``reward_to_go`` (discounted from time 0: dropping the :math:`\gamma^t` would bias
+    it), or, without, :math:`\hat g_i = (G_0 - b)\sum_t \nabla_\theta\log\pi(a_t|s_t)` (the
+    score of the whole trajectory times its return).
+
+    The gradient comes from :func:`stochgrad.surrogate.surrogate_loss` (one sample per step
+    with ``reward_to_go``, one per trajectory without: the trajectory's log-probability is the
+    sum over its actions), the returns from :func:`stochgrad.baselines.reward_to_go`, the
+    advantage from a rule of :mod:`stochgrad.baselines` (``baseline``), applied across
+    episodes: within groups of ``group_size`` consecutive episodes (all of them by default),
+    and with ``reward_to_go`` also per time step (the baseline of :math:`G_t` is computed
+    from the other episodes' :math:`G_t`). The per-trajectory terms :math:`\hat g_i` are
+    :meth:`stochgrad.surrogate.Surrogate.estimate`'s (``N`` per-sample gradients: about 10 s
+    for 20,000 trajectories), or, with ``reward_to_go``, :math:`\sum_t c_t
+    \nabla_\theta\log\pi(a_t|s_t)` with the surrogate's coefficients :math:`c_t = A_t` and
+    the scores of the :math:`S \times A` table entries from
+    :func:`stochgrad.surrogate.per_sample_gradients`; their mean is :math:`H` times the gradient
+    of the surrogate's (per-step mean) loss.
+
+    Baselines: ``"none"``; a number :math:`c`; ``"loo"`` (the leave-one-out mean over the
+    other episodes of the group; needs groups of at least 2); ``"optimal"`` (per-coordinate
+    variance-minimising coefficient, leave-one-out; without ``reward_to_go`` only, since the
+    steps of one trajectory are not independent samples); an
+    :class:`~stochgrad.baselines.EMABaseline` object (the average of earlier calls' values;
+    reuse it across calls; not within groups); ``"value"``, :math:`b_t = \gamma^t
+    V^\pi(s_t)` with the exact :math:`V^\pi` (a perfect critic: the advantage is
+    :func:`stochgrad.baselines.gae` with :math:`\lambda = 1` on its values; with
+    ``reward_to_go`` only). These keep the estimate unbiased. Biased, for comparison:
+    ``"batch_mean"`` (the group mean including the episode itself: :math:`(n_g-1)/n_g` times the
+    gradient), ``"grpo"`` (divided by the group's standard deviation) and ``"grpo_unscaled"``.
+    ``"mean"`` is the old name of ``"loo"`` (deprecated: it will mean ``"batch_mean"``).
 
     Random numbers, in order: ``rand(N)`` for :math:`s_0`, then for each :math:`t < H` one
     ``rand(N, 2)``, column 0 for :math:`a_t` and column 1 for :math:`s_{t+1}`, each turned
@@ -318,17 +375,28 @@ def reinforce(
     Args:
         mdp: the MDP.
         theta: policy logits ``[S, A]``.
-        num_trajectories: :math:`N \ge 1` (``>= 2`` with ``"mean"``).
+        num_trajectories: :math:`N \ge 1` (``>= 2`` per group for the leave-one-out and group
+            rules).
         horizon: :math:`H \ge 1`; default :func:`default_horizon`.
-        baseline: ``"none"``, ``"mean"`` or ``"value"``.
+        baseline: a name of :data:`REINFORCE_BASELINES`, a number, or a
+            :class:`~stochgrad.baselines.Baseline` object.
+        reward_to_go: credit each action with the rewards after it only (default), or the
+            whole trajectory with its return.
+        group_size: episodes per group of the advantage rule (it must divide
+            ``num_trajectories``); ``None``: all of them.
         generator: the random generator (or give ``seed``).
         seed: shorthand for a fresh generator.
 
     Returns:
-        :class:`~stochgrad.gradient_estimate.GradientEstimate` with ``per_sample`` ``[N, S, A]``,
-        ``method="reinforce"``, and ``info`` holding ``states``, ``actions`` ``[N, H]``,
-        ``rewards`` ``[N, H]``, ``returns`` (:math:`G_0`, ``[N]``), ``horizon`` and
-        ``baseline``.
+        :class:`~stochgrad.gradient_estimate.GradientEstimate` with ``per_sample`` ``[N, S, A]``
+        (one term per trajectory), ``method="reinforce"``, ``biased`` from the rule, and
+        ``info`` holding ``states``, ``actions`` ``[N, H]``, ``rewards`` ``[N, H]``,
+        ``returns`` (:math:`G_0`, ``[N]``), ``horizon``, ``baseline``, ``reward_to_go``,
+        ``group_size``, the ``surrogate`` (:class:`~stochgrad.surrogate.Surrogate`) and the
+        ``logits`` it differentiates (a copy of ``theta``).
+
+    Raises:
+        ValueError, TypeError: a bad argument, named.
 
     >>> mdp = TabularMDP.random(3, 2, gamma=0.8, seed=0)
     >>> theta = torch.zeros(3, 2, dtype=torch.float64)
@@ -341,13 +409,28 @@ def reinforce(
     """
     th = _check_theta(mdp, theta).detach()
     N = check_int("num_trajectories", num_trajectories, minimum=1)
-    if baseline is None:
-        baseline = "none"
-    check_choice("baseline", baseline, REINFORCE_BASELINES)
-    if baseline == "mean" and N < 2:
+    rule, name = _rule(baseline)
+    if not isinstance(reward_to_go, bool):
+        raise TypeError(f"reward_to_go must be a bool, got {type(reward_to_go).__name__}")
+    if group_size is not None:
+        group_size = check_int("group_size", group_size, minimum=1)
+        if N % group_size:
+            raise ValueError(f"group_size must divide num_trajectories = {N}, got {group_size}")
+    size = N if group_size is None else group_size
+    if rule is not None and rule.min_samples > size:
         raise ValueError(
-            "num_trajectories must be >= 2 with baseline='mean' (leave-one-out mean), got 1"
+            f"num_trajectories must be >= {rule.min_samples} per group with baseline {name!r} "
+            f"(a mean over the other episodes), got {size}"
         )
+    if not reward_to_go and rule is None:
+        raise ValueError("baseline 'value' is a per-step baseline: it needs reward_to_go=True")
+    if reward_to_go and isinstance(rule, OptimalBaseline):
+        raise ValueError(
+            "baseline 'optimal' needs reward_to_go=False: its leave-one-out coefficient would "
+            "use the other steps of the same trajectory, which depend on the action"
+        )
+    if group_size is not None and rule is not None and not rule.grouped:
+        raise ValueError(f"baseline {name!r} does not work within groups; drop group_size")
     H = default_horizon(mdp) if horizon is None else check_int("horizon", horizon, minimum=1)
     gen = make_generator(generator, seed)
 
@@ -370,31 +453,57 @@ def reinforce(
     actions = torch.from_numpy(actions_np)
     rewards = mdp.rewards[states, actions]  # [N, H]
     discounts = gamma ** torch.arange(H, dtype=DTYPE)
-    togo = (rewards * discounts).flip(1).cumsum(1).flip(1)  # G_t, discounted from time 0
-    if baseline == "none":
-        weights = togo
-    elif baseline == "mean":
-        weights = togo - (togo.sum(0, keepdim=True) - togo) / (N - 1)
-    else:
-        V, _ = policy_evaluation(mdp, th)
-        weights = togo - discounts * V[states]
+    returns = _reward_to_go(rewards.T, gamma).T  # [N, H]: discounted from t
 
-    # sum_t w_t (e_{a_t} - pi(.|s_t)) placed in row s_t: the -pi part via per-state weight sums
+    leaf = th.clone().requires_grad_(True)
+    log_pi = torch.log_softmax(leaf, -1).reshape(-1)  # [S * A]
     flat = states * A + actions  # [N, H]
-    per_sample = torch.zeros(N, S * A, dtype=DTYPE)
-    per_sample.scatter_add_(1, flat, weights)
-    state_weight = torch.zeros(N, S, dtype=DTYPE).scatter_add_(1, states, weights)
-    per_sample = per_sample.view(N, S, A) - state_weight[:, :, None] * pi
-    return GradientEstimate.from_per_sample(
-        per_sample,
+    episode_group = torch.arange(N) // size  # [N]
+    if reward_to_go:
+        if rule is None:  # the exact critic: GAE(lambda = 1) on V(s_t)
+            V, _ = policy_evaluation(mdp, th)
+            values = discounts * _gae(rewards.T, V.detach()[states].T, gamma, 1.0)[0].T
+        else:
+            values = discounts * returns
+        groups = None
+        if rule is not None and rule.grouped:  # the episodes of a group at one time step
+            groups = (episode_group[:, None] * H + torch.arange(H)).reshape(-1)
+        sur = surrogate_loss(log_pi[flat.reshape(-1)], values.reshape(-1), advantage=rule,
+                             groups=groups, params=leaf)  # fmt: skip
+        # trajectory i's term sum_t c_it score(s_t, a_t) = W_i @ scores, W_i[s, a] the sum of
+        # its coefficients at (s, a), scores[(s, a)] the gradient of log pi(a|s) (S * A rows)
+        weights = torch.zeros(N, S * A, dtype=DTYPE)
+        weights.scatter_add_(1, flat, sur.coefficients.reshape(N, H))
+        scores = per_sample_gradients(log_pi, leaf)[0].reshape(S * A, S * A)
+        per_sample = (weights @ scores).reshape(N, S, A)
+        est = GradientEstimate.from_per_sample(
+            per_sample, method="reinforce", biased=not sur.rule.unbiased
+        )
+    else:
+        counts = torch.zeros(N, S * A, dtype=DTYPE)
+        counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=DTYPE))
+        groups = None if group_size is None else episode_group
+        sur = surrogate_loss(counts @ log_pi, returns[:, 0],  # G_0, the discounted return
+                             advantage=rule, groups=groups, params=leaf)  # fmt: skip
+        if N > 1:
+            est = sur.estimate(leaf, batches=N)
+        else:  # one trajectory: its term, without a spread
+            per = per_sample_gradients(sur.coefficients * sur.log_probs, leaf)[0]
+            est = GradientEstimate.from_per_sample(per, method="reinforce")
+    return dataclasses.replace(
+        est,
         method="reinforce",
         evaluations=N * H,
         info={
             "states": states,
             "actions": actions,
             "rewards": rewards,
-            "returns": togo[:, 0],
+            "returns": returns[:, 0],
             "horizon": H,
-            "baseline": baseline,
+            "baseline": name,
+            "reward_to_go": reward_to_go,
+            "group_size": group_size,
+            "surrogate": sur,
+            "logits": leaf,
         },
     )
