@@ -75,6 +75,39 @@ def test_importance_draws_are_self_normalised():
         assert bool(((a - b).abs() < 5 * se).all()), (a, b, se)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_copies_give_the_per_sample_terms_of_the_batched_backward_passes(weighted):
+    """One parameter copy per draw: one backward pass, the same terms as n of them."""
+    mu, logits = mixture_params()
+    n = 300
+    g = torch.Generator().manual_seed(3)
+    z = torch.randint(0, 2, (n, 4), generator=g)
+    w = torch.rand(n, generator=g, dtype=D) + 0.1 if weighted else None
+    shared = sg.fisher_gradient(
+        mixture_log_joint(mu, logits)[torch.arange(4), z].sum(1),
+        (mu, logits),
+        samples=True,
+        weights=w,
+    )
+    mu_c = mu.detach().expand(n, 2).clone().requires_grad_(True)
+    lg_c = logits.detach().expand(n, 2).clone().requires_grad_(True)
+    lj = torch.log_softmax(lg_c, 1)[:, None, :] + Normal(mu_c[:, None, :], 1.0).log_prob(
+        Y[None, :, None]
+    )  # [n, 4, 2]: draw i reads copy i
+    log_joint = lj.gather(2, z[..., None]).squeeze(2).sum(1)
+    est = sg.fisher_gradient(log_joint, (mu_c, lg_c), samples=True, weights=w, copies=True)
+    assert est.info["copies"] and est.biased == weighted and est.num_samples == n
+    for name in ("per_sample", "grad", "stderr"):
+        for a, b in zip(getattr(est, name), getattr(shared, name), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match=r"every tensor is \[n = 300"):
+        sg.fisher_gradient(log_joint, (mu, lg_c), samples=True, copies=True)
+    with pytest.raises(ValueError, match="copies=True goes with samples=True"):
+        sg.fisher_gradient(mixture_log_joint(mu, logits), (mu, logits), copies=True)
+    with pytest.raises(TypeError, match="copies must be a bool"):
+        sg.fisher_gradient(log_joint, (mu_c, lg_c), samples=True, copies=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # a latent integrated on a grid
 # ---------------------------------------------------------------------------------------------

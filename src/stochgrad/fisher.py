@@ -20,7 +20,9 @@ the three ways applications need:
   independence of an RBM's hidden units); exact;
 - **sampled**: ``log_joint`` is ``[n]``, :math:`\log p(y, z_i;\theta)` at posterior draws
   :math:`z_i \sim p(z \mid y)` (FFBS for an HMM), or at draws from a proposal with importance
-  ``weights`` (self-normalised); the result carries a standard error.
+  ``weights`` (self-normalised); the result carries a standard error. The per-sample terms
+  cost one backward pass per draw (batched), or one in all when each draw reads its own copy of
+  the parameters (``copies=True``).
 
 Each returns a :class:`~stochgrad.gradient_estimate.GradientEstimate` (exact ones with zero
 variance), so the applications' gradients report the same diagnostics as the estimators'.
@@ -62,6 +64,7 @@ def fisher_gradient(
     log_measure: Tensor | None = None,
     samples: bool = False,
     weights: Tensor | None = None,
+    copies: bool = False,
     dim: int = -1,
 ) -> GradientEstimate:
     r"""The gradient of a marginal log-likelihood, :math:`\mathbb{E}_{z\mid y}[\nabla_\theta \log p(y,z)]`.
@@ -79,6 +82,11 @@ def fisher_gradient(
         samples: ``log_joint`` is at posterior draws (or proposal draws with ``weights``).
         weights: ``[n]`` importance weights :math:`p(y, z_i)/q(z_i)` (up to a constant) of
             proposal draws; the estimate is self-normalised.
+        copies: with ``samples=True``, every tensor of ``params`` is ``[n, ...]``, one copy of
+            the parameter per draw (``p.detach().expand(n, *p.shape).clone()``), and draw
+            :math:`i`'s log-joint reads only copy :math:`i`. Then one backward pass gives every
+            per-sample term (:math:`n` times fewer than without), all of them are kept (no batch
+            means), and ``grad`` is shaped like one copy: the gradient for the shared value.
         dim: the configuration axis of the enumerated mode.
 
     Returns:
@@ -94,6 +102,10 @@ def fisher_gradient(
         raise TypeError(f"log_joint must be a torch.Tensor, got {type(log_joint).__name__}")
     if not isinstance(samples, bool):
         raise TypeError(f"samples must be a bool, got {type(samples).__name__}")
+    if not isinstance(copies, bool):
+        raise TypeError(f"copies must be a bool, got {type(copies).__name__}")
+    if copies and not samples:
+        raise ValueError("copies=True goes with samples=True (one parameter copy per draw)")
     leaves, is_tuple = _as_params(params)
     if samples:
         if posterior is not None or log_measure is not None:
@@ -102,6 +114,8 @@ def fisher_gradient(
             raise ValueError(
                 f"log_joint must be [n] with samples=True, got {tuple(log_joint.shape)}"
             )
+        if copies:
+            return _from_copies(log_joint, leaves, is_tuple, weights)
         ones = torch.ones_like(log_joint, requires_grad=False).detach()
         s = surrogate_loss(log_joint, ones, weights=weights, self_normalize=weights is not None)
         return dataclasses.replace(
@@ -126,10 +140,22 @@ def fisher_gradient(
                 f"{tuple(posterior.shape) if isinstance(posterior, Tensor) else type(posterior)}"
             )
         posterior = posterior.detach()
-        if not bool(torch.isfinite(posterior).all()) or bool((posterior < 0).any()):
-            raise ValueError("posterior must hold finite probabilities >= 0")
-    # configurations of probability 0 contribute nothing, even where log_joint is -inf
-    terms = torch.where(posterior > 0, log_joint, torch.zeros_like(log_joint))
+    # the checks in one synchronisation: a posterior that is negative, NaN (fails >= 0) or
+    # infinite (its sum), and a log-joint that is not finite somewhere
+    joint_sum = log_joint.detach().sum()
+    flags = torch.stack(
+        (
+            (posterior < 0).any() | (posterior != posterior).any() | ~posterior.sum().isfinite(),
+            ~joint_sum.isfinite(),
+        )
+    ).tolist()
+    if flags[0]:
+        raise ValueError("posterior must hold finite probabilities >= 0")
+    # configurations of probability 0 contribute nothing, even where log_joint is -inf (the
+    # mask only when needed: it doubles the backward pass of a training step's small graph)
+    terms = log_joint
+    if flags[1]:
+        terms = torch.where(posterior > 0, log_joint, torch.zeros_like(log_joint))
     grads = torch.autograd.grad(
         (posterior * terms).sum(), leaves, allow_unused=True, retain_graph=True
     )
@@ -144,4 +170,41 @@ def fisher_gradient(
         num_samples=1,
         method="fisher_exact",
         info={"mode": mode},
+    )
+
+
+def _from_copies(
+    log_joint: Tensor, leaves: list[Tensor], is_tuple: bool, weights: Tensor | None
+) -> GradientEstimate:
+    r"""Sampled mode with one parameter copy per draw: the terms of one backward pass.
+
+    Draw :math:`i`'s gradient lands in copy :math:`i` alone, so
+    :math:`\nabla \sum_i \log p(y, z_i)` holds every per-sample score at once; each term is
+    :math:`c_i \nabla \log p(y, z_i)` with :math:`c_i = 1`, or :math:`n \bar w_i` for
+    self-normalised weights (the coefficients of :func:`~stochgrad.surrogate.surrogate_loss`).
+    """
+    n = log_joint.shape[0]
+    for p in leaves:
+        if p.dim() == 0 or p.shape[0] != n:
+            raise ValueError(
+                f"params: with copies=True every tensor is [n = {n}, ...], one copy per draw, "
+                f"got {tuple(p.shape)}"
+            )
+    coef = torch.ones_like(log_joint).detach()
+    if weights is not None:
+        # the surrogate layer checks the weights (shape, finite, positive) and normalises them
+        coef = surrogate_loss(
+            log_joint.detach(), coef, weights=weights, self_normalize=True
+        ).coefficients
+    grads = torch.autograd.grad(log_joint.sum(), leaves, allow_unused=True, retain_graph=True)
+    terms = []
+    for g, p in zip(grads, leaves, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        terms.append(coef.to(g.dtype).reshape(n, *([1] * (g.dim() - 1))) * g)
+    pack = tuple if is_tuple else (lambda xs: xs[0])
+    return GradientEstimate.from_per_sample(
+        pack(terms),
+        method="fisher_sampled",
+        biased=weights is not None,
+        info={"advantage": "none", "importance_weighted": weights is not None, "copies": True},
     )

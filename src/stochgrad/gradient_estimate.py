@@ -19,6 +19,30 @@ def _map(fn, value):
     return fn(value)
 
 
+def _var_mean(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Variance (ddof 1) and mean over the samples of ``[n, ...]`` terms.
+
+    Many float64 samples of one value each (a scalar parameter: a Greek) go through a dot
+    product, several times faster on a CPU than ``torch.var_mean``'s reduction for a million
+    rows; everything else through ``torch.var_mean``.
+    """
+    if t[0].numel() == 1 and t.dtype == torch.float64 and t.shape[0] >= 65536:
+        flat = t.reshape(-1)
+        n = flat.shape[0]
+        total = flat.sum()
+        mean = total / n
+        shape = t.shape[1:]
+        # sum of squares minus n mean^2: two passes, no temporary; kept only while the
+        # cancellation costs less than 1e-6 of the result (else the centred form below)
+        square = flat.dot(flat)
+        spread = square - total * mean
+        if bool(spread > 1e-6 * square):
+            return (spread / (n - 1)).reshape(shape), mean.reshape(shape)
+        centred = flat - mean
+        return (centred.dot(centred) / (n - 1)).reshape(shape), mean.reshape(shape)
+    return torch.var_mean(t, 0)
+
+
 @dataclass(frozen=True)
 class GradientEstimate:
     r"""A Monte Carlo gradient estimate with its per-sample terms and their spread.
@@ -75,7 +99,7 @@ class GradientEstimate:
         first = per_sample[0] if isinstance(per_sample, tuple) else per_sample
         n = int(first.shape[0])
         if n > 1:
-            pairs = _map(lambda t: torch.var_mean(t, 0), per_sample)  # one pass for both
+            pairs = _map(_var_mean, per_sample)
             if isinstance(per_sample, tuple):
                 variance = tuple(v for v, _ in pairs)
                 grad = tuple(m for _, m in pairs)
