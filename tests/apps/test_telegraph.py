@@ -102,12 +102,19 @@ def test_log_pmf_broadcasts_counts_per_parameter_set() -> None:
 
 
 # ------------------------------------------------------------------------------ (c) gradients
-def test_autograd_equals_closed_form_fisher_identity() -> None:
+def test_exact_fisher_identity_equals_autograd_of_the_exact_log_pmf() -> None:
     theta = torch.tensor([0.3, 4.0, 800.0], dtype=D, requires_grad=True)
     n = torch.tensor([0, 20, 60, 300])
     T.log_pmf(n, *theta).sum().backward()
-    exact = T.fisher_gradient_exact(n, 0.3, 4.0, 800.0).sum(0)
-    torch.testing.assert_close(exact, theta.grad, rtol=1e-8, atol=1e-10)
+    exact = T.fisher_gradient_exact(n, 0.3, 4.0, 800.0)
+    assert exact.shape == (4, 3)
+    torch.testing.assert_close(exact.sum(0), theta.grad, rtol=1e-8, atol=1e-10)
+    # count by count, with rates broadcast per count
+    a = torch.tensor([0.5, 2.0, 1.0], dtype=D, requires_grad=True)
+    counts = torch.tensor([[1, 5, 9], [0, 2, 30]])
+    T.log_pmf(counts.T, a, 3.0, 20.0).sum().backward()
+    exact = T.fisher_gradient_exact(counts, a.detach(), 3.0, 20.0)
+    torch.testing.assert_close(exact[..., 0].sum(0), a.grad, rtol=1e-8, atol=1e-10)
 
 
 def test_fisher_identity_by_scipy_quadrature_to_1e6() -> None:
@@ -148,6 +155,68 @@ def test_fisher_gradient_mc_within_5_stderr_of_finite_differences(method: str) -
     z = (est.grad.numpy() - np.array(fd)) / est.stderr.numpy()
     assert np.all(np.abs(z) < 5), z
     assert np.all(est.stderr.numpy() < 0.05 * np.abs(fd) + 1e-3)
+    # one term per draw from the core's one backward pass over per-draw copies of the rates
+    assert est.info["copies"] and est.per_sample.shape == (est.num_samples, 3)
+
+
+@pytest.mark.parametrize("method", ["posterior", "prior"])
+def test_fisher_gradient_of_many_counts_within_5_stderr_of_exact(method: str) -> None:
+    counts = torch.tensor([[1, 5, 9], [0, 2, 30]])
+    k_on = torch.tensor([0.5, 2.0, 1.0], dtype=D)
+    g = torch.Generator().manual_seed(4)
+    est = T.fisher_gradient(counts, k_on, 3.0, 20.0, num_samples=1000, generator=g, method=method)
+    exact = T.fisher_gradient_exact(counts, k_on, 3.0, 20.0)
+    assert est.grad.shape == est.stderr.shape == (2, 3, 3)
+    assert est.per_sample.shape == (1000, 2, 3, 3) and est.ess.shape == (2, 3)
+    z = (est.grad - exact) / est.stderr
+    assert bool((z.abs() < 5).all()), z
+
+
+def test_fisher_estimate_is_a_gradient_estimate_from_the_core() -> None:
+    from stochgrad.gradient_estimate import GradientEstimate
+
+    g = torch.Generator().manual_seed(0)
+    post = T.fisher_gradient(3, 1.0, 2.0, 10.0, num_samples=200, generator=g)
+    prior = T.fisher_gradient(3, 1.0, 2.0, 10.0, num_samples=200, generator=g, method="prior")
+    for est in (post, prior):
+        assert isinstance(est, T.FisherEstimate) and isinstance(est, GradientEstimate)
+        assert est.method == "fisher_sampled" and est.num_samples == 200
+        torch.testing.assert_close(est.grad, est.per_sample.mean(0), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            est.stderr, est.per_sample.std(0) / math.sqrt(200), rtol=1e-12, atol=0
+        )
+        assert est.snr.shape == (3,) and est.snr_of_mean() > 0
+    assert not post.biased and prior.biased  # self-normalised importance sampling
+    assert float(post.ess) == 200 and 1 < float(prior.ess) < 200
+    assert prior.info["importance_weighted"] and not post.info["importance_weighted"]
+
+
+def test_fisher_gradient_posterior_replays_the_formula() -> None:
+    """Exact posterior draws (mixture index, then two gammas) and the complete-data score."""
+    from scipy.special import digamma, gammaln
+
+    a, b, k, n, S = 1.3, 2.0, 10.0, 4, 5
+    est = T.fisher_gradient(n, a, b, k, num_samples=S, generator=torch.Generator().manual_seed(7))
+    J = int(math.ceil(k + 12 * math.sqrt(k) + 60))
+    j = np.arange(J)
+    log_pi = gammaln(b + j) - gammaln(a + b + n + j) + j * np.log(k) - gammaln(j + 1)
+    pi = np.exp(log_pi - log_pi.max())
+    g = torch.Generator().manual_seed(7)
+    jj = torch.multinomial(torch.tensor(pi / pi.sum()), S, replacement=True, generator=g)
+    ga = torch._standard_gamma(torch.full((S,), a + n, dtype=D), generator=g).numpy()
+    gb = torch._standard_gamma(torch.tensor(b) + jj.to(D), generator=g).numpy()
+    x = ga / (ga + gb)
+    h = np.stack(
+        [
+            np.log(x) - digamma(a) + digamma(a + b),
+            np.log1p(-x) - digamma(b) + digamma(a + b),
+            n / k - x,
+        ],
+        -1,
+    )
+    np.testing.assert_allclose(est.per_sample.numpy(), h, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(est.grad.numpy(), h.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(est.stderr.numpy(), h.std(0, ddof=1) / math.sqrt(S), rtol=1e-10)
 
 
 def test_fisher_gradient_prior_replays_the_formula() -> None:
@@ -172,6 +241,7 @@ def test_fisher_gradient_prior_replays_the_formula() -> None:
         -1,
     )
     np.testing.assert_allclose(est.grad.numpy(), (w[:, None] * h).sum(0), rtol=1e-10)
+    np.testing.assert_allclose(est.per_sample.numpy(), 3 * w[:, None] * h, rtol=1e-10)
     np.testing.assert_allclose(est.ess.numpy(), 1 / (w**2).sum(), rtol=1e-10)
 
 
@@ -507,6 +577,12 @@ def test_bad_input_raises() -> None:
         T.fisher_gradient(1, 1.0, 1.0, 1.0, num_samples=1, generator=g)
     with pytest.raises(ValueError, match="method"):
         T.fisher_gradient(1, 1.0, 1.0, 1.0, num_samples=5, generator=g, method="x")
+    with pytest.raises(ValueError, match="at least one count"):
+        T.fisher_gradient(
+            torch.tensor([], dtype=torch.long), 1.0, 1.0, 1.0, num_samples=5, generator=g
+        )
+    with pytest.raises(ValueError, match="k_off"):
+        T.fisher_gradient_exact(1, 1.0, -1.0, 1.0)
     with pytest.raises(ValueError, match="method"):
         T.simulate(1.0, 1.0, 1.0, 3, generator=g, method="tau-leap")
     with pytest.raises(ValueError, match="t_end"):

@@ -22,7 +22,9 @@ The modules:
   advancing together), :func:`sample_stationary`, :func:`simulate_table`.
 - :mod:`~stochgrad.apps.telegraph.fisher`: :func:`fisher_gradient` /
   :func:`fisher_gradient_exact`, the gradient of :math:`\log P(n)` as a posterior expectation
-  over the hidden promoter activity (Fisher's identity), sampled and exact.
+  over the hidden promoter activity (Fisher's identity), sampled and exact: the complete-data
+  log-likelihood goes to the core's :func:`stochgrad.fisher.fisher_gradient`, and the sampled
+  result (:class:`FisherEstimate`) is a :class:`~stochgrad.gradient_estimate.GradientEstimate`.
 - :mod:`~stochgrad.apps.telegraph.fit`: :func:`fit_genes`, maximum likelihood per gene batched
   over genes, profile-likelihood intervals for burst frequency and size, structural and
   practical identifiability flags (:data:`MAX_CI_RATIO`).
