@@ -22,13 +22,17 @@ from stochgrad.apps.ebm import (
     load_binary_digits,
     log_likelihood,
     log_partition,
+    negative_phase,
     negative_samples,
+    positive_phase,
     sample_model,
     sampled_gradient,
     train_rbm,
+    two_phase_gradient,
     visible_probs,
 )
 from stochgrad.checkpoint import CheckpointError, CheckpointMismatch, load_state
+from stochgrad.gradient_estimate import GradientEstimate
 
 
 def tiny_rbm(seed: int = 0, V: int = 6, H: int = 4, std: float = 1.0) -> RBM:
@@ -172,6 +176,59 @@ def test_sampled_gradient_replays_positive_minus_negative_phase() -> None:
     v_cd = negative_samples(rbm, start, 2, generator=g)
     torch.testing.assert_close(cd.per_sample[1], TINY_DATA.mean(0) - v_cd)
     assert cd.biased
+
+
+def test_positive_phase_is_fishers_identity_equal_to_autograd_of_the_free_energy() -> None:
+    rbm = tiny_rbm(8)
+    est = positive_phase(rbm, TINY_DATA)
+    assert isinstance(est, GradientEstimate) and est.method == "fisher_exact"
+    assert est.info["mode"] == "factors" and float(est.flat("stderr").abs().sum()) == 0
+    # E_{h|v}[-grad E(v, h)] = -grad F(v): autograd of the free energy, an independent route
+    params = [t.clone().requires_grad_(True) for t in rbm.params()]
+    (-free_energy(RBM(*params), TINY_DATA).mean()).backward()
+    for g, q in zip(est.grad, params, strict=True):
+        torch.testing.assert_close(g, q.grad, rtol=1e-12, atol=1e-14)
+    ph = torch.sigmoid(TINY_DATA @ rbm.W + rbm.c)
+    torch.testing.assert_close(est.grad[0], TINY_DATA.T @ ph / 5, rtol=1e-12, atol=1e-14)
+
+
+def test_negative_phase_terms_average_to_grad_log_z_over_the_model() -> None:
+    rbm = tiny_rbm(9)
+    vs = all_binary(6)
+    terms = negative_phase(rbm, vs)  # one term per visible state
+    ph = torch.sigmoid(vs @ rbm.W + rbm.c)
+    torch.testing.assert_close(terms[0], vs[:, :, None] * ph[:, None, :], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(terms[1], vs)
+    torch.testing.assert_close(terms[2], ph, rtol=1e-12, atol=1e-14)
+    # weighted by the exact p(v): grad log Z by autograd of the enumerated partition function
+    p = log_likelihood(rbm, vs).exp()
+    params = [t.clone().requires_grad_(True) for t in rbm.params()]
+    log_partition(RBM(*params)).backward()
+    for t, q in zip(terms, params, strict=True):
+        torch.testing.assert_close(torch.tensordot(p, t, 1), q.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_two_phase_gradient_is_a_gradient_estimate_with_the_chains_stderr() -> None:
+    rbm = tiny_rbm(10)
+    chains = all_binary(6)[[3, 17, 40, 63, 9]]
+    est = two_phase_gradient(rbm, TINY_DATA, chains, method="rbm_cd1", biased=True)
+    assert est.biased and est.method == "rbm_cd1" and est.num_samples == 5
+    pos, neg = positive_phase(rbm, TINY_DATA).grad, negative_phase(rbm, chains)
+    for i in range(3):
+        torch.testing.assert_close(est.per_sample[i], pos[i] - neg[i])
+        torch.testing.assert_close(est.stderr[i], neg[i].std(0) / 5**0.5, rtol=1e-12, atol=1e-14)
+    decayed = two_phase_gradient(
+        rbm, TINY_DATA, chains, method="rbm_cd1", biased=True, weight_decay=0.1
+    )
+    torch.testing.assert_close(decayed.grad[0], est.grad[0] - 0.1 * rbm.W)
+    torch.testing.assert_close(decayed.stderr[0], est.stderr[0])
+    torch.testing.assert_close(decayed.grad[1], est.grad[1])
+    # a training step's direction: the same mean from one core call, no per-sample terms
+    from stochgrad.apps.ebm.phases import _step
+
+    step = _step(rbm, TINY_DATA, chains, 0.1)
+    for a, b in zip(step, decayed.grad, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("method", ["cd", "pcd"])
@@ -379,6 +436,15 @@ def test_checkpoint_progress_resume_flag_and_bad_files(tmp_path, digits) -> None
             ValueError,
             "k must be",
         ),
+        (
+            lambda: two_phase_gradient(
+                tiny_rbm(), TINY_DATA, torch.zeros(3, 5), method="x", biased=False
+            ),
+            ValueError,
+            r"samples must be \[N, 6\]",
+        ),
+        (lambda: positive_phase(tiny_rbm(), torch.full((2, 6), 0.5)), ValueError, "data must"),
+        (lambda: negative_phase(tiny_rbm(), TINY_DATA[0]), ValueError, "samples must be"),
         (lambda: TrainConfig(method="sgd"), ValueError, "method"),
         (lambda: TrainConfig(lr=0.0), ValueError, "lr"),
         (lambda: TrainConfig(momentum=1.0), ValueError, "momentum"),

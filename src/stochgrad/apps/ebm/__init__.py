@@ -17,7 +17,16 @@ gradient of the log-likelihood into a *positive phase* (data) and a *negative ph
     \nabla_\theta \log p(v) = -\mathbb E_{h \mid v}[\nabla_\theta E(v, h)]
         + \mathbb E_{(v', h') \sim p}[\nabla_\theta E(v', h')].
 
+The gradient comes from the core: Fisher's identity with the hidden units' exact posterior
+marginals (they are conditionally independent given :math:`v`),
+:func:`stochgrad.fisher.fisher_gradient`, at the data (positive phase, exact) and at model
+samples or chain states (negative phase, one term per sample), in
+:func:`~stochgrad.apps.ebm.phases.two_phase_gradient`, a
+:class:`~stochgrad.gradient_estimate.GradientEstimate`.
+
 - :mod:`~stochgrad.apps.ebm.model`: :class:`RBM`, energies, conditionals, block Gibbs;
+- :mod:`~stochgrad.apps.ebm.phases`: :func:`positive_phase`, :func:`negative_phase`,
+  :func:`two_phase_gradient`, through the core;
 - :mod:`~stochgrad.apps.ebm.exact`: exact :math:`\log Z`, log-likelihood, samples and gradient
   by enumerating the smaller layer (at most :data:`MAX_ENUMERATE` units);
 - :mod:`~stochgrad.apps.ebm.sampling`: the sampled negative phase (exact samples, CD-k);
@@ -69,6 +78,7 @@ from stochgrad.apps.ebm.model import (
     hidden_probs,
     visible_probs,
 )
+from stochgrad.apps.ebm.phases import negative_phase, positive_phase, two_phase_gradient
 from stochgrad.apps.ebm.sampling import negative_samples, sampled_gradient
 from stochgrad.apps.ebm.training import (
     DEFAULT_CHAINS,
@@ -100,10 +110,13 @@ __all__ = [
     "load_binary_digits",
     "log_likelihood",
     "log_partition",
+    "negative_phase",
     "negative_samples",
+    "positive_phase",
     "sample_model",
     "sampled_gradient",
     "train_rbm",
+    "two_phase_gradient",
     "visible_probs",
 ]
 

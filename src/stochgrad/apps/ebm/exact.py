@@ -9,7 +9,8 @@ Summing out the visible units,
 
 an enumeration of :math:`2^H` hidden states, feasible for :math:`H \le 16` (65 536 states,
 chunked). Then :math:`\log p(v) = -F(v) - \log Z` exactly (:func:`log_likelihood`), exact
-samples of :math:`p(v)` (:func:`sample_model`) and the exact gradient (:func:`exact_gradient`).
+samples of :math:`p(v)` (:func:`sample_model`) and the exact gradient (:func:`exact_gradient`,
+through :func:`stochgrad.fisher.fisher_gradient`).
 No well-kept library evaluates an RBM's exact likelihood, so it is written here.
 
 >>> from stochgrad.apps.ebm.model import RBM
@@ -33,9 +34,10 @@ from stochgrad.apps.ebm.model import (
     _check_binary,
     all_binary,
     free_energy,
-    hidden_probs,
     visible_probs,
 )
+from stochgrad.apps.ebm.phases import positive_phase
+from stochgrad.fisher import fisher_gradient
 
 __all__ = ["MAX_ENUMERATE", "exact_gradient", "log_likelihood", "log_partition", "sample_model"]
 
@@ -145,26 +147,24 @@ def sample_model(rbm: RBM, num_samples: int, *, generator: torch.Generator) -> T
     return (torch.rand(pv.shape, generator=generator, dtype=DTYPE) < pv).to(DTYPE)
 
 
-def _phase(rbm: RBM, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Per-row :math:`-\mathbb E_{h \mid v}[\nabla E]`: :math:`(v\,\sigma^\top, v, \sigma)`."""
-    ph = hidden_probs(rbm, v)
-    return v[:, :, None] * ph[:, None, :], v, ph
-
-
 def exact_gradient(rbm: RBM, data: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Exact gradient of the mean log-likelihood of ``data``, the model phase by enumeration.
+    r"""Exact gradient of the mean log-likelihood of ``data``, both phases from the core.
 
     .. math::
 
-        \nabla_W \tfrac1N \textstyle\sum_n \log p(v_n) = \tfrac1N \sum_n v_n\,
-            \sigma(c + W^\top v_n)^\top - \sum_{v, h} p(v, h)\, v h^\top,
+        \nabla_\theta \tfrac1N \textstyle\sum_n \log p(v_n)
+            = \tfrac1N \sum_n \mathbb E_{h \mid v_n}[-\nabla_\theta E(v_n, h)]
+            - \nabla_\theta \log Z, \qquad
+        \log Z = \operatorname{logsumexp}_h \log \tilde p(h), \quad
+        \log \tilde p(h) = c^\top h + \textstyle\sum_i \operatorname{softplus}(b_i + W_{i,:} h).
 
-        \textstyle\sum_{v, h} p(v, h)\, v h^\top = \sum_h p(h)\, \sigma(b + W h)\, h^\top
-
-    (and likewise :math:`v` for :math:`b`, :math:`h` for :math:`c`): the visible layer is summed
-    out in closed form and the :math:`2^H` hidden states are enumerated (:math:`H \le 16`; the
-    tests check it against a brute-force sum over both layers and against autograd of
-    :func:`log_likelihood`).
+    The positive phase is :func:`~stochgrad.apps.ebm.phases.positive_phase` (Fisher's identity
+    with the hidden units' posterior marginals); :math:`\nabla_\theta \log Z =
+    \sum_h p(h)\,\nabla_\theta \log \tilde p(h)` is :func:`stochgrad.fisher.fisher_gradient`
+    enumerating the :math:`2^H` hidden states (:math:`H \le 16`), the visible layer summed out
+    in closed form (for :math:`W`: :math:`\sum_h p(h)\, \sigma(b + W h)\, h^\top`). The tests
+    check it against a brute-force sum over both layers and against autograd of
+    :func:`log_likelihood`.
 
     Returns:
         ``(dW, db, dc)``.
@@ -174,8 +174,11 @@ def exact_gradient(rbm: RBM, data: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     tensor([0.5000, 0.5000], dtype=torch.float64)
     """
     data = _check_binary("data", data, rbm.num_visible)
-    hs, p = _hidden_distribution(rbm)
-    ev = visible_probs(rbm, hs)  # E[v | h] for every h
-    pos = [t.mean(0) for t in _phase(rbm, data)]
-    neg = ((ev * p[:, None]).T @ hs, p @ ev, p @ hs)
+    _check_enumerable("H", rbm.num_hidden, MAX_ENUMERATE)
+    pos = positive_phase(rbm, data).grad
+    # log Z = logsumexp_h log p~(h): Fisher's identity over the 2^H hidden states
+    params = tuple(t.detach().requires_grad_(True) for t in rbm.params())
+    W, b, c = params
+    hs = all_binary(rbm.num_hidden)
+    neg = fisher_gradient(hs @ c + softplus(hs @ W.T + b).sum(-1), params).grad
     return pos[0] - neg[0], pos[1] - neg[1], pos[2] - neg[2]

@@ -5,9 +5,10 @@ r"""The two-phase gradient with a sampled negative phase: exact samples, or CD-k
     \nabla_\theta \log p(v) = -\mathbb E_{h \mid v}[\nabla_\theta E(v, h)]
         + \mathbb E_{(v', h') \sim p}[\nabla_\theta E(v', h')],
 
-because :math:`\nabla_\theta \log Z = \mathbb E_p[-\nabla_\theta E]`. The positive phase is
-exact (:math:`\mathbb E[h \mid v] = \sigma(c + W^\top v)`); the negative phase is estimated from
-samples :math:`v'` (with :math:`h'` Rao-Blackwellised to :math:`\sigma(c + W^\top v')`).
+because :math:`\nabla_\theta \log Z = \mathbb E_p[-\nabla_\theta E]`. Both phases come from the
+core (:mod:`stochgrad.apps.ebm.phases`, Fisher's identity with the hidden units' posterior
+marginals): the positive phase is exact; the negative phase is estimated from samples
+:math:`v'` (with :math:`h'` Rao-Blackwellised to :math:`\sigma(c + W^\top v')`).
 
 References:
     Hinton (2002), Neural Computation 14 (contrastive divergence); Carreira-Perpiñán & Hinton
@@ -20,8 +21,9 @@ import torch
 from torch import Tensor
 
 from stochgrad._checks import check_choice, check_int
-from stochgrad.apps.ebm.exact import _phase, sample_model
+from stochgrad.apps.ebm.exact import sample_model
 from stochgrad.apps.ebm.model import DTYPE, RBM, _check_binary, gibbs_step
+from stochgrad.apps.ebm.phases import two_phase_gradient
 from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = ["negative_samples", "sampled_gradient"]
@@ -52,6 +54,7 @@ def sampled_gradient(
 ) -> GradientEstimate:
     r"""Positive phase minus a sampled negative phase, with per-sample terms and stderr.
 
+    :func:`~stochgrad.apps.ebm.phases.two_phase_gradient` at the negative samples drawn here.
     Per-sample term :math:`s`: the exact positive phase of ``data`` (its mean over rows) minus
     :math:`(v'_s\,\sigma(c + W^\top v'_s)^\top, v'_s, \sigma(c + W^\top v'_s))`, where
     :math:`v'_s` is
@@ -87,11 +90,10 @@ def sampled_gradient(
     else:
         start = data[torch.randint(data.shape[0], (num_samples,), generator=generator)]
         v_neg = negative_samples(rbm, start, k, generator=generator)
-    pos = [t.mean(0) for t in _phase(rbm, data)]
-    per_sample = tuple(p - n for p, n in zip(pos, _phase(rbm, v_neg), strict=True))
-    return GradientEstimate.from_per_sample(
-        per_sample,
+    return two_phase_gradient(
+        rbm,
+        data,
+        v_neg,
         method=f"rbm_{method}" + (f"{k}" if method == "cd" else ""),
         biased=method == "cd",
-        evaluations=num_samples,
     )

@@ -9,7 +9,11 @@ Each update on a minibatch :math:`B` (rows in a seeded random order each epoch):
     \Delta \leftarrow \mu \Delta + \eta_e\, g, \quad \theta \leftarrow \theta + \Delta,
 
 with :math:`v'_m` after ``k`` Gibbs sweeps from the minibatch (CD, Hinton 2002) or from
-persistent chains (PCD, Tieleman 2008; "stochastic maximum likelihood", Younes 1989).
+persistent chains (PCD, Tieleman 2008; "stochastic maximum likelihood", Younes 1989). The step's
+gradient :math:`g` is :func:`~stochgrad.apps.ebm.phases.two_phase_gradient`: both phases by
+Fisher's identity in the core (:func:`stochgrad.fisher.fisher_gradient` with the hidden units'
+posterior marginals, at the minibatch and at the chain states; biased, as the chains are not at
+the model's distribution), its mean only.
 
 References:
     Hinton (2002), Neural Computation 14; Tieleman (ICML 2008); Younes (1989), Probability
@@ -31,7 +35,8 @@ from torch import Tensor
 
 from stochgrad._checks import check_choice, check_float, check_int, check_probability, check_seed
 from stochgrad.apps.ebm.exact import MAX_ENUMERATE, _check_enumerable, log_partition
-from stochgrad.apps.ebm.model import DTYPE, RBM, _check_binary, free_energy, hidden_probs
+from stochgrad.apps.ebm.model import DTYPE, RBM, _check_binary, free_energy
+from stochgrad.apps.ebm.phases import _step
 from stochgrad.apps.ebm.sampling import negative_samples
 from stochgrad.checkpoint import check_settings, field, load_state, save_state
 
@@ -283,14 +288,8 @@ def train_rbm(
             else:
                 chains = negative_samples(rbm, chains, config.k, generator=g)
                 v_neg = chains
-            h_pos, h_neg = hidden_probs(rbm, v_pos), hidden_probs(rbm, v_neg)
-            grads = (
-                v_pos.T @ h_pos / v_pos.shape[0]
-                - v_neg.T @ h_neg / v_neg.shape[0]
-                - config.weight_decay * W,
-                v_pos.mean(0) - v_neg.mean(0),
-                h_pos.mean(0) - h_neg.mean(0),
-            )
+            # two_phase_gradient's direction without per-sample terms (a step needs no stderr)
+            grads = _step(rbm, v_pos, v_neg, config.weight_decay)
             for p, d, gr in zip((W, b, c), vel, grads, strict=True):
                 d.mul_(config.momentum).add_(gr, alpha=lr)
                 p.add_(d)
