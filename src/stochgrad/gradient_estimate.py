@@ -22,11 +22,14 @@ def _map(fn, value):
 def _var_mean(t: Tensor) -> tuple[Tensor, Tensor]:
     """Variance (ddof 1) and mean over the samples of ``[n, ...]`` terms.
 
-    Many float64 samples of one value each (a scalar parameter: a Greek) go through a dot
-    product, several times faster on a CPU than ``torch.var_mean``'s reduction for a million
+    Many samples of one value each (a scalar parameter: a Greek) go through float64 dot
+    products, several times faster on a CPU than ``torch.var_mean``'s reduction for a million
     rows; everything else through ``torch.var_mean``.
     """
-    if t[0].numel() == 1 and t.dtype == torch.float64 and t.shape[0] >= 65536:
+    if t[0].numel() == 1 and t.is_floating_point() and t.shape[0] >= 65536:
+        if t.dtype != torch.float64:  # accumulated in float64, returned in the terms' dtype
+            var, mean = _var_mean(t.to(torch.float64))
+            return var.to(t.dtype), mean.to(t.dtype)
         flat = t.reshape(-1)
         n = flat.shape[0]
         total = flat.sum()

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from stochgrad._checks import check_int
+from stochgrad._memory import reuse_freed_memory
 from stochgrad.apps.finance.market import Heston, Market, Option
 from stochgrad.apps.finance.paths import make_generator, normals
 from stochgrad.apps.finance.terms import PathPayoff, chunk_terms
@@ -497,6 +498,7 @@ def estimate_greeks(
         if progress is not None and done:
             progress(done)
     buffer: Tensor | None = None
+    reuse_freed_memory()  # the chunks' large temporaries reuse pages instead of faulting anew
     while done < n:
         b = min(chunk, n - done)
         shape = (b, m) if heston is None else (b, m, 2)
