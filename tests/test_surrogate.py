@@ -240,3 +240,22 @@ def test_bad_input():
         s.estimate()
     with pytest.raises(ValueError, match="require grad"):
         s.estimate(torch.zeros(4))
+
+
+def test_self_normalised_weights_flag_the_estimate_biased():
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    d = torch.distributions.Categorical(logits=theta)
+    x = torch.tensor([0, 1, 2, 1, 0, 2])
+    values = torch.tensor([1.0, 2.0, 0.5, 1.5, 0.0, 3.0], dtype=torch.float64)
+    w = torch.tensor([0.5, 1.0, 2.0, 1.5, 1.0, 0.7], dtype=torch.float64)
+    plain = sg.surrogate_loss(d.log_prob(x), values, weights=w).estimate(theta)
+    snips = sg.surrogate_loss(d.log_prob(x), values, weights=w, self_normalize=True)
+    assert not plain.biased and snips.self_normalized and snips.estimate(theta).biased
+    big = torch.arange(2000) % 3
+    est = sg.surrogate_loss(
+        d.log_prob(big),
+        torch.ones(2000, dtype=torch.float64),
+        weights=torch.ones(2000),
+        self_normalize=True,
+    ).estimate(theta)
+    assert est.biased and est.info["batch_means"] == 64

@@ -21,8 +21,12 @@ signal-to-noise ratio) for the parameters named; it needs per-sample gradients, 
 number of parameters in memory (64 samples x 1M float32 weights: 256 MB), so it is computed only
 when asked.
 
-With samples drawn from ``dist_fn(params)`` and the same advantage rule, the estimate equals
-:func:`stochgrad.score_function`'s exactly (``tests/test_surrogate.py``).
+With samples drawn from ``dist_fn(params)`` and the same advantage rule, the estimate's ``grad``
+and ``per_sample`` equal :func:`stochgrad.score_function`'s exactly (``tests/test_surrogate.py``).
+The standard errors of ``"loo"`` and ``"optimal"`` differ slightly at small ``n``:
+``score_function`` adds the second-order variance of estimating the baseline from the same batch,
+the surrogate reports the spread of the terms alone (at ``n = 10``: 1.157 against 1.202 for
+``"loo"``; negligible at ``n = 500``).
 
 >>> import torch
 >>> logits = torch.zeros(3, requires_grad=True)
@@ -135,6 +139,8 @@ class Surrogate:
         weights: ``[n]`` the importance weights used (normalised to mean 1 when
             self-normalised), or ``None``.
         rule: the advantage rule.
+        self_normalized: whether the weights were self-normalised (a ratio estimator: the
+            estimate is then flagged ``biased``, whatever the rule).
     """
 
     loss: Tensor
@@ -144,9 +150,14 @@ class Surrogate:
     rule: Baseline
     log_probs: Tensor = field(repr=False)
     maximize: bool = False
+    self_normalized: bool = False
     correction: list[Tensor] | None = field(default=None, repr=False)
     groups_index: Tensor | None = field(default=None, repr=False)
     _params: Any = field(default=None, repr=False)
+
+    @property
+    def _biased(self) -> bool:
+        return not self.rule.unbiased or self.self_normalized
 
     def estimate(
         self, params: Tensor | Sequence[Tensor] | None = None, *, batches: int | None = None
@@ -186,7 +197,7 @@ class Surrogate:
                     term = term - self.correction[j]
                 per.append(term)
             return GradientEstimate.from_per_sample(
-                pack(per), method="surrogate", biased=not self.rule.unbiased, info=info
+                pack(per), method="surrogate", biased=self._biased, info=info
             )
         # batch means: batch b holds whole groups; row b of `rows` sums c_i log p_i over it
         index = self.groups_index if self.groups_index is not None else torch.arange(n)
@@ -221,7 +232,7 @@ class Surrogate:
             stderr=pack(stderrs),
             num_samples=n,
             method="surrogate",
-            biased=not self.rule.unbiased,
+            biased=self._biased,
             evaluations=n,
             info=info,
         )
@@ -320,6 +331,7 @@ def surrogate_loss(
         rule=rule,
         log_probs=log_probs,
         maximize=maximize,
+        self_normalized=self_normalize,
         correction=correction,
         groups_index=None if groups is None else Groups(groups, n, log_probs.device).index,
         _params=params,

@@ -25,7 +25,7 @@ needs only the posterior marginals :math:`p(h_j = 1 \mid v) = \sigma(c_j + v^\to
 
 The per-sample terms come from one backward pass with one copy of the parameters per sample
 (each sample's factors read only its own copy), so :math:`10^5` samples cost one pass, not
-:math:`10^5` (the core's ``samples=True`` takes a backward pass per sample).
+:math:`10^5` (the same trick as the core's ``samples=True, copies=True``, in factor mode).
 
 References:
     Hinton (2002), Neural Computation 14; Tieleman (ICML 2008); Fisher (1925); Louis (1982).
