@@ -75,6 +75,34 @@ def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
     return int(num_samples)
 
 
+def check_batches(batches: Any, num_samples: int) -> int | None:
+    """``batches`` as ``None`` (keep per-sample terms) or an ``int`` in ``[2, num_samples]``."""
+    if batches is None:
+        return None
+    if isinstance(batches, bool) or not isinstance(batches, (int, np.integer)):
+        raise TypeError(
+            f"batches must be None (keep one term per sample) or an int (the number of batch "
+            f"means to keep), got {type(batches).__name__}"
+        )
+    if not 2 <= batches <= num_samples:
+        raise ValueError(
+            f"batches must be in [2, num_samples = {num_samples}] (a variance needs at least 2 "
+            f"batch means, each of at least one sample), got {batches}"
+        )
+    return int(batches)
+
+
+def batch_index(num_samples: int, batches: int, device: torch.device | str) -> Tensor:
+    """``[n]`` the batch of each sample: consecutive samples, sizes differing by at most one."""
+    return torch.arange(num_samples, device=device) * batches // num_samples
+
+
+def batch_sums(t: Tensor, index: Tensor, batches: int) -> Tensor:
+    """``[batches, *t.shape[1:]]``: the rows of ``t`` summed within each batch of ``index``."""
+    out = torch.zeros((batches, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    return out.index_add_(0, index, t)
+
+
 def make_generator(
     generator: torch.Generator | None, seed: int | None, device: torch.device | str | None = None
 ) -> torch.Generator | None:
@@ -401,6 +429,8 @@ def chain_to_params(
     scores: Sequence[Tensor],
     leaves: Sequence[Tensor],
     num_samples: int,
+    *,
+    max_jacobian_rows: int = _MAX_JACOBIAN_ROWS,
 ) -> list[Tensor]:
     r"""Per-sample gradients with respect to ``leaves`` from those with respect to ``phis``.
 
@@ -409,7 +439,9 @@ def chain_to_params(
     first: parameters that merely select elements of ``params`` are scattered into place; for a
     few other parameter elements the Jacobian is formed (one backward pass per element) and
     applied as a matrix product; for many, per-sample vector-Jacobian products are batched in
-    chunks. Memory is ``O(n * num_params)`` on every route.
+    chunks. Memory is ``O(n * num_params)`` on every route. ``num_samples`` counts rows: batch
+    sums of the scores (``batches=`` of the estimators) chain the same way, ``B`` rows; they
+    pass ``max_jacobian_rows=B`` so that the Jacobian (``[m, P]``) is not larger than them.
     """
     n = num_samples
     sizes = [leaf.numel() for leaf in leaves]
@@ -449,10 +481,13 @@ def chain_to_params(
             full.index_add_(1, cols_t, torch.stack(list(scalar.values()), dim=1).to(dtype))
     if rest:
         flat_scores = torch.cat([s.reshape(n, -1) for _, s in rest], dim=1).to(dtype)
-        if flat_scores.shape[1] <= _MAX_JACOBIAN_ROWS:
+        if flat_scores.shape[1] <= max_jacobian_rows:
             contribution = flat_scores @ _jacobian_rows([p for p, _ in rest], leaves)
         else:
-            contribution = _batched_vjps([p for p, _ in rest], flat_scores, leaves)
+            per_leaf = _batched_vjps([p for p, _ in rest], flat_scores, leaves)
+            if full is None:  # the only route: the rows per leaf as they come, no copy
+                return per_leaf
+            contribution = torch.cat([t.reshape(n, -1) for t in per_leaf], dim=1)
         full = contribution if full is None else full + contribution
     if full is None:
         full = torch.zeros(n, total, dtype=dtype, device=device)
@@ -464,11 +499,14 @@ def chain_to_params(
     ]
 
 
-def _batched_vjps(phis: Sequence[Tensor], flat_scores: Tensor, leaves: Sequence[Tensor]) -> Tensor:
-    """``[n, P]`` per-sample vector-Jacobian products, batched over chunks of samples."""
+def _batched_vjps(
+    phis: Sequence[Tensor], flat_scores: Tensor, leaves: Sequence[Tensor]
+) -> list[Tensor]:
+    """``[n, *leaf.shape]`` per leaf: per-sample vector-Jacobian products, batched over chunks of
+    samples (kept per leaf: concatenating over leaves would copy every row)."""
     n = flat_scores.shape[0]
     offsets = np.cumsum([0] + [p.numel() for p in phis])
-    chunks = []
+    chunks: list[list[Tensor]] = []
     for start in range(0, n, _VJP_CHUNK):
         chunk = flat_scores[start : start + _VJP_CHUNK]
         c = chunk.shape[0]
@@ -479,19 +517,42 @@ def _batched_vjps(phis: Sequence[Tensor], flat_scores: Tensor, leaves: Sequence[
             phis, leaves, cot, retain_graph=True, allow_unused=True, is_grads_batched=True
         )
         chunks.append(
-            torch.cat(
-                [
-                    (
-                        gi
-                        if gi is not None
-                        else torch.zeros(c, *leaf.shape, dtype=chunk.dtype, device=chunk.device)
-                    ).reshape(c, -1)
-                    for gi, leaf in zip(g, leaves, strict=True)
-                ],
-                dim=1,
-            )
+            [
+                gi
+                if gi is not None
+                else torch.zeros(c, *leaf.shape, dtype=chunk.dtype, device=chunk.device)
+                for gi, leaf in zip(g, leaves, strict=True)
+            ]
         )
-    return torch.cat(chunks, dim=0)
+    if len(chunks) == 1:
+        return chunks[0]
+    return [torch.cat(parts, dim=0) for parts in zip(*chunks, strict=True)]
+
+
+def weighted_grads(outputs: Tensor, leaves: Sequence[Tensor], rows: Tensor) -> list[Tensor]:
+    r"""``[R, *leaf.shape]`` per leaf: the gradient of :math:`\sum_i w_{ri}\, o_i` for each row.
+
+    ``outputs`` is ``[n, ...]`` and ``rows`` ``[R, n, ...]`` (the cotangents). One batched
+    backward pass (``is_grads_batched``); a loop over the ``R`` rows (never over samples) for
+    graphs whose operations have no batching rule. Memory ``O(R * num_params)``.
+    """
+    try:
+        grads = torch.autograd.grad(
+            outputs, leaves, rows, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+    except (RuntimeError, NotImplementedError):  # no vmap rule for an operation of the graph
+        per_row = [
+            torch.autograd.grad(outputs, leaves, row, retain_graph=True, allow_unused=True)
+            for row in rows
+        ]
+        grads = tuple(
+            None if parts[0] is None else torch.stack(parts) for parts in zip(*per_row, strict=True)
+        )
+    r = rows.shape[0]
+    return [
+        g if g is not None else torch.zeros(r, *leaf.shape, dtype=leaf.dtype, device=leaf.device)
+        for g, leaf in zip(grads, leaves, strict=True)
+    ]
 
 
 def sum_event(t: Tensor, num_samples: int) -> Tensor:

@@ -512,7 +512,7 @@ class LearnedBaseline(Baseline):
             on first use.
         lr: learning rate of the Adam optimiser.
         steps: regression steps per call.
-        context_fn: ``params_flat -> context`` tensor.
+        context_fn (Callable[[Tensor], Tensor] | None): ``params_flat -> context`` tensor.
     """
 
     name = "learned"
@@ -702,7 +702,8 @@ def gae(
     Args:
         rewards: ``[T]`` or ``[T, B]``, time first.
         values: :math:`V(s_t)`, like ``rewards`` (detached).
-        gamma, lam: discount and GAE parameter, in [0, 1].
+        gamma: the discount, in [0, 1].
+        lam: the GAE parameter :math:`\lambda`, in [0, 1].
         dones: true where an episode ends at that step (no bootstrap across it).
         last_value: :math:`V` of the state after the last step (``[B]`` or a number; 0 when the
             trajectories end there).

@@ -143,23 +143,27 @@ def compare(
     r"""Run several estimators on one problem and tabulate their figures.
 
     Args:
-        f, dist_fn, params: the problem, as for the estimators.
+        f: batch of samples ``[n, ...]`` -> values ``[n]``, as for the estimators.
+        dist_fn: ``dist_fn(*params)`` -> a ``torch.distributions.Distribution``.
+        params: a tensor or a tuple of tensors.
         methods: names (``"score_function"``, ``"score_function:loo"``, ``":optimal"``,
             ``":mean"``, ``":delta"``, ``"pathwise"``, ``"measure_valued"``, ``"auto"``) or
             ``(label, callable)`` pairs with the estimator signature.
         num_samples: samples per method.
-        generator, seed: explicit randomness (one stream, used in order).
+        generator: explicit randomness (one stream, used by the methods in order).
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
         exact: the true gradient, ``"auto"`` to try :func:`exact_gradient`, or ``None``.
 
     Returns:
         A :class:`Comparison`; methods that do not apply get a row with ``error`` set.
 
-    >>> import torch, stochgrad as sg
-    >>> cmp = sg.compare(lambda x: (x - 2.0) ** 2,
-    ...                  lambda th: torch.distributions.Normal(th[0], th[1]),
-    ...                  torch.tensor([0.5, 1.0]), num_samples=2000, seed=0)
-    >>> [r.method for r in cmp.rows][:2]
-    ['score_function', 'score_function:loo']
+    Examples:
+        >>> import torch, stochgrad as sg
+        >>> cmp = sg.compare(lambda x: (x - 2.0) ** 2,
+        ...                  lambda th: torch.distributions.Normal(th[0], th[1]),
+        ...                  torch.tensor([0.5, 1.0]), num_samples=2000, seed=0)
+        >>> [r.method for r in cmp.rows][:2]
+        ['score_function', 'score_function:loo']
     """
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, _core.as_params(params)[0][0].device)

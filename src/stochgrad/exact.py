@@ -246,8 +246,8 @@ def exact_gradient(
         return_value: also return :math:`\mathbb{E}[f]`.
 
     Returns:
-        The gradient shaped like ``params`` (a tuple for tuple params); with ``return_value``,
-        ``(value, gradient)``.
+        (Tensor | tuple): The gradient shaped like ``params`` (a tuple for tuple params); with
+            ``return_value``, ``(value, gradient)``.
 
     Raises:
         ValueError: no exact reference exists for this distribution (continuous and more than

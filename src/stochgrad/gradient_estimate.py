@@ -46,26 +46,55 @@ def _var_mean(t: Tensor) -> tuple[Tensor, Tensor]:
     return torch.var_mean(t, 0)
 
 
+def batch_variance(sums: Tensor, sizes: Tensor) -> Tensor:
+    r"""Variance of one term estimated from ``B`` batch sums: :math:`\frac{1}{B-1}\sum_b n_b
+    (S_b / n_b - \sum_c S_c / n)^2`, unbiased for independent terms.
+
+    Args:
+        sums: ``[B, ...]`` the sums :math:`S_b` of the terms of each batch.
+        sizes: ``[B]`` the numbers of terms :math:`n_b` (each at least 1).
+
+    >>> batch_variance(torch.tensor([4.0, 8.0]), torch.tensor([2, 2]))  # terms 1, 3 | 2, 6
+    tensor(4.)
+    """
+    batches = sums.shape[0]
+    count = sizes.reshape(batches, *([1] * (sums.dim() - 1))).to(sums.dtype)
+    grad = sums.sum(0) / int(sizes.sum())
+    spread = sums / count  # one [B, ...] temporary, worked on in place
+    return spread.sub_(grad).square_().mul_(count).sum(0) / (batches - 1)
+
+
 @dataclass(frozen=True)
 class GradientEstimate:
     r"""A Monte Carlo gradient estimate with its per-sample terms and their spread.
 
     ``grad`` is the mean of ``per_sample`` over the sample axis; ``variance`` is the unbiased
     sample variance of one per-sample term (undefined, NaN, for a single sample), and
-    ``stderr = sqrt(variance / num_samples)`` the standard error of ``grad``. When ``params`` was a tuple of tensors every field is a tuple in the same
-    order.
+    ``stderr = sqrt(variance / num_samples)`` the standard error of ``grad``. When ``params``
+    was a tuple of tensors every field is a tuple in the same order.
+
+    Memory: ``per_sample`` holds ``num_samples`` times the parameters' size (64 samples of a
+    1M-weight float32 network: 256 MB). Estimators given ``batches=B`` keep ``B`` batch means
+    instead (``info["batch_means"] = B``): ``per_sample`` is then ``[B, *param.shape]``, rows
+    whose mean is still ``grad``, and ``variance`` is estimated from the spread of the batch
+    means (``B - 1`` degrees of freedom; see :meth:`from_batch_sums`).
 
     Attributes:
         grad: the gradient estimate, shaped like ``params``.
-        per_sample: ``[num_samples, *param.shape]`` terms whose mean is ``grad``.
+        per_sample: ``[num_samples, *param.shape]`` terms whose mean is ``grad`` (``[B, ...]``
+            rows with batch means).
         variance: variance of one per-sample term, shaped like ``params``.
         stderr: standard error of ``grad``, shaped like ``params``.
-        num_samples: number of per-sample terms.
+        num_samples: number of samples.
         method: the estimator's name (``"score_function"``, ``"pathwise"``, ...).
         biased: ``True`` for estimators whose expectation is not the true gradient.
         evaluations: how many times ``f`` was evaluated (work, for diagnostics): at the
             samples, plus any point a control variate needs (the mean, for ``"delta"``).
         info: estimator-specific extras (the baseline's value, the pilot run of ``auto``, ...).
+        samples: ``[num_samples, ...]`` the samples :math:`x_i \sim p` the estimator drew, a
+            reference, no copy: the tensor ``f`` received (``score_function``), its values
+            detached (``pathwise``), the samples the coupled points were built from
+            (``measure_valued``); ``None`` for estimates built from terms alone.
 
     >>> import torch
     >>> est = GradientEstimate.from_per_sample(torch.tensor([[1.0], [3.0]]), method="demo")
@@ -82,6 +111,7 @@ class GradientEstimate:
     biased: bool = False
     evaluations: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    samples: Tensor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_per_sample(
@@ -93,6 +123,7 @@ class GradientEstimate:
         evaluations: int | None = None,
         info: dict[str, Any] | None = None,
         extra_variance_of_mean: Params | None = None,
+        samples: Tensor | None = None,
     ) -> GradientEstimate:
         """Build an estimate from per-sample terms (a tensor or a tuple of tensors).
 
@@ -135,6 +166,107 @@ class GradientEstimate:
             biased=biased,
             evaluations=n if evaluations is None else evaluations,
             info=dict(info or {}),
+            samples=samples,
+        )
+
+    @classmethod
+    def from_batch_sums(
+        cls,
+        sums: Params,
+        sizes: Tensor,
+        *,
+        method: str,
+        biased: bool = False,
+        evaluations: int | None = None,
+        info: dict[str, Any] | None = None,
+        extra_variance_of_mean: Params | None = None,
+        samples: Tensor | None = None,
+    ) -> GradientEstimate:
+        r"""Build an estimate from the sums of the per-sample terms over ``B`` batches.
+
+        With :math:`S_b` the sum of the :math:`n_b` terms of batch :math:`b`, :math:`n =
+        \sum_b n_b`, the mean is :math:`\bar g = \sum_b S_b / n` and the variance of one term
+        is estimated from the batch means :math:`m_b = S_b / n_b`,
+
+        .. math::
+
+            \hat\sigma^2 = \frac{1}{B - 1} \sum_b n_b\, (m_b - \bar g)^2,
+
+        unbiased for independent terms (:math:`\mathbb{E}\sum_b n_b (m_b - \bar g)^2 = (B-1)
+        \sigma^2`) but with ``B - 1`` degrees of freedom instead of ``n - 1``: its relative
+        standard error is about :math:`\sqrt{2/(B-1)}` (for Gaussian terms). The standard
+        error is :math:`\sqrt{\hat\sigma^2/n}` (plus ``extra_variance_of_mean``). ``per_sample``
+        holds the rows :math:`S_b B / n`, whose mean is :math:`\bar g`; ``info["batch_means"]``
+        is ``B``.
+
+        Args:
+            sums: ``[B, *param.shape]`` (a tensor or a tuple of tensors), the batch sums.
+            sizes: ``[B]`` the number of samples in each batch (each at least 1).
+            method: the estimator's name.
+            biased: whether the estimator's expectation is not the true gradient.
+            evaluations: evaluations of ``f`` (default ``n``).
+            info: estimator-specific extras (``"batch_means"`` is added).
+            extra_variance_of_mean: added to ``variance / n`` in the standard error.
+            samples: the samples drawn, if any.
+
+        Returns:
+            The estimate, ``num_samples = sizes.sum()``.
+
+        Raises:
+            ValueError: fewer than 2 batches, an empty batch, or a non-finite mean.
+
+        >>> import torch
+        >>> terms = torch.tensor([[1.0], [3.0], [2.0], [6.0]])  # two batches of two
+        >>> est = GradientEstimate.from_batch_sums(
+        ...     terms.reshape(2, 2, 1).sum(1), torch.tensor([2, 2]), method="demo")
+        >>> est.grad, est.num_samples, est.info["batch_means"]
+        (tensor([3.]), 4, 2)
+        >>> est.variance  # (2 (2 - 3)^2 + 2 (4 - 3)^2) / (2 - 1)
+        tensor([4.])
+        """
+        first = sums[0] if isinstance(sums, tuple) else sums
+        batches = int(first.shape[0])
+        if sizes.shape != (batches,) or batches < 2 or not bool((sizes >= 1).all()):
+            raise ValueError(
+                f"sizes must be [B] = [{batches}] positive batch sizes with B >= 2, got "
+                f"{sizes.tolist()}"
+            )
+        n = int(sizes.sum())
+
+        def stats(total: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            # the mean, the variance of one term, and rows whose mean is the mean
+            return total.sum(0) / n, batch_variance(total, sizes), total * (batches / n)
+
+        parts = _map(stats, sums)
+        if isinstance(sums, tuple):
+            grad, variance, rows = (tuple(p[k] for p in parts) for k in range(3))
+        else:
+            grad, variance, rows = parts
+        if extra_variance_of_mean is None:
+            stderr = _map(lambda v: (v / n).sqrt(), variance)
+        elif isinstance(variance, tuple):
+            stderr = tuple(
+                (v / n + e).sqrt() for v, e in zip(variance, extra_variance_of_mean, strict=True)
+            )
+        else:
+            stderr = (variance / n + extra_variance_of_mean).sqrt()
+        flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
+        if not _all_finite(flat_grad):
+            raise ValueError(
+                f"{method}: the gradient estimate is not finite ({flat_grad}); a parameter may sit "
+                "on the boundary of its constraint (e.g. a probability of exactly 0 or 1)"
+            )
+        return cls(
+            grad=grad,
+            per_sample=rows,
+            variance=variance,
+            stderr=stderr,
+            num_samples=n,
+            method=method,
+            biased=biased,
+            evaluations=n if evaluations is None else evaluations,
+            info={**(info or {}), "batch_means": batches},
+            samples=samples,
         )
 
     @property

@@ -18,8 +18,9 @@ puts :math:`\hat g` in the parameters' ``.grad`` (``maximize=True`` puts :math:`
 optimiser that should *increase* the expected value). :meth:`Surrogate.estimate` gives the same
 estimate as a :class:`~stochgrad.gradient_estimate.GradientEstimate` (standard errors, variance,
 signal-to-noise ratio) for the parameters named; it needs per-sample gradients, ``n`` times the
-number of parameters in memory (64 samples x 1M float32 weights: 256 MB), so it is computed only
-when asked.
+number of parameters in memory (64 samples x 1M float32 weights: 256 MB kept, a peak of about
+530 MB), so it is computed only when asked; ``estimate(params, batches=B)`` keeps ``B`` batch
+means instead (``B = 8``: 32 MB kept, a peak of about 84 MB; ``docs/training.md``).
 
 With samples drawn from ``dist_fn(params)`` and the same advantage rule, the estimate's ``grad``
 and ``per_sample`` equal :func:`stochgrad.score_function`'s exactly (``tests/test_surrogate.py``).
@@ -209,32 +210,13 @@ class Surrogate:
         rows = torch.zeros(batches, n, dtype=self.log_probs.dtype, device=self.log_probs.device)
         rows[batch, torch.arange(n)] = self.coefficients.to(rows.dtype)
         sums = _weighted_gradients(self.log_probs, leaves, rows)  # [B, *p]: sum over the batch
-        grads, variances, stderrs, terms = [], [], [], []
-        for j, total in enumerate(sums):
-            if self.correction is not None:
-                corr = self.correction[j]
-                total = total - torch.zeros_like(total).index_add_(0, batch, corr)
-            shape = (batches, *([1] * (total.dim() - 1)))
-            means = total / sizes.reshape(shape).to(total.dtype)  # batch means
-            grad = total.sum(0) / n
-            var = (sizes.reshape(shape).to(total.dtype) * (means - grad) ** 2).sum(0) / (
-                batches - 1
-            )
-            grads.append(grad)
-            variances.append(var)
-            stderrs.append((var / n).sqrt())
-            terms.append(total * (batches / n))  # rows whose mean is grad
-        info["batch_means"] = batches
-        return GradientEstimate(
-            grad=pack(grads),
-            per_sample=pack(terms),
-            variance=pack(variances),
-            stderr=pack(stderrs),
-            num_samples=n,
-            method="surrogate",
-            biased=self._biased,
-            evaluations=n,
-            info=info,
+        if self.correction is not None:
+            sums = [
+                total - torch.zeros_like(total).index_add_(0, batch, corr)
+                for total, corr in zip(sums, self.correction, strict=True)
+            ]
+        return GradientEstimate.from_batch_sums(
+            pack(sums), sizes, method="surrogate", biased=self._biased, evaluations=n, info=info
         )
 
 

@@ -69,9 +69,15 @@ def estimate(
     r"""Estimate :math:`\nabla_\theta \mathbb{E}_{p(x;\theta)}[f(x)]` with a named or automatic method.
 
     Args:
-        f, dist_fn, params, num_samples, generator, seed: as in :func:`score_function`.
+        f: batch of samples ``[n, ...]`` -> values ``[n]``, as in :func:`score_function`.
+        dist_fn: ``dist_fn(*params)`` -> a ``torch.distributions.Distribution``.
+        params: a tensor or a tuple of tensors.
+        num_samples: number of samples ``n``.
         method: ``"auto"``, ``"score_function"``, ``"pathwise"`` or ``"measure_valued"``.
-        baseline: passed to the score function (``"loo"`` by default under ``"auto"``).
+        baseline (str | float | Baseline | None): passed to the score function (``"loo"`` by
+            default under ``"auto"``).
+        generator: the random generator (or give ``seed``).
+        seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
         pilot_samples: samples per candidate in the pilot run of ``"auto"``.
         cost: ``"time"`` (seconds per sample, measured) or ``"evaluations"`` (evaluations of
             ``f`` per sample: deterministic given the seed).

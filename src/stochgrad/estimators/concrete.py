@@ -56,7 +56,8 @@ def gumbel_max(
     Args:
         logits: ``[*batch, K]`` (unnormalised log-probabilities, categories last).
         num_samples: number of samples ``n``.
-        generator, seed: explicit randomness; the noise is ``torch.rand((n, *logits.shape))``.
+        generator: explicit randomness; the noise is ``torch.rand((n, *logits.shape))``.
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
 
     Returns:
         Long tensor ``[n, *batch]`` of category indices (no gradient).
@@ -99,7 +100,8 @@ def concrete_sample(
         temperature: :math:`\lambda > 0` (a number, or a tensor to differentiate with respect to).
         num_samples: number of samples ``n``.
         hard: return the hard one-hot sample with the relaxed gradient.
-        generator, seed: explicit randomness (noise ``torch.rand((n, *logits.shape))``).
+        generator: explicit randomness (noise ``torch.rand((n, *logits.shape))``).
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
 
     Returns:
         ``[n, *batch, K]`` rows on the probability simplex.
@@ -146,7 +148,8 @@ def relaxed_bernoulli_sample(
         temperature: :math:`\lambda > 0`.
         num_samples: number of samples ``n``.
         hard: return the hard sample with the relaxed gradient.
-        generator, seed: explicit randomness (noise ``torch.rand((n, *logits.shape))``).
+        generator: explicit randomness (noise ``torch.rand((n, *logits.shape))``).
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
 
     Returns:
         ``[n, *logits.shape]`` values in ``(0, 1)`` (``{0, 1}`` with ``hard=True``).
@@ -185,7 +188,8 @@ def straight_through_bernoulli(
     Args:
         probs: any shape, values in ``[0, 1]``.
         num_samples: number of samples ``n``.
-        generator, seed: explicit randomness (noise ``torch.rand((n, *probs.shape))``).
+        generator: explicit randomness (noise ``torch.rand((n, *probs.shape))``).
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
 
     Returns:
         ``[n, *probs.shape]`` of ``0.``/``1.`` carrying the gradient of ``probs``.
@@ -220,7 +224,8 @@ def straight_through_categorical(
     Args:
         probs: ``[*batch, K]``, rows summing to one.
         num_samples: number of samples ``n``.
-        generator, seed: explicit randomness (noise ``torch.rand((n, *probs.shape))``).
+        generator: explicit randomness (noise ``torch.rand((n, *probs.shape))``).
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
 
     Returns:
         ``[n, *batch, K]`` one-hot rows carrying the gradient of ``probs``.

@@ -262,7 +262,7 @@ def rloo(
         num_samples: number of samples ``n >= 2``.
         generator: the random generator (or give ``seed``).
         seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
-        parallel: passed to :func:`stochgrad.score_function`.
+        parallel (str | ParallelMap | None): passed to :func:`stochgrad.score_function`.
         batch_dims: leading batch dimensions of the distribution that index independent
             problems; ``f`` then returns ``[n, *B]`` and the leave-one-out mean is taken per
             problem (see :func:`stochgrad.score_function`).

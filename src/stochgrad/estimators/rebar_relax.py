@@ -132,8 +132,9 @@ def rebar(
         num_samples: number of samples ``n``.
         temperature: :math:`\lambda > 0`.
         eta: the control-variate scale :math:`\eta`.
-        generator, seed: explicit randomness (``u`` then ``v``, each
+        generator: explicit randomness (``u`` then ``v``, each
             ``torch.rand((n, *stored_param.shape))``).
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
         batch_dims: how many leading batch dimensions of the distribution index independent
             problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns ``[m, *B]``, the
             value of problem ``b`` depending only on its own slice ``x[:, b]``; both
@@ -347,7 +348,8 @@ class Relax:
                 ``OneHotCategorical``.
             params: a tensor or a tuple of tensors.
             num_samples: number of samples ``n``.
-            generator, seed: explicit randomness.
+            generator: explicit randomness.
+            seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
             train: take one optimiser step on the control variate after estimating.
             batch_dims: how many leading batch dimensions of the distribution index
                 independent problems :math:`B` (default ``0``). With ``k > 0`` ``f`` returns

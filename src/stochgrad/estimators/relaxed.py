@@ -113,7 +113,8 @@ def gumbel_softmax(
         num_samples: number of samples ``n``.
         temperature: :math:`\lambda > 0`.
         hard: forward the exact sample, backward the relaxed gradient (ST-Gumbel).
-        generator, seed: explicit randomness.
+        generator: explicit randomness.
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
         batch_dims: how many leading batch dimensions of the distribution index independent
             problems :math:`B` (default ``0``); ``f`` then returns ``[n, *B]``, the value of
             problem ``b`` depending only on its own slice ``x[:, b]``, and the estimate is of the
@@ -182,7 +183,8 @@ def straight_through(
         dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``.
         params: a tensor or a tuple of tensors.
         num_samples: number of samples ``n``.
-        generator, seed: explicit randomness.
+        generator: explicit randomness.
+        seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
         batch_dims: how many leading batch dimensions of the distribution index independent
             problems :math:`B` (default ``0``); ``f`` then returns ``[n, *B]``, the value of
             problem ``b`` depending only on its own slice ``x[:, b]``.

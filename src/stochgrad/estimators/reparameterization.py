@@ -79,8 +79,13 @@ def _rsample(dist_fn, args, seeds: list[int], n: int) -> Tensor:
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 0)
 
 
-def _forward_mode(dist_fn, leaves, seeds: list[int], n: int, gx: Tensor) -> list[Tensor]:
-    """Per-sample gradients by one forward-mode pass of ``rsample`` per scalar parameter."""
+def _forward_mode(
+    dist_fn, leaves, seeds: list[int], n: int, gx: Tensor, batch: tuple[Tensor, int] | None = None
+) -> list[Tensor]:
+    """Per-sample gradients by one forward-mode pass of ``rsample`` per scalar parameter.
+
+    With ``batch = (index, B)`` each column is summed within the batches: ``[B, *leaf]``.
+    """
     import torch.autograd.forward_ad as fwad
 
     base = [leaf.detach() for leaf in leaves]
@@ -94,17 +99,25 @@ def _forward_mode(dist_fn, leaves, seeds: list[int], n: int, gx: Tensor) -> list
                 args = list(base)
                 args[i] = fwad.make_dual(leaf, tangent.reshape(leaf.shape))
                 t = fwad.unpack_dual(_rsample(dist_fn, args, seeds, n)).tangent
-            cols.append(torch.zeros(n, dtype=gx.dtype) if t is None else _core.sum_event(gx * t, n))
-        outs.append(torch.stack(cols, 1).reshape(n, *leaf.shape))
+            col = torch.zeros(n, dtype=gx.dtype) if t is None else _core.sum_event(gx * t, n)
+            cols.append(col if batch is None else _core.batch_sums(col, *batch))
+        rows = n if batch is None else batch[1]
+        outs.append(torch.stack(cols, 1).reshape(rows, *leaf.shape))
     return outs
 
 
-def _reverse_chunks(dist_fn, leaves, seeds: list[int], n: int, gx: Tensor) -> list[Tensor]:
+def _reverse_chunks(
+    dist_fn, leaves, seeds: list[int], n: int, gx: Tensor, batch: tuple[Tensor, int] | None = None
+) -> list[Tensor]:
     """Per-sample VJPs, chunk by chunk, with block-diagonal cotangents: ``O(n * chunk)`` work.
 
     The fallback for distributions whose ``rsample`` has no forward-mode derivative (Gamma,
     Beta and Dirichlet use implicit reparameterisation gradients defined for reverse mode only).
+    With ``batch = (index, B)`` the cotangent rows are batches instead of samples, summed into
+    ``[B, *leaf]``.
     """
+    if batch is not None:
+        return _reverse_batches(dist_fn, leaves, seeds, n, gx, *batch)
     outs: list[list[Tensor]] = [[] for _ in leaves]
     d = dist_fn(*leaves)
     for j, seed in enumerate(seeds):
@@ -124,15 +137,42 @@ def _reverse_chunks(dist_fn, leaves, seeds: list[int], n: int, gx: Tensor) -> li
     return [torch.cat(o, 0) for o in outs]
 
 
+def _reverse_batches(
+    dist_fn, leaves, seeds: list[int], n: int, gx: Tensor, index: Tensor, batches: int
+) -> list[Tensor]:
+    """:func:`_reverse_chunks` summed within batches: one cotangent row per batch of a chunk."""
+    sums = [torch.zeros(batches, *leaf.shape, dtype=gx.dtype, device=gx.device) for leaf in leaves]
+    d = dist_fn(*leaves)
+    for j, seed in enumerate(seeds):
+        start = j * _SAMPLE_CHUNK
+        c = min(_SAMPLE_CHUNK, n - start)
+        with torch.random.fork_rng(devices=[]):
+            _core.seed_global(seed, _device(leaves))
+            x_chunk = d.rsample((c,))
+        owner = index[start : start + c]
+        first = int(owner[0])
+        rows = int(owner[-1]) - first + 1  # the batches this chunk touches
+        cot = torch.zeros(rows, *x_chunk.shape, dtype=gx.dtype, device=gx.device)
+        cot[owner - first, torch.arange(c, device=gx.device)] = gx[start : start + c]
+        g = torch.autograd.grad(
+            x_chunk, leaves, cot, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
+        for total, gk in zip(sums, g, strict=True):
+            if gk is not None:
+                total[first : first + rows] += gk
+    return sums
+
+
 def pathwise(
     f: Callable,
     dist_fn: Callable[..., Distribution],
     params: Params,
     *,
     num_samples: int,
-    baseline=None,
+    baseline: None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    batches: int | None = None,
 ) -> GradientEstimate:
     r"""Pathwise (reparameterisation) estimate of :math:`\nabla_\theta \mathbb{E}_{p(x;\theta)}[f(x)]`.
 
@@ -143,14 +183,23 @@ def pathwise(
         params: a tensor or a tuple of tensors.
         num_samples: number of samples.
         baseline: must be ``None`` (a baseline has no meaning for the pathwise estimator).
-        generator, seed: explicit randomness.
+        generator: the random generator (or give ``seed``).
+        seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
+        batches: ``None`` (default) keeps one term per sample in ``per_sample``: memory ``n``
+            times the parameters' size. An int ``B`` in ``[2, n]`` keeps ``B`` batch means of
+            consecutive samples instead (the terms are summed within each batch before the
+            chain rule to ``params``): memory ``O(B x params)``, ``grad`` the same to rounding,
+            ``variance`` and ``stderr`` from the batch means (``B - 1`` degrees of freedom),
+            ``info["batch_means"] = B`` (see :meth:`GradientEstimate.from_batch_sums`).
 
     Returns:
-        :class:`~stochgrad.estimate.GradientEstimate` with ``method="pathwise"``.
+        :class:`~stochgrad.estimate.GradientEstimate` with ``method="pathwise"``; ``samples``
+        holds the samples :math:`x_i = g(\epsilon_i;\theta)` ``f`` was evaluated at (detached).
 
     Raises:
         ValueError: when the distribution has no ``rsample`` or ``f`` is not differentiable
-            (black box, piecewise constant); the message names ``score_function``.
+            (black box, piecewise constant); the message names ``score_function``. A bad
+            ``batches`` (``TypeError`` for a non-int).
 
     >>> import torch, stochgrad as sg
     >>> est = sg.pathwise(lambda x: (x - 2.0) ** 2,
@@ -158,13 +207,20 @@ def pathwise(
     ...                   torch.tensor([0.5, 1.0]), num_samples=10_000, seed=0)
     >>> est.method
     'pathwise'
+    >>> sg.pathwise(lambda x: (x - 2.0) ** 2,
+    ...             lambda th: torch.distributions.Normal(th[0], th[1]),
+    ...             torch.tensor([0.5, 1.0]), num_samples=10_000, seed=0,
+    ...             batches=16).per_sample.shape
+    torch.Size([16, 2])
     """
     if baseline is not None:
         raise ValueError("baseline: the pathwise estimator takes no baseline; pass baseline=None")
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
+    batches = _core.check_batches(batches, n)
     g = _core.make_generator(generator, seed, tensors[0].device)
     leaves = _core.leaves_of(tensors)
+    batch = None if batches is None else (_core.batch_index(n, batches, tensors[0].device), batches)
     d = _core.build_dist(dist_fn, leaves)
     if not d.has_rsample:
         raise ValueError(
@@ -176,7 +232,16 @@ def pathwise(
         base = _dists.unwrap(d)
         x = (base.loc.detach() + base.scale.detach() * eps).requires_grad_(True)
         fx, gx = _eval_differentiable(f, x, n)
-        parts = _core.chain_to_params([base.loc, base.scale], [gx, gx * eps], leaves, n)
+        if batch is None:
+            parts = _core.chain_to_params([base.loc, base.scale], [gx, gx * eps], leaves, n)
+        else:  # summed within batches before the chain rule: O(B x params)
+            parts = _core.chain_to_params(
+                [base.loc, base.scale],
+                [_core.batch_sums(gx, *batch), _core.batch_sums(gx * eps, *batch)],
+                leaves,
+                batches,
+                max_jacobian_rows=min(batches, _core._MAX_JACOBIAN_ROWS),
+            )
     else:
         source = g if g is not None else torch.default_generator
         chunks = -(-n // _SAMPLE_CHUNK)
@@ -187,9 +252,15 @@ def pathwise(
         x = x.detach().requires_grad_(True)
         fx, gx = _eval_differentiable(f, x, n)
         try:
-            parts = _forward_mode(dist_fn, leaves, seeds, n, gx)
+            parts = _forward_mode(dist_fn, leaves, seeds, n, gx, batch)
         except (NotImplementedError, RuntimeError):
-            parts = _reverse_chunks(dist_fn, leaves, seeds, n, gx)
+            parts = _reverse_chunks(dist_fn, leaves, seeds, n, gx, batch)
+    samples = x.detach()
+    if batch is not None:
+        sizes = torch.bincount(batch[0], minlength=batches)
+        return GradientEstimate.from_batch_sums(
+            _core.pack(parts, is_tuple), sizes, method="pathwise", info={}, samples=samples
+        )
     return GradientEstimate.from_per_sample(
-        _core.pack(parts, is_tuple), method="pathwise", evaluations=n, info={}
+        _core.pack(parts, is_tuple), method="pathwise", evaluations=n, info={}, samples=samples
     )

@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,7 +26,11 @@ from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
 from stochgrad.baselines import Baseline, NoBaseline, OptimalBaseline, resolve_baseline
-from stochgrad.gradient_estimate import GradientEstimate, Params
+from stochgrad.gradient_estimate import GradientEstimate, Params, batch_variance
+
+if TYPE_CHECKING:  # annotations only: both modules import the estimators' helpers
+    from stochgrad.control_variates import ControlVariate
+    from stochgrad.parallel import ParallelMap
 
 
 def scores_per_sample(
@@ -136,6 +141,94 @@ def _factorised(
     return per, extra
 
 
+def _batch_sums(
+    weights: Tensor,
+    dist_fn: Callable[..., Distribution],
+    d: Distribution,
+    leaves: tuple[Tensor, ...],
+    x: Tensor,
+    problem: tuple[int, ...],
+    index: Tensor,
+    batches: int,
+) -> list[Tensor]:
+    r"""``[R * B, *leaf.shape]`` per leaf: :math:`\sum_{i \in b} \sum_m w_{rim} \nabla_\theta
+    \log p_m(x_{im};\theta)` for each weighting ``r`` and batch ``b`` (row ``r * B + b``).
+
+    ``weights`` is ``[R, n, *problem]``. Memory ``O(R B P)``, never ``O(n P)``: closed-form
+    scores are weighted and summed within each batch before the chain rule to ``params``;
+    other distributions differentiate :math:`\sum_{i \in b} w_{ri} \log p(x_i)` by one batched
+    reverse pass (``R B`` rows).
+    """
+    n, k, r = x.shape[0], len(problem), weights.shape[0]
+    rows = r * batches
+    closed = _dists.closed_form_score(d, x)
+    if closed is not None and all(
+        tuple(p.shape[:k]) == problem and tuple(sc.shape) == (n, *p.shape) for p, sc in closed
+    ):
+        phis, sums = [], []
+        for phi, sc in closed:
+            w = weights.to(sc.dtype)
+            parts = [
+                _core.batch_sums(_expand_to(w[j], sc, k) * sc, index, batches) for j in range(r)
+            ]
+            phis.append(phi)
+            sums.append(parts[0] if r == 1 else torch.cat(parts))
+        return _core.chain_to_params(
+            phis, sums, leaves, rows, max_jacobian_rows=min(rows, _core._MAX_JACOBIAN_ROWS)
+        )
+    m = int(np.prod(problem)) if problem else 1
+    lp = dist_fn(*leaves).log_prob(x).reshape(n, m, -1).sum(-1)  # [n, M]
+    cot = torch.zeros(r, batches, n, m, dtype=lp.dtype, device=lp.device)
+    cot[:, index, torch.arange(n, device=index.device)] = weights.reshape(r, n, m).to(lp.dtype)
+    return _core.weighted_grads(lp, leaves, cot.reshape(rows, n, m))
+
+
+def _batched(
+    adv: Tensor,
+    spread: Tensor | None,
+    dist_fn: Callable[..., Distribution],
+    d: Distribution,
+    leaves: tuple[Tensor, ...],
+    x: Tensor,
+    problem: tuple[int, ...],
+    batches: int,
+) -> tuple[list[Tensor], Tensor, list[Tensor] | None]:
+    """Batch sums of the terms ``adv * score`` per leaf, the batch sizes, and the extra variance
+    of the mean per leaf from the ``spread`` rows (LOO's second-order term), else ``None``."""
+    n = x.shape[0]
+    index = _core.batch_index(n, batches, adv.device)
+    sizes = torch.bincount(index, minlength=batches)
+    extra = None
+    if spread is not None:  # a pass of its own: only [P] of it is kept
+        rows = _batch_sums(
+            spread.reshape(1, 1, *problem).expand(1, *adv.shape),
+            dist_fn,
+            d,
+            leaves,
+            x,
+            problem,
+            index,
+            batches,
+        )
+        extra = [batch_variance(r, sizes) / (n * (n - 1)) for r in rows]
+        del rows
+    sums = _batch_sums(adv.unsqueeze(0), dist_fn, d, leaves, x, problem, index, batches)
+    return sums, sizes, extra
+
+
+def _check_batched(bl: Baseline, control_variate) -> None:
+    if isinstance(bl, OptimalBaseline):
+        raise ValueError(
+            "batches: baseline 'optimal' needs the per-sample scores (n times the parameters' "
+            "size); use baseline='loo' with batches=, or batches=None"
+        )
+    if control_variate is not None:
+        raise ValueError(
+            "batches: a control variate needs the per-sample terms; pass batches=None with "
+            "control_variate="
+        )
+
+
 def score_function(
     f: Callable,
     dist_fn: Callable[..., Distribution],
@@ -143,11 +236,12 @@ def score_function(
     *,
     num_samples: int,
     baseline: str | float | Baseline | None = None,
-    control_variate=None,
+    control_variate: str | ControlVariate | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
-    parallel=None,
+    parallel: str | ParallelMap | None = None,
     batch_dims: int = 0,
+    batches: int | None = None,
 ) -> GradientEstimate:
     r"""Score-function estimate of :math:`\nabla_\theta \mathbb{E}_{p(x;\theta)}[f(x)]`.
 
@@ -188,10 +282,27 @@ def score_function(
             ``EMABaseline`` elementwise, ``"optimal"`` per problem and per element of the
             distribution's stored parameters, closed-form scores only); control variates and
             ``LearnedBaseline`` are not supported.
+        batches: ``None`` (default) keeps one term per sample in ``per_sample``: memory
+            ``n`` times the parameters' size (64 samples of a 1M-weight float32 network:
+            256 MB). An int ``B`` in ``[2, n]`` keeps ``B`` batch means of consecutive samples
+            instead: the scores are weighted and summed within each batch before the chain
+            rule to ``params``, so memory and backward passes are ``O(B x params)``; ``grad``
+            is the same to rounding, ``variance`` and ``stderr`` come from the spread of the
+            batch means (``B - 1`` degrees of freedom), ``per_sample`` holds ``B`` rows whose
+            mean is ``grad`` and ``info["batch_means"] = B`` (see
+            :meth:`GradientEstimate.from_batch_sums`). Not with ``baseline="optimal"`` or a
+            control variate (both need the per-sample terms); the baseline is called with
+            ``scores=None``.
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="score_function"`` (and
-        ``info["batch_dims"]`` when ``batch_dims > 0``).
+        ``info["batch_dims"]`` when ``batch_dims > 0``); ``samples`` is the batch ``f``
+        received.
+
+    Raises:
+        ValueError: a bad ``num_samples``, ``batch_dims`` or ``batches`` (``TypeError`` for the
+            wrong type), ``f`` of the wrong shape or non-finite, a parameter off its
+            constraint, an option that does not combine with the others.
 
     >>> import torch, stochgrad as sg
     >>> theta = torch.tensor([0.5, 1.0])
@@ -210,6 +321,14 @@ def score_function(
     ...                         num_samples=1000, baseline="loo", seed=0, batch_dims=1)
     >>> est.grad.shape, est.info["batch_dims"]
     (torch.Size([4, 3]), 1)
+
+    Eight batch means instead of 1000 per-sample terms, and the samples drawn:
+
+    >>> est = sg.score_function(lambda z: (z.sum(-1) - t) ** 2, bern, torch.zeros(4, 3),
+    ...                         num_samples=1000, baseline="loo", seed=0, batch_dims=1,
+    ...                         batches=8)
+    >>> est.per_sample.shape, est.info["batch_means"], est.samples.shape
+    (torch.Size([8, 4, 3]), 8, torch.Size([1000, 4, 3]))
     """
     tensors, is_tuple = _core.as_params(params)
     bl = resolve_baseline(baseline)
@@ -217,6 +336,9 @@ def score_function(
         num_samples, bl.min_samples, why=f"baseline {bl.name!r} needs at least 2 samples"
     )
     g = _core.make_generator(generator, seed, tensors[0].device)
+    batches = _core.check_batches(batches, n)
+    if batches is not None:
+        _check_batched(bl, control_variate)
     if check_batch_dims(batch_dims) > 0 and control_variate is not None:
         raise ValueError(
             "control_variate is not supported with batch_dims > 0 (factorised objectives); "
@@ -233,6 +355,22 @@ def score_function(
         problem = problem_shape(batch_dims, d)
         x = _dists.sample(d, n, g)
         fx = _core.evaluate_f(f_values, x, n, shape=(n, *problem))
+        info = {"baseline": bl.name, "batch_dims": len(problem)}
+        if batches is not None:
+            fxm = fx.reshape(n, -1)
+            adv = (fxm - bl.per_problem(fxm)).reshape(n, *problem)
+            spread = bl.per_problem_spread(fxm)
+            sums, sizes, extra_list = _batched(adv, spread, dist_fn, d, leaves, x, problem, batches)
+            return GradientEstimate.from_batch_sums(
+                _core.pack(sums, is_tuple),
+                sizes,
+                method="score_function",
+                biased=not bl.unbiased,
+                evaluations=n,
+                info=info,
+                extra_variance_of_mean=_shaped(extra_list, leaves, is_tuple),
+                samples=x,
+            )
         out, extra_list = _factorised(fx, bl, dist_fn, d, leaves, x, problem)
         extra_f = None
         if extra_list is not None:
@@ -245,11 +383,14 @@ def score_function(
             method="score_function",
             biased=not bl.unbiased,
             evaluations=n,
-            info={"baseline": bl.name, "batch_dims": len(problem)},
+            info=info,
             extra_variance_of_mean=extra_f,
+            samples=x,
         )
     x = _dists.sample(d, n, g)
     fx = _core.evaluate_f(f_values, x, n)
+    if batches is not None:
+        return _score_batched(fx, bl, dist_fn, d, tensors, leaves, x, batches, is_tuple)
     parts = scores_per_sample(dist_fn, d, leaves, x)
 
     sizes = [leaf.numel() for leaf in leaves]
@@ -294,4 +435,54 @@ def score_function(
         evaluations=n + info.get("control_variate_evaluations", 0),
         info=info,
         extra_variance_of_mean=extra_parts,
+        samples=x,
+    )
+
+
+def _shaped(parts: list[Tensor] | None, leaves: tuple[Tensor, ...], is_tuple: bool):
+    if parts is None:
+        return None
+    return _core.pack(
+        [p.reshape(leaf.shape) for p, leaf in zip(parts, leaves, strict=True)], is_tuple
+    )
+
+
+def _score_batched(
+    fx: Tensor,
+    bl: Baseline,
+    dist_fn: Callable[..., Distribution],
+    d: Distribution,
+    tensors: tuple[Tensor, ...],
+    leaves: tuple[Tensor, ...],
+    x: Tensor,
+    batches: int,
+    is_tuple: bool,
+) -> GradientEstimate:
+    """``score_function`` with ``batches=B`` and one problem: batch sums, never per-sample terms."""
+    n = x.shape[0]
+    flat_params = torch.cat([t.reshape(-1) for t in tensors])
+    try:
+        b = bl(fx, None, flat_params)
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"batches: baseline {bl.name!r} failed without per-sample scores ({exc}); pass "
+            "batches=None"
+        ) from exc
+    adv = fx.unsqueeze(1) - b
+    if adv.shape != (n, 1):
+        raise ValueError(
+            f"batches: baseline {bl.name!r} gives one value per coordinate (shape "
+            f"{list(adv.shape)}), which needs the per-sample scores; pass batches=None"
+        )
+    spread = bl.per_problem_spread(fx.reshape(n, 1))  # LOO: the second-order term of the stderr
+    sums, sizes, extra = _batched(adv.reshape(n), spread, dist_fn, d, leaves, x, (), batches)
+    return GradientEstimate.from_batch_sums(
+        _core.pack(sums, is_tuple),
+        sizes,
+        method="score_function",
+        biased=not bl.unbiased,
+        evaluations=n,
+        info={"baseline": bl.name},
+        extra_variance_of_mean=_shaped(extra, leaves, is_tuple),
+        samples=x,
     )

@@ -244,9 +244,10 @@ def measure_valued(
     params: Params,
     *,
     num_samples: int,
-    baseline=None,
+    baseline: None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
+    batches: int | None = None,
 ) -> GradientEstimate:
     r"""Measure-valued (weak derivative) estimate of :math:`\nabla_\theta \mathbb{E}_p[f(x)]`.
 
@@ -272,10 +273,15 @@ def measure_valued(
         baseline: must be ``None`` (the coupled difference needs none).
         generator: the random generator (or give ``seed``).
         seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
+        batches: ``None`` (default) keeps one term per sample; an int ``B`` in ``[2, n]`` keeps
+            ``B`` batch means of consecutive samples (summed before the chain rule to
+            ``params``: memory ``O(B x params)``), with ``variance`` and ``stderr`` from their
+            spread (see :meth:`GradientEstimate.from_batch_sums`).
 
     Returns:
         :class:`~stochgrad.estimate.GradientEstimate` with ``method="measure_valued"`` and
-        ``evaluations = 2 * m * n``.
+        ``evaluations = 2 * m * n``; ``samples`` holds the samples :math:`x_i` the coupled
+        points were built from (the points themselves, ``2 m n`` of them, are not kept).
 
     Raises:
         ValueError: for a distribution without a registered weak derivative (the message names
@@ -300,6 +306,7 @@ def measure_valued(
         )
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
+    batches = _core.check_batches(batches, n)
     g = _core.make_generator(generator, seed, tensors[0].device)
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
@@ -332,10 +339,29 @@ def measure_valued(
             term = c * diff[start : start + k].to(dtype)  # [k, n]
             grads_phi.append(term.T.reshape(n, *p.param.shape))
             start += k
+    info = {"coupled": True, "points_per_sample": 2 * m}
+    if batches is not None:  # summed within batches before the chain rule: O(B x params)
+        index = _core.batch_index(n, batches, x.device)
+        parts = _core.chain_to_params(
+            [p.param for p in pieces],
+            [_core.batch_sums(t, index, batches) for t in grads_phi],
+            leaves,
+            batches,
+            max_jacobian_rows=min(batches, _core._MAX_JACOBIAN_ROWS),
+        )
+        return GradientEstimate.from_batch_sums(
+            _core.pack(parts, is_tuple),
+            torch.bincount(index, minlength=batches),
+            method="measure_valued",
+            evaluations=2 * m * n,
+            info=info,
+            samples=x,
+        )
     parts = _core.chain_to_params([p.param for p in pieces], grads_phi, leaves, n)
     return GradientEstimate.from_per_sample(
         _core.pack(parts, is_tuple),
         method="measure_valued",
         evaluations=2 * m * n,
-        info={"coupled": True, "points_per_sample": 2 * m},
+        info=info,
+        samples=x,
     )
