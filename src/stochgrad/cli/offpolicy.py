@@ -8,6 +8,9 @@ with and without it in the propensities, against the exact gradient. Writes ``of
 ``offpolicy_values.png`` and (``--confounding``) ``offpolicy_confounding.png``; each finished
 (learner, seed) is checkpointed in ``offpolicy_checkpoint.pt`` and each confounding seed in
 ``offpolicy_confounding_checkpoint.pt``.
+
+``stochgrad offpolicy learn --log FILE`` learns from your own log instead (a CSV or Parquet
+file with context columns, action, reward, propensity): see ``stochgrad offpolicy learn -h``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,28 @@ from typing import Any
 from rich.console import Console
 
 from stochgrad.cli import _kit
-from stochgrad.cli.argtypes import choice_list, positive_float, positive_int
+from stochgrad.cli.argtypes import (
+    choice_list,
+    finite_float,
+    name_list,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+LEARN_HELP = "learn a policy from your own log (CSV or Parquet) by IPS, SNIPS or DR"
+LEARN_DOC = """Learn a linear softmax policy from a logged-bandit file and estimate its value.
+
+The log is a CSV or Parquet table, one row per round: context features (every column starting
+with --context-prefix, or --context-cols), the logged action (0 .. A-1), the reward and the
+logging propensity pi0(a|x) in (0, 1]; optional columns pi0_0 .. pi0_{A-1} (the logging
+policy's probability of every action) are checked against the propensity. A random --holdout
+fraction of the rounds is kept aside; the policy is learned on the rest by Adam ascent on the
+--estimator's value (DR with a reward model cross-fitted from the logged rewards, or none: then
+DR is IPS), and its value on the held-out rounds (IPS, SNIPS, DR, each with its standard error)
+is set beside the logging policy's there (the mean logged reward). Writes
+offpolicy_learn.json (every number) and offpolicy_policy.json (the parameters, plain JSON);
+the Adam state is checkpointed in offpolicy_learn_checkpoint.pt every 50 steps."""
 
 VALUES_LEGEND = (
     "value = true value of the learned policy on the test contexts; greedy = of acting on its "
@@ -75,6 +99,81 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seeds 0..n-1 of that demonstration",
     )
     _kit.add_output_options(p, "stochgrad-out/offpolicy")
+    jobs = p.add_subparsers(
+        dest="job", metavar="[learn]", title="job (optional)", parser_class=type(p)
+    )
+    learn = jobs.add_parser(
+        "learn", help=LEARN_HELP, description=LEARN_DOC, formatter_class=_kit.HelpFormatter
+    )
+    add_learn_arguments(learn)
+
+
+def _holdout(text: str) -> float:
+    value = finite_float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def add_learn_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``stochgrad offpolicy learn``."""
+    from pathlib import Path
+
+    from stochgrad.studies.offpolicy import LogLearningConfig
+
+    d = LogLearningConfig("")
+    p.add_argument("--log", type=Path, required=True, metavar="FILE", help=".csv or .parquet log")
+    p.add_argument(
+        "--estimator",
+        choices=("ips", "snips", "dr"),
+        default=d.estimator,
+        help="the off-policy gradient to ascend",
+    )
+    p.add_argument(
+        "--context-cols",
+        type=name_list,
+        default=None,
+        metavar="A,B,...",
+        help="context feature columns (default: every column starting with --context-prefix)",
+    )
+    p.add_argument("--context-prefix", default=d.context_prefix, help="prefix of context columns")
+    p.add_argument("--action-col", default=d.action_col, help="column of the logged action")
+    p.add_argument("--reward-col", default=d.reward_col, help="column of the reward")
+    p.add_argument(
+        "--propensity-col", default=d.propensity_col, help="column of the logging propensity"
+    )
+    p.add_argument(
+        "--behavior-prefix",
+        default=d.behavior_prefix,
+        help="prefix of the optional columns of every action's logging probability",
+    )
+    p.add_argument(
+        "--expected-prefix",
+        default=None,
+        help="prefix of true expected-reward columns (simulated logs; evaluation only)",
+    )
+    p.add_argument(
+        "--num-actions",
+        type=_at_least_two,
+        default=None,
+        help="number of actions (default: from the pi0_ columns, else the largest action + 1)",
+    )
+    p.add_argument(
+        "--reward-model",
+        choices=("cross-fit", "none"),
+        default=d.reward_model,
+        help="DR's reward model: cross-fitted from the logged rewards, or none (DR is then IPS)",
+    )
+    p.add_argument(
+        "--holdout", type=_holdout, default=d.holdout, help="fraction of rounds for evaluation"
+    )
+    p.add_argument("--folds", type=_at_least_two, default=d.folds, help="cross-fitting folds")
+    p.add_argument("--iterations", type=positive_int, default=d.iterations, help="Adam steps")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="Adam step size")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=d.seed, help="seed of the split and the folds"
+    )
+    _kit.add_output_options(p, "stochgrad-out/offpolicy-learn")
 
 
 def _values_table(res: Any):
@@ -220,6 +319,8 @@ def _json(res: Any, conf: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Learn policies from logged bandit data; print their true values (and confounding)."""
+    if getattr(args, "job", None) == "learn":
+        return run_learn(args, console)
     from stochgrad.studies.offpolicy import (
         ConfoundingConfig,
         LearnersConfig,
@@ -272,4 +373,142 @@ def run(args: argparse.Namespace, console: Console) -> int:
         _plot_values(res, out.path("offpolicy_values.png"))
         _kit.write_json(out.path("offpolicy.json"), _json(res, conf))
         console.print(f"{res.seconds:.1f} s")
+    return 0
+
+
+def _learn_table(res: Any):
+    run, cfg = res.run, res.config
+    truth = run.true_value == run.true_value  # not NaN: the log carries the true q
+    where = "the training rounds" if run.in_sample else f"{run.eval_rounds} held-out rounds"
+    t = _kit.table(
+        f"Policy values on {where} (learned by {cfg.estimator} from {run.train_rounds} rounds)",
+        ["policy", "estimator", "value", "stderr", "max weight", "eff. rounds"]
+        + (["true value"] if truth else []),
+        caption="* the estimator it learned with; max weight, eff. rounds (Kish): of the "
+        "importance weights on these rounds",
+        left=2,
+    )
+
+    def true(v: float) -> list[str]:
+        return [_kit.fmt(v)] if truth else []
+
+    t.add_row(
+        "logging",
+        "mean reward",
+        f"{run.logging_value:.4f}",
+        f"{run.logging_stderr:.4f}",
+        "1",
+        str(run.eval_rounds),
+        *true(run.true_logging_value),
+    )
+    for k, v in run.values.items():
+        name = "learned" + (" *" if k == cfg.estimator else "")
+        t.add_row(
+            name,
+            k,
+            f"{v['value']:.4f}",
+            f"{v['stderr']:.4f}",
+            _kit.fmt(v["max_weight"], 3),
+            f"{v['effective_rounds']:.0f}",
+            *true(run.true_value),
+        )
+    return t
+
+
+def _learn_json(res: Any, log: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    run = res.run
+    settings = asdict(res.config)
+    settings["context_cols"] = res.context_columns
+    return {
+        "log": log,
+        "log_sha256": res.log_sha256,
+        "settings": settings,
+        "rounds": res.rounds,
+        "num_actions": res.num_actions,
+        "has_behavior": res.has_behavior,
+        "train_rounds": run.train_rounds,
+        "eval_rounds": run.eval_rounds,
+        "in_sample": run.in_sample,
+        "values": run.values,
+        "logging": {"value": run.logging_value, "stderr": run.logging_stderr},
+        "gain": {"estimator": res.config.estimator, "value": run.gain, "stderr": run.gain_stderr},
+        "true_value": run.true_value,
+        "true_logging_value": run.true_logging_value,
+        "seconds": run.seconds,
+    }
+
+
+def _policy_json(res: Any) -> dict[str, Any]:
+    return {
+        "model": "linear softmax: pi(a|x) = softmax_a(theta[a] . (1, x))",
+        "features": ["bias", *res.context_columns],
+        "num_actions": res.num_actions,
+        "estimator": res.config.estimator,
+        "theta": res.run.theta.tolist(),
+    }
+
+
+def run_learn(args: argparse.Namespace, console: Console) -> int:
+    """Learn a policy from a log file; print its value against the logging policy's."""
+    from stochgrad.studies.offpolicy import LogLearningConfig, log_learning
+
+    config = LogLearningConfig(
+        log=str(args.log),
+        estimator=args.estimator,
+        context_cols=None if args.context_cols is None else tuple(args.context_cols),
+        context_prefix=args.context_prefix,
+        action_col=args.action_col,
+        reward_col=args.reward_col,
+        propensity_col=args.propensity_col,
+        behavior_prefix=args.behavior_prefix or None,
+        expected_prefix=args.expected_prefix or None,
+        num_actions=args.num_actions,
+        reward_model=args.reward_model,
+        holdout=args.holdout,
+        iterations=args.iterations,
+        lr=args.lr,
+        folds=args.folds,
+        seed=args.seed,
+    )
+    with _kit.output(args, console) as out:
+        ckpt = out.checkpoint("offpolicy_learn_checkpoint.pt")
+        with _kit.progress(console, f"{config.estimator}: Adam steps", config.iterations) as step:
+            try:
+                res = log_learning(
+                    config,
+                    checkpoint=ckpt,
+                    progress=step,
+                    on_resume=lambda what: out.resumed(ckpt, what),
+                )
+            except ImportError as exc:  # Parquet without pyarrow: read_log says what to do
+                if not (exc.name or "").startswith("pyarrow"):
+                    raise
+                raise _kit.UserError(str(exc)) from None
+        console.print(
+            f"{res.rounds} rounds, {res.num_actions} actions, {len(res.context_columns)} context "
+            "features"
+            + ("" if res.has_behavior else " (no pi0_ columns: propensities only)")
+            + ", read from",
+            markup=False,
+        )
+        console.print(f"  {args.log}", soft_wrap=True, markup=False)
+        console.print(_learn_table(res))
+        run = res.run
+        console.print(
+            f"learned minus logging ({config.estimator}): {run.gain:+.4f} ± {run.gain_stderr:.4f}"
+            f" (z = {run.gain / run.gain_stderr:+.1f}, paired over the same rounds)"
+            if run.gain_stderr > 0
+            else f"learned minus logging ({config.estimator}): {run.gain:+.4f}",
+            markup=False,
+        )
+        if run.in_sample:
+            console.print(
+                "values on the training rounds (--holdout 0) flatter the learned policy",
+                markup=False,
+            )
+        _kit.write_json(out.path("offpolicy_learn.json"), _learn_json(res, str(args.log)))
+        _kit.write_json(out.path("offpolicy_policy.json"), _policy_json(res))
+        console.print(f"{run.seconds:.1f} s", markup=False)
     return 0

@@ -6,14 +6,17 @@ demonstration (``stochgrad offpolicy``).
   of :data:`~stochgrad.apps.offpolicy.LEARNERS` learns a policy; its true value on fresh
   contexts is set beside the logging policy's, a uniform policy's, the optimum's and the values
   OBP publishes for its example (:data:`PUBLISHED`). A cell is one (learner, seed).
+- :func:`log_learning`: a policy learned from a CSV or Parquet log (contexts, actions, rewards,
+  propensities: nothing more), its value and the logging policy's estimated on held-out
+  rounds; one cell, its Adam state checkpointed as it goes.
 - :func:`confounding_study`: on each seed's data set of the
   :class:`~stochgrad.apps.offpolicy.ConfoundedBandit`, the IPS gradient with the hidden
   confounder in the propensities and without it, against the exact gradient
   (:func:`confounding_demonstration`). A cell is one seed.
 
-Both are grids on :func:`~stochgrad.studies.scaffold.run_grid`: each finished cell is saved to
-the checkpoint at once, and every cell is a deterministic function of its key and the settings,
-so a resumed study equals an uninterrupted one.
+All three are grids on :func:`~stochgrad.studies.scaffold.run_grid`: each finished cell is saved
+to the checkpoint at once, and every cell is a deterministic function of its key and the
+settings, so a resumed study equals an uninterrupted one.
 
 >>> res = learners_study(LearnersConfig(rounds=100, test_rounds=100, iterations=2, seeds=(0,),
 ...                                     learners=("ips",)))
@@ -23,6 +26,7 @@ so a resumed study equals an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -34,17 +38,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stochgrad._checks import check_float, check_int, check_seed
+from stochgrad._checks import check_choice, check_float, check_int, check_seed
 from stochgrad.apps.offpolicy import (
+    GRADIENT_LEARNERS,
     LEARNERS,
+    REWARD_MODELS,
     ConfoundedBandit,
+    LearnedPolicy,
     LoggedData,
     SyntheticBandit,
     cross_fitted_rewards,
     fit_reward_model,
     ips_gradient,
+    learn_policy,
     policy_probs,
     policy_value,
+    read_log,
     train_policy,
     true_gradient,
 )
@@ -58,10 +67,14 @@ __all__ = [
     "LearnerRun",
     "LearnersConfig",
     "LearnersResult",
+    "LogLearningConfig",
+    "LogLearningResult",
+    "LogLearningRun",
     "confounding_demonstration",
     "confounding_study",
     "learner_run",
     "learners_study",
+    "log_learning",
 ]
 
 #: Published values of OBP's off-policy learning example (10k train / 10k test rounds).
@@ -503,9 +516,10 @@ def confounding_study(
     Returns:
         :class:`ConfoundingResult`.
 
-    >>> res = confounding_study(ConfoundingConfig(rounds=2000, seeds=(0, 1)))
-    >>> [d.seed for d in res.demos]
-    [0, 1]
+    Examples:
+        >>> res = confounding_study(ConfoundingConfig(rounds=2000, seeds=(0, 1)))
+        >>> [d.seed for d in res.demos]
+        [0, 1]
     """
     env = ConfoundedBandit(SyntheticBandit(), config.action_strength, config.reward_strength)
     keys = [(s,) for s in config.seeds]
@@ -520,3 +534,260 @@ def confounding_study(
         on_resume=on_resume,
     )
     return ConfoundingResult(config, [out.results[k] for k in keys], out.resumed)
+
+
+# ---------------------------------------------------------------------------------------------
+# learning from a log file
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogLearningConfig:
+    """Settings of :func:`log_learning`: the file, how to read it, and how to learn.
+
+    Attributes:
+        log: the CSV or Parquet log (:func:`~stochgrad.apps.offpolicy.read_log`).
+        estimator: ``"ips"``, ``"snips"`` or ``"dr"``.
+        context_cols: how to read the log (as in ``read_log``); likewise ``context_prefix``,
+            ``action_col``, ``reward_col``, ``propensity_col``, ``behavior_prefix``,
+            ``expected_prefix`` and ``num_actions``.
+        reward_model: how to learn (as in :func:`~stochgrad.apps.offpolicy.learn_policy`);
+            likewise ``holdout``, ``iterations``, ``lr``, ``folds``, ``C`` and ``seed``.
+
+    A checkpoint must share every setting and the file's content (its SHA-256), not its path
+    (:meth:`settings`).
+    """
+
+    log: str
+    estimator: str = "snips"
+    context_cols: tuple[str, ...] | None = None
+    context_prefix: str = "x_"
+    action_col: str = "action"
+    reward_col: str = "reward"
+    propensity_col: str = "propensity"
+    behavior_prefix: str | None = "pi0_"
+    expected_prefix: str | None = None
+    num_actions: int | None = None
+    reward_model: str = "cross-fit"
+    holdout: float = 0.2
+    iterations: int = 300
+    lr: float = 0.05
+    folds: int = 2
+    C: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "log", str(self.log))
+        check_choice("estimator", self.estimator, GRADIENT_LEARNERS)
+        check_choice("reward_model", self.reward_model, REWARD_MODELS)
+        check_float("holdout", self.holdout, minimum=0.0, maximum=1.0, open_max=True)
+        check_int("iterations", self.iterations, minimum=1)
+        check_float("lr", self.lr, minimum=0.0, open_min=True)
+        check_int("folds", self.folds, minimum=2)
+        check_float("C", self.C, minimum=0.0, open_min=True)
+        check_seed("seed", self.seed)
+        if self.num_actions is not None:
+            check_int("num_actions", self.num_actions, minimum=2)
+        if self.context_cols is not None:
+            object.__setattr__(self, "context_cols", tuple(str(c) for c in self.context_cols))
+
+    def read(self) -> LoggedData:
+        """The log, read and checked."""
+        return read_log(
+            self.log,
+            context_cols=self.context_cols,
+            context_prefix=self.context_prefix,
+            action_col=self.action_col,
+            reward_col=self.reward_col,
+            propensity_col=self.propensity_col,
+            behavior_prefix=self.behavior_prefix,
+            expected_prefix=self.expected_prefix,
+            num_actions=self.num_actions,
+        )
+
+    def settings(self, digest: str) -> dict[str, Any]:
+        """What a checkpoint must share with this run: every setting but the file's path, and
+        the file's SHA-256 ``digest``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "log"}
+        return {"log_sha256": digest, **out}
+
+
+def _file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class LogLearningRun:
+    """The outcome of learning from a log: the policy and its estimated value (plain numbers).
+
+    Attributes:
+        theta: ``[A, d + 1]`` the learned policy's parameters.
+        values: estimator -> ``{"value", "stderr", "max_weight", "effective_rounds"}`` of the
+            learned policy on the evaluation rounds.
+        logging_value, logging_stderr: the logging policy's (mean logged reward) there.
+        gain, gain_stderr: learned (by the learning estimator) minus logging, paired.
+        train_rounds, eval_rounds, in_sample: see
+            :class:`~stochgrad.apps.offpolicy.LearnedPolicy`.
+        true_value, true_logging_value: true values when the log carries them (else NaN).
+        seconds: wall time of the learning.
+    """
+
+    theta: Tensor
+    values: dict[str, dict[str, float]]
+    logging_value: float
+    logging_stderr: float
+    gain: float
+    gain_stderr: float
+    train_rounds: int
+    eval_rounds: int
+    in_sample: bool
+    true_value: float = float("nan")
+    true_logging_value: float = float("nan")
+    seconds: float = 0.0
+
+    @classmethod
+    def from_learned(cls, res: LearnedPolicy, seconds: float = 0.0) -> LogLearningRun:
+        values = {
+            k: {
+                "value": v.value,
+                "stderr": v.stderr,
+                "max_weight": v.max_weight,
+                "effective_rounds": v.effective_rounds,
+            }
+            for k, v in res.values.items()
+        }
+        gain = res.gain
+        nan = float("nan")
+        return cls(
+            theta=res.theta,
+            values=values,
+            logging_value=res.logging_value.value,
+            logging_stderr=res.logging_value.stderr,
+            gain=gain.value,
+            gain_stderr=gain.stderr,
+            train_rounds=res.train_rounds,
+            eval_rounds=res.eval_rounds,
+            in_sample=res.in_sample,
+            true_value=nan if res.true_value is None else res.true_value,
+            true_logging_value=nan if res.true_logging_value is None else res.true_logging_value,
+            seconds=seconds,
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LogLearningRun:
+        return cls(**state)
+
+
+@dataclass
+class LogLearningResult:
+    """What :func:`log_learning` returns.
+
+    Attributes:
+        config: the settings.
+        run: the learned policy and its values.
+        rounds: the log's rounds; num_actions: its actions.
+        context_columns: the context features, in the order of ``theta``'s columns 1..d.
+        has_behavior: whether the log holds the logging policy's probabilities of every action.
+        log_sha256: the file's digest.
+        resumed: whether the run was loaded finished from the checkpoint.
+    """
+
+    config: LogLearningConfig
+    run: LogLearningRun
+    rounds: int
+    num_actions: int
+    context_columns: list[str]
+    has_behavior: bool
+    log_sha256: str
+    resumed: bool = False
+
+
+def log_learning(
+    config: LogLearningConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    resume: bool = True,
+    progress: Callable[[int], None] | None = None,
+    on_resume: Callable[[str], None] | None = None,
+) -> LogLearningResult:
+    """Read a log and :func:`~stochgrad.apps.offpolicy.learn_policy` from it, checkpointed.
+
+    The Adam state is saved every 50 steps and the finished run at the end, so an interrupted
+    run continues where it stopped and ends with the same numbers as an uninterrupted one.
+
+    Args:
+        config: the settings.
+        checkpoint: a ``.pt`` file (``None``: nothing saved).
+        resume: continue from ``checkpoint``.
+        progress: advanced by one per Adam step.
+        on_resume: called with what was found in ``checkpoint`` (``"finished"`` or ``"Adam step
+            k of n"``), before that work is reused.
+
+    Returns:
+        :class:`LogLearningResult`.
+
+    Raises:
+        OSError, ImportError, ValueError: see :func:`~stochgrad.apps.offpolicy.read_log`.
+        stochgrad.checkpoint.CheckpointMismatch: ``checkpoint`` was made with other settings
+            or another file's content.
+
+    >>> import csv, os, tempfile
+    >>> import numpy as np
+    >>> from stochgrad.apps.offpolicy import SyntheticBandit, log_columns
+    >>> cols = log_columns(SyntheticBandit().sample(200, generator=np.random.default_rng(0)))
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    >>> with open(path, "w", newline="") as fh:
+    ...     w = csv.writer(fh); _ = w.writerow(cols); w.writerows(zip(*cols.values()))
+    >>> res = log_learning(LogLearningConfig(path, "ips", reward_model="none", iterations=3))
+    >>> res.rounds, res.num_actions, res.run.eval_rounds
+    (200, 10, 40)
+    """
+    data = config.read()
+    digest = _file_digest(config.log)
+
+    def cell(key: tuple, state: dict[str, Any] | None, save: Callable) -> LogLearningRun:
+        if state is not None and on_resume is not None:
+            on_resume(f"Adam step {int(state.get('k', 0))} of {config.iterations}")
+        start = time.perf_counter()
+        res = learn_policy(
+            data,
+            config.estimator,
+            reward_model=config.reward_model,
+            holdout=config.holdout,
+            iterations=config.iterations,
+            lr=config.lr,
+            folds=config.folds,
+            C=config.C,
+            seed=config.seed,
+            progress=progress,
+            state=state,
+            save=save,
+        )
+        return LogLearningRun.from_learned(res, time.perf_counter() - start)
+
+    grid = run_grid(
+        [("learn", config.seed)],
+        cell,
+        config=config.settings(digest),
+        result_type=LogLearningRun,
+        checkpoint=checkpoint,
+        resume=resume,
+        progress=progress,
+        cell_units=lambda key: config.iterations,  # learn_policy advances the bar itself
+        on_resume=lambda done, partial: on_resume("finished") if done and on_resume else None,
+    )
+    return LogLearningResult(
+        config=config,
+        run=grid.results[("learn", config.seed)],
+        rounds=len(data),
+        num_actions=data.num_actions,
+        context_columns=list(data.context_names),
+        has_behavior=data.behavior is not None,
+        log_sha256=digest,
+        resumed=grid.resumed > 0,
+    )

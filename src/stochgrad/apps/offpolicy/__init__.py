@@ -14,7 +14,10 @@ function (log-derivative) identity
 
 estimated from the logged rounds without ever acting.
 
-- :mod:`~stochgrad.apps.offpolicy.logged`: :class:`LoggedData`;
+- :mod:`~stochgrad.apps.offpolicy.logged`: :class:`LoggedData` (contexts, actions, rewards,
+  propensities; the logging policy and the true expected rewards only when known);
+- :mod:`~stochgrad.apps.offpolicy.logfile`: :func:`read_log` (a CSV or Parquet log, checked
+  row by row) and :func:`log_columns`;
 - :mod:`~stochgrad.apps.offpolicy.synthetic`: :class:`SyntheticBandit` (Open Bandit Pipeline
   style) and :class:`ConfoundedBandit` (a hidden confounder of action and reward);
 - :mod:`~stochgrad.apps.offpolicy.policy`: the softmax policy, :func:`policy_value` and the
@@ -23,9 +26,13 @@ estimated from the logged rounds without ever acting.
   :func:`dr_gradient` (:class:`~stochgrad.GradientEstimate` s from
   :func:`offpolicy_objective`, an importance-weighted :func:`stochgrad.surrogate_loss` plus,
   for DR, the direct-method term), :func:`importance_weights`, :func:`dm_gradient`;
+- :mod:`~stochgrad.apps.offpolicy.evaluation`: :func:`offpolicy_value` (IPS, SNIPS, DR values
+  with standard errors) and :func:`on_policy_value`;
 - :mod:`~stochgrad.apps.offpolicy.reward_model`: :func:`fit_reward_model` (the direct method's
   reward model) and :func:`cross_fitted_rewards`;
-- :mod:`~stochgrad.apps.offpolicy.learners`: :func:`train_policy`.
+- :mod:`~stochgrad.apps.offpolicy.learners`: :func:`train_policy` and, for a log with nothing
+  but contexts, actions, rewards and propensities, :func:`learn_policy` (held-out rounds, a
+  cross-fitted reward model for DR, the learned and the logging policy's values).
 
 The learners' comparison over seeds and the confounding demonstration are the studies of
 :mod:`stochgrad.studies.offpolicy`; the command line is :mod:`stochgrad.cli.offpolicy`.
@@ -60,10 +67,26 @@ from stochgrad.apps.offpolicy.estimators import (
     offpolicy_objective,
     snips_gradient,
 )
-from stochgrad.apps.offpolicy.learners import GRADIENT_LEARNERS, LEARNERS, train_policy
+from stochgrad.apps.offpolicy.evaluation import (
+    VALUE_ESTIMATORS,
+    ValueEstimate,
+    offpolicy_value,
+    on_policy_value,
+)
+from stochgrad.apps.offpolicy.learners import (
+    GRADIENT_LEARNERS,
+    LEARNERS,
+    REWARD_MODELS,
+    LearnedPolicy,
+    learn_policy,
+    split_rounds,
+    train_policy,
+)
+from stochgrad.apps.offpolicy.logfile import LOG_SUFFIXES, log_columns, read_log
 from stochgrad.apps.offpolicy.logged import LoggedData
 from stochgrad.apps.offpolicy.policy import policy_probs, policy_value, score, true_gradient
 from stochgrad.apps.offpolicy.reward_model import (
+    REWARD_MODEL_KINDS,
     RewardModel,
     cross_fitted_rewards,
     fit_reward_model,
@@ -73,23 +96,35 @@ from stochgrad.apps.offpolicy.synthetic import ConfoundedBandit, ConfoundedData,
 __all__ = [
     "GRADIENT_LEARNERS",
     "LEARNERS",
+    "LOG_SUFFIXES",
+    "REWARD_MODELS",
+    "REWARD_MODEL_KINDS",
+    "VALUE_ESTIMATORS",
     "ConfoundedBandit",
     "ConfoundedData",
+    "LearnedPolicy",
     "LoggedData",
     "OffPolicyObjective",
     "RewardModel",
     "SyntheticBandit",
+    "ValueEstimate",
     "cross_fitted_rewards",
     "dm_gradient",
     "dr_gradient",
     "fit_reward_model",
     "importance_weights",
     "ips_gradient",
+    "learn_policy",
+    "log_columns",
     "offpolicy_objective",
+    "offpolicy_value",
+    "on_policy_value",
     "policy_probs",
     "policy_value",
+    "read_log",
     "score",
     "snips_gradient",
+    "split_rounds",
     "train_policy",
     "true_gradient",
 ]

@@ -155,7 +155,9 @@ def offpolicy_objective(
     Args:
         learner: ``"ips"``, ``"snips"`` or ``"dr"``.
         logits: ``[n, A]`` target-policy logits.
-        actions, rewards, propensities: the logged rounds (``[n]`` each).
+        actions: the logged actions, ``[n]``.
+        rewards: the logged rewards, ``[n]``.
+        propensities: the logging policy's probabilities of the logged actions, ``[n]``.
         reward_estimates: ``[n, A]`` :math:`\hat q(x_i, a)`, for ``"dr"``.
 
     Returns:
@@ -247,7 +249,10 @@ def ips_gradient(
 
     Args:
         theta: ``[A, d + 1]`` policy parameters.
-        contexts, actions, rewards, propensities: the logged rounds (``[n, d]``, ``[n]`` ...).
+        contexts: the logged contexts, ``[n, d]``.
+        actions: the logged actions, ``[n]``.
+        rewards: the logged rewards, ``[n]``.
+        propensities: the logging policy's probabilities of the logged actions, ``[n]``.
 
     Returns:
         :class:`~stochgrad.gradient_estimate.GradientEstimate` with ``per_sample``
