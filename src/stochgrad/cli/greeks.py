@@ -3,7 +3,10 @@
 Prices the option by Monte Carlo and estimates delta, gamma, vega and rho by every method valid
 for the payoff, each with its standard error, a 95% interval and the per-path spread, against
 QuantLib's analytic engines where one applies; estimators that do not apply are listed with the
-reason. Writes the numbers (``greeks.json``) and a plot of the estimates with their intervals
+reason. Barriers go up or down, out or in, on a call or a put (``--direction``, ``--knock``,
+``--kind``). A payoff of one's own is a Python function of the paths ``[n, steps + 1]`` -> ``[n]``
+given as ``--payoff-fn module:function`` (or ``file.py:function``), tried on a few paths before
+the run. Writes the numbers (``greeks.json``) and a plot of the estimates with their intervals
 (``greeks.png``) to ``--out``. The running sums are saved after every chunk of paths
 (``greeks_checkpoint.pt``): an interrupted run resumes at the next chunk with the same options.
 """
@@ -28,6 +31,7 @@ SHORT_METHODS = {"pathwise": "pw"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from stochgrad.apps.finance import MONITORING, PAYOFFS
+    from stochgrad.apps.finance.market import DIRECTIONS, KINDS, KNOCKS
     from stochgrad.studies.greeks import MODELS, GreeksConfig
 
     d = GreeksConfig()
@@ -40,7 +44,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maturity", type=positive_float, default=d.maturity, help="in years")
     p.add_argument("--dividend", type=float, default=d.dividend, help="continuous dividend yield q")
     p.add_argument(
-        "--barrier", type=positive_float, default=d.barrier, help="up-and-out level (barrier)"
+        "--barrier",
+        type=positive_float,
+        default=None,
+        help="barrier level H (default: 20%% above the spot, below it with --direction down)",
+    )
+    p.add_argument(
+        "--direction", choices=DIRECTIONS, default=d.direction, help="barrier above or below spot"
+    )
+    p.add_argument(
+        "--knock", choices=KNOCKS, default=d.knock, help="touching the barrier kills or starts it"
+    )
+    p.add_argument("--kind", choices=KINDS, default=d.kind, help="barrier: the payoff at maturity")
+    p.add_argument(
+        "--payoff-fn",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        help="one's own payoff, a function of the paths [n, steps + 1] -> [n] (column 0 the "
+        "spot), importable from the current folder (or FILE.py:FUNCTION); replaces --payoff",
+    )
+    p.add_argument(
+        "--reads-spot",
+        action="store_true",
+        help="--payoff-fn reads column 0, the spot (the LR delta then adds its derivative)",
+    )
+    p.add_argument(
+        "--not-lipschitz",
+        action="store_true",
+        help="--payoff-fn jumps (a digital, say): pathwise and mixed estimators are refused",
     )
     p.add_argument(
         "--monitoring",
@@ -49,11 +80,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="barrier: Brownian-bridge correction (exact) or naive discrete monitoring",
     )
     p.add_argument(
+        "--continuity-correction",
+        action="store_true",
+        help="--monitoring discrete: compare with QuantLib at the Broadie-Glasserman-Kou shifted "
+        "barrier (else with the continuous barrier, which shows the discrete bias)",
+    )
+    p.add_argument(
         "--steps",
         type=positive_int,
         default=None,
         help="monitoring dates / time steps (default: asian 12, barrier 1 with the bridge "
-        "and 250 discrete, heston 100)",
+        "and 250 discrete, heston 100, otherwise 1)",
     )
     p.add_argument("--paths", type=positive_int, default=d.paths, help="Monte Carlo paths")
     p.add_argument(
@@ -76,28 +113,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     from stochgrad.studies.greeks import GreeksConfig
 
-    return GreeksConfig(
-        payoff=args.payoff,
-        spot=args.spot,
-        strike=args.strike,
-        vol=args.vol,
-        rate=args.rate,
-        maturity=args.maturity,
-        dividend=args.dividend,
-        barrier=args.barrier,
-        monitoring=args.monitoring,
-        steps=args.steps,
-        model=args.model,
-        v0=args.v0,
-        kappa=args.kappa,
-        theta=args.theta,
-        xi=args.xi,
-        rho=args.rho,
-        paths=args.paths,
-        chunk=args.chunk,
-        seed=args.seed,
-        float32=args.float32,
-    )
+    if args.payoff_fn is not None and args.payoff != "call":
+        raise _kit.UserError("give --payoff or --payoff-fn, not both")
+    for flag in ("reads_spot", "not_lipschitz"):
+        if getattr(args, flag) and args.payoff_fn is None:
+            raise _kit.UserError(f"--{flag.replace('_', '-')} describes --payoff-fn: give it too")
+    try:
+        return GreeksConfig(
+            payoff=args.payoff,
+            spot=args.spot,
+            strike=args.strike,
+            vol=args.vol,
+            rate=args.rate,
+            maturity=args.maturity,
+            dividend=args.dividend,
+            barrier=args.barrier,
+            monitoring=args.monitoring,
+            steps=args.steps,
+            model=args.model,
+            v0=args.v0,
+            kappa=args.kappa,
+            theta=args.theta,
+            xi=args.xi,
+            rho=args.rho,
+            paths=args.paths,
+            chunk=args.chunk,
+            seed=args.seed,
+            float32=args.float32,
+            direction=args.direction,
+            knock=args.knock,
+            kind=args.kind,
+            payoff_fn=args.payoff_fn,
+            reads_spot=args.reads_spot,
+            lipschitz=not args.not_lipschitz,
+            continuity_correction=args.continuity_correction,
+        )
+    except (TypeError, ValueError) as exc:  # a payoff function returning no tensor, too
+        text = str(exc)
+        for python, option in (("pathwise_ok=False", "--not-lipschitz"),
+                               ("reads_spot=True", "--reads-spot"),
+                               ("direction='up'", "--direction up"),
+                               ("direction='down'", "--direction down")):  # fmt: skip
+            text = text.replace(python, option)  # the message in the command's own terms
+        raise _kit.UserError(text) from exc
 
 
 def _title(study) -> str:
@@ -105,9 +163,16 @@ def _title(study) -> str:
     option, market, heston = res.option, res.market, res.heston
     model = "GBM" if heston is None else "Heston (full-truncation Euler)"
     steps = option.num_steps(heston)
+    if cfg.payoff_fn is not None:
+        what = cfg.payoff_fn + (", reads spot" if cfg.reads_spot else "")
+        what += "" if cfg.lipschitz else ", not Lipschitz"
+    else:
+        what = f"{option.label} K={option.strike:g}"
+        if option.payoff == "barrier":
+            bgk = cfg.continuity_correction and option.monitoring == "discrete"
+            what += f" H={option.barrier:g} ({option.monitoring}{', BGK' if bgk else ''})"
     return (
-        f"{option.payoff} K={option.strike:g}"
-        + (f" H={option.barrier:g} ({option.monitoring})" if option.payoff == "barrier" else "")
+        what
         + f", {model}, S0={market.spot:g} r={market.rate:g} T={market.maturity:g}"
         + (f" q={market.dividend:g}" if market.dividend else "")
         + ("" if heston else f" vol={market.vol:g}")

@@ -73,8 +73,9 @@ def available_methods(
     Returns:
         ``{greek: {method: ""}}`` for valid methods, the reason text for refused ones.
 
-    >>> available_methods(Option("digital", 100.0))["delta"]["pathwise"][:30]
-    'refused: the digital payoff is'
+    Examples:
+        >>> available_methods(Option("digital", 100.0))["delta"]["pathwise"][:30]
+        'refused: the digital payoff is'
     """
     out: dict[str, dict[str, str]] = {g: {} for g in GREEKS}
     out["price"]["mc"] = ""
@@ -223,7 +224,13 @@ def option_dict(option: Option | PathPayoff) -> dict[str, Any]:
             "reads_spot": option.reads_spot,
             "fn": fn,
         }
-    return asdict(option)
+    data = asdict(option)
+    # the barrier's shape at its defaults (the up-and-out call) is left out, so that the
+    # checkpoints of runs started before these fields existed still resume
+    for name, default in (("direction", "up"), ("knock", "out"), ("kind", "call")):
+        if data.get(name) == default:
+            del data[name]
+    return data
 
 
 def _as_gradient(e: GreekEstimate, chunks: list[tuple[int, float]]) -> GradientEstimate:

@@ -339,9 +339,16 @@ class HestonPaths(_PathLaw):
     (column 0 is :math:`v_0`).
 
     Args:
-        spot, rate, dividend, maturity, steps: as in :class:`GBMPaths`.
-        v0, kappa, theta, xi, rho: initial variance, mean reversion, long-run variance,
-            volatility of variance, correlation (:math:`|\rho| < 1`).
+        spot: as in :class:`GBMPaths`.
+        rate: as in :class:`GBMPaths`.
+        dividend: as in :class:`GBMPaths`.
+        maturity: as in :class:`GBMPaths`.
+        steps: as in :class:`GBMPaths`.
+        v0: initial variance.
+        kappa: mean reversion.
+        theta: long-run variance.
+        xi: volatility of variance.
+        rho: correlation (:math:`|\rho| < 1`).
         noise: optional fixed standard normals ``[N, steps, 2]`` (``[..., 0]`` drives the
             variance, ``[..., 1]`` the independent part of the price), drawn in order.
         validate_args: as in ``torch.distributions``.

@@ -1,9 +1,11 @@
 r"""Reference prices and Greeks from QuantLib's analytic engines (the outside check).
 
 ``AnalyticEuropeanEngine`` (call, put, digital), ``AnalyticDiscreteGeometricAveragePriceAsianEngine``
-(geometric Asian), ``AnalyticBarrierEngine`` (continuous barrier; Greeks by central differences of
-its price), ``AnalyticHestonEngine`` (Greeks by central differences). QuantLib is an optional
-dependency (``pip install 'stochgrad[finance]'``), imported when a reference is asked for.
+(geometric Asian), ``AnalyticBarrierEngine`` (continuous barrier, up or down, in or out, call or
+put; Greeks by central differences of its price; with the Broadie-Glasserman-Kou shift of the
+barrier for discrete monitoring on request), ``AnalyticHestonEngine`` (Greeks by central
+differences). QuantLib is an optional dependency (``pip install 'stochgrad[finance]'``), imported
+when a reference is asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +16,27 @@ from typing import Any
 
 from stochgrad.apps.finance.market import Heston, Market, Option
 
-__all__ = ["quantlib_reference"]
+__all__ = ["BGK_BETA", "bgk_barrier", "quantlib_reference"]
+
+#: :math:`\beta = -\zeta(1/2)/\sqrt{2\pi}`, the Broadie-Glasserman-Kou shift (Riemann zeta).
+BGK_BETA = 0.5825971579390107
+
+
+def bgk_barrier(option: Option, market: Market) -> float:
+    r"""The continuous barrier that prices ``option``'s discretely monitored one, to first order.
+
+    Broadie, Glasserman & Kou (1997): monitoring on :math:`m` dates :math:`\Delta t = T/m`
+    apart is, up to :math:`o(1/\sqrt m)`, continuous monitoring of the barrier moved away from
+    the spot, :math:`H e^{\pm\beta\sigma\sqrt{\Delta t}}` (``+`` up, ``-`` down).
+
+    >>> h = bgk_barrier(Option("barrier", 100.0, barrier=120.0, steps=4), Market(100, 0.2, 0, 1))
+    >>> abs(h - 120.0 * math.exp(0.5826 * 0.2 * math.sqrt(1 / 4))) < 1e-3
+    True
+    """
+    if option.payoff != "barrier" or option.barrier is None:
+        raise ValueError(f"option must be a barrier option, got payoff={option.payoff!r}")
+    shift = BGK_BETA * market.vol * math.sqrt(market.maturity / option.steps)
+    return option.barrier * math.exp(shift if option.direction == "up" else -shift)
 
 
 def _quantlib_greeks(opt: Any, T: float) -> dict[str, float]:
@@ -29,7 +51,11 @@ def _quantlib_greeks(opt: Any, T: float) -> dict[str, float]:
 
 
 def quantlib_reference(
-    option: Option, market: Market, heston: Heston | None = None
+    option: Option,
+    market: Market,
+    heston: Heston | None = None,
+    *,
+    continuity_correction: bool = False,
 ) -> dict[str, float]:
     r"""Price and Greeks from QuantLib's analytic engines; ``{}`` when none applies (arithmetic Asian).
 
@@ -41,11 +67,23 @@ def quantlib_reference(
     :math:`\partial_r = T\,\partial_{r'}`; the dividend yield likewise, :math:`q' = qT`.
     Europeans and digitals: ``AnalyticEuropeanEngine``
     Greeks. Geometric Asian: ``AnalyticDiscreteGeometricAveragePriceAsianEngine`` and its Greeks
-    (the horizon is then a whole number of days per averaging date, scaled the same way). Barrier: ``AnalyticBarrierEngine`` (continuous monitoring), Greeks by central
-    differences of its price. Heston call/put: ``AnalyticHestonEngine``, delta, gamma, rho and
+    (the horizon is then a whole number of days per averaging date, scaled the same way).
+    Barrier (up or down, in or out, call or put, no rebate): ``AnalyticBarrierEngine``
+    (continuous monitoring, whatever ``option.monitoring`` says, unless
+    ``continuity_correction``), Greeks by central differences of its price; a spot already at or
+    beyond the barrier gives 0 (out) or the vanilla option (in). Heston call/put:
+    ``AnalyticHestonEngine``, delta, gamma, rho and
     vega by central differences, vega being :math:`\partial V/\partial v_0` (the initial
     variance; time-scaled: :math:`\partial_{v_0} = T\,\partial_{v_0'}`, the difference is taken
     in :math:`v_0` directly).
+
+    Args:
+        option: the contract (one's own :class:`~stochgrad.apps.finance.PathPayoff` gives ``{}``).
+        market: the market.
+        heston: Heston dynamics (call and put only; ``{}`` otherwise).
+        continuity_correction: for a discretely monitored barrier, price the continuous one at
+            :func:`bgk_barrier` (Broadie, Glasserman & Kou 1997), an approximation to
+            :math:`o(1/\sqrt m)`, instead of the continuous one at :math:`H`.
 
     Raises:
         ImportError: QuantLib is not installed (``pip install QuantLib``).
@@ -56,6 +94,8 @@ def quantlib_reference(
     """
     import QuantLib as ql
 
+    if not isinstance(option, Option):  # one's own payoff (a PathPayoff): no analytic engine
+        return {}
     # the QuantLib horizon: one year, or whole days per averaging date for the geometric Asian
     m = option.steps
     days = m * math.ceil(365 / m) if option.payoff == "geometric" else 365
@@ -140,22 +180,64 @@ def quantlib_reference(
         opt.setPricingEngine(ql.AnalyticDiscreteGeometricAveragePriceAsianEngine(process))
         return _quantlib_greeks(opt, T)
     if option.payoff == "barrier":
-        opt = ql.BarrierOption(
-            ql.Barrier.UpOut,
-            option.barrier,
-            0.0,
-            ql.PlainVanillaPayoff(ql.Option.Call, option.strike),
-            exercise,
-        )
-        opt.setPricingEngine(ql.AnalyticBarrierEngine(process))
-        price, delta, gamma = central(spot, 1e-3 * market.spot, opt.NPV)
-        _, vega, _ = central(vol, 1e-5, opt.NPV)
-        _, rho, _ = central(rate, 1e-5, opt.NPV)
-        return {
-            "price": price,
-            "delta": delta,
-            "gamma": gamma,
-            "vega": vega * math.sqrt(T),
-            "rho": rho * T,
-        }
+        return _barrier(ql, option, market, process, exercise, T, (spot, vol, rate), central,
+                        continuity_correction and option.monitoring == "discrete")  # fmt: skip
     return {}
+
+
+def _barrier(
+    ql: Any,
+    option: Option,
+    market: Market,
+    process: Any,
+    exercise: Any,
+    T: float,
+    quotes: tuple[Any, Any, Any],
+    central: Callable[..., tuple[float, float, float]],
+    corrected: bool,
+) -> dict[str, float]:
+    """``AnalyticBarrierEngine``'s price and its central differences (the BGK barrier moving
+    with the volatility when ``corrected``: vega then includes the shift's derivative)."""
+    spot, vol, rate = quotes
+    kind = ql.Option.Put if option.kind == "put" else ql.Option.Call
+    pay = ql.PlainVanillaPayoff(kind, option.strike)
+    types = {
+        ("up", "out"): ql.Barrier.UpOut,
+        ("up", "in"): ql.Barrier.UpIn,
+        ("down", "out"): ql.Barrier.DownOut,
+        ("down", "in"): ql.Barrier.DownIn,
+    }
+    sign = 1.0 if option.direction == "up" else -1.0
+
+    def level() -> float:  # vol holds sigma sqrt(T), so sigma sqrt(T / m) = vol / sqrt(m)
+        if not corrected:
+            return float(option.barrier)
+        return option.barrier * math.exp(sign * BGK_BETA * vol.value() / math.sqrt(option.steps))
+
+    barrier = level()
+    touched = market.spot >= barrier if option.direction == "up" else market.spot <= barrier
+    if touched:  # QuantLib refuses these: knocked already, the option is 0 or the vanilla
+        if option.knock == "out":
+            return dict.fromkeys(("price", "delta", "gamma", "vega", "rho"), 0.0)
+        opt = ql.VanillaOption(pay, exercise)
+        opt.setPricingEngine(ql.AnalyticEuropeanEngine(process))
+        return _quantlib_greeks(opt, T)
+    engine = ql.AnalyticBarrierEngine(process)
+
+    def npv() -> float:
+        opt = ql.BarrierOption(types[option.direction, option.knock], level(), 0.0, pay, exercise)
+        opt.setPricingEngine(engine)
+        return opt.NPV()
+
+    # the spot's step stays short of the barrier: a difference across it mixes two regimes
+    h_spot = min(1e-3 * market.spot, 0.5 * abs(market.spot - barrier))
+    price, delta, gamma = central(spot, h_spot, npv)
+    _, vega, _ = central(vol, 1e-5, npv)
+    _, rho, _ = central(rate, 1e-5, npv)
+    return {
+        "price": price,
+        "delta": delta,
+        "gamma": gamma,
+        "vega": vega * math.sqrt(T),
+        "rho": rho * T,
+    }

@@ -46,12 +46,20 @@ from torch.distributions import Distribution
 
 import stochgrad as sg
 from stochgrad import _dists
+from stochgrad._checks import check_int, check_seed
 from stochgrad.apps.finance.market import Heston, Market, Option
 from stochgrad.apps.finance.paths import gbm_law, heston_law
 from stochgrad.apps.finance.payoffs import path_payoff
 from stochgrad.gradient_estimate import GradientEstimate
 
-__all__ = ["PathPayoff", "chunk_terms", "gbm_terms", "heston_terms", "lr_weights"]
+__all__ = [
+    "PathPayoff",
+    "check_path_payoff",
+    "chunk_terms",
+    "gbm_terms",
+    "heston_terms",
+    "lr_weights",
+]
 
 #: ``(greek, method) -> (estimate or per-path values, factor)``
 Terms = dict[tuple[str, str], tuple[GradientEstimate | Tensor, float]]
@@ -75,9 +83,16 @@ class PathPayoff:
             of columns ``1..steps`` only, so it then adds :math:`\mathbb E[\partial f/\partial
             x_0]` (by forward-mode autodiff of ``fn``).
 
+    Any callable works: a lookback put on 12 dates, :math:`(\max_i S_{t_i} - S_T)`, reads every
+    date but the spot; a basket of dates (the mean of dates 3, 6, 9, 12 against a strike) picks
+    columns; both are Lipschitz in the path, so pathwise Greeks apply. A payoff that jumps (a
+    digital, a knock-out without a bridge) is declared ``pathwise_ok=False``.
+
     >>> straddle = PathPayoff(lambda x: (x[:, -1] - 100.0).abs(), name="straddle")
     >>> straddle.fn(torch.tensor([[100.0, 90.0]]))
     tensor([10.])
+    >>> lookback = PathPayoff(lambda x: x[:, 1:].amax(dim=1) - x[:, -1], steps=12, name="lookback")
+    >>> dates = PathPayoff(lambda x: (x[:, 3::3].mean(dim=1) - 100.0).relu(), steps=12, name="dates")
     """
 
     fn: Callable[[Tensor], Tensor]
@@ -93,6 +108,9 @@ class PathPayoff:
             raise ValueError(f"steps must be an int >= 1, got {self.steps!r}")
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        for flag in ("pathwise_ok", "reads_spot"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
 
     @property
     def payoff(self) -> str:
@@ -102,6 +120,123 @@ class PathPayoff:
     def num_steps(self, heston: Heston | None = None) -> int:
         """The number of dates (GBM or Heston alike)."""
         return self.steps
+
+    def checked(self, paths: Tensor) -> Tensor:
+        """``fn(paths)``, refused with a ``TypeError``/``ValueError`` naming the payoff unless
+        it is a floating-point tensor with one value per path (shape ``[n]``)."""
+        return self._check_output(paths, self.fn(paths))
+
+    def _check_output(self, paths: Tensor, out: Any) -> Tensor:
+        n = paths.shape[0]
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"payoff {self.name!r} must return a torch tensor of shape [{n}] (one value per "
+                f"path), got {type(out).__name__}"
+            )
+        if tuple(out.shape) != (n,):
+            raise ValueError(
+                f"payoff {self.name!r} must return one value per path, shape [{n}] for paths of "
+                f"shape {list(paths.shape)}; got shape {list(out.shape)}"
+            )
+        if not out.is_floating_point():
+            # an indicator as bool or int would have no pathwise derivative, silently
+            raise TypeError(
+                f"payoff {self.name!r} must return floating-point values, got {out.dtype} "
+                "(convert with .to(paths.dtype); a jump such as an indicator is not Lipschitz: "
+                "declare pathwise_ok=False)"
+            )
+        return out
+
+
+def check_path_payoff(
+    payoff: PathPayoff,
+    market: Market,
+    heston: Heston | None = None,
+    *,
+    num_paths: int = 64,
+    seed: int = 0,
+) -> Tensor:
+    """Run ``payoff`` on a few paths of the model and refuse it with a clear error if it fails.
+
+    Checks, before a long run, what :func:`chunk_terms` would find only later or never: that
+    ``fn`` runs on paths ``[n, steps + 1]``, returns a floating-point tensor ``[n]`` without NaN
+    or infinity and, when it is declared Lipschitz (``pathwise_ok``), that torch can
+    differentiate it (forward mode, as the pathwise estimator does).
+
+    Args:
+        payoff: the payoff.
+        market: the market whose paths it is tried on.
+        heston: Heston dynamics (``None``: GBM).
+        num_paths: how many paths.
+        seed: the seed of those paths.
+
+    Returns:
+        The payoff's values on the paths, ``[num_paths]``.
+
+    Raises:
+        TypeError: ``payoff`` is not a :class:`PathPayoff`, or ``fn`` returns something other
+            than a floating-point tensor.
+        ValueError: ``fn`` raises, returns the wrong shape or non-finite values, or cannot be
+            differentiated while ``pathwise_ok`` says it can.
+
+    >>> from stochgrad.apps.finance.market import Market
+    >>> bad = PathPayoff(lambda x: x[:, -1:] - 100.0, name="column")
+    >>> check_path_payoff(bad, Market(100.0, 0.2, 0.05, 1.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: payoff 'column' must return one value per path, shape [64] for paths of shape [64, 2]; got shape [64, 1]
+    """
+    if not isinstance(payoff, PathPayoff):
+        raise TypeError(f"payoff must be a PathPayoff, got {type(payoff).__name__}")
+    n = check_int("num_paths", num_paths, minimum=1)
+    m = payoff.num_steps(heston)
+    g = torch.Generator().manual_seed(check_seed("seed", seed))
+    shape = (n, m) if heston is None else (n, m, 2)
+    z = torch.randn(*shape, generator=g, dtype=torch.float64)
+    if heston is None:
+        x = gbm_law(market, m, z).sample((n,))
+    else:
+        x = heston_law(market, heston, m, z).sample((n,))[..., 0]
+    try:
+        out = payoff.fn(x)
+    except Exception as exc:  # the user's code: say which payoff failed, and how
+        raise ValueError(
+            f"payoff {payoff.name!r} failed on paths of shape {list(x.shape)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    out = payoff._check_output(x, out)
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        raise ValueError(
+            f"payoff {payoff.name!r} returned NaN or infinite values on {bad} of {n} sample paths"
+        )
+    if payoff.pathwise_ok:
+        with torch.enable_grad():  # a comparison or an indicator cuts the graph
+            connected = payoff.fn(x.detach().requires_grad_()).requires_grad
+        if not connected:
+            raise ValueError(
+                f"payoff {payoff.name!r} does not depend differentiably on the path (an "
+                "indicator or a comparison?): a payoff that jumps is not Lipschitz; declare "
+                "pathwise_ok=False (the likelihood ratio only)"
+            )
+        try:
+            _jvp(payoff.checked, x)
+            spot_only = torch.zeros_like(x)
+            spot_only[:, 0] = 1.0  # moving the spot alone: nonzero where the payoff reads it
+            d_spot = _jvp(payoff.checked, x, spot_only)
+        except Exception as exc:
+            raise ValueError(
+                f"payoff {payoff.name!r} cannot be differentiated by torch "
+                f"({type(exc).__name__}: {exc}); write it with torch operations, or declare it "
+                "not Lipschitz (pathwise_ok=False) for the likelihood ratio only"
+            ) from exc
+        if not payoff.reads_spot and bool((d_spot != 0).any()):
+            raise ValueError(
+                f"payoff {payoff.name!r} reads column 0 (the spot) but is declared "
+                "reads_spot=False: its likelihood-ratio delta would miss that term; declare "
+                "reads_spot=True"
+            )
+    return out
 
 
 def _jvp(fn: Callable[[Tensor], Tensor], x: Tensor, tangent: Tensor | None = None) -> Tensor:
@@ -181,7 +316,7 @@ class _Model:
             for name in names
         }
         if isinstance(option, PathPayoff):
-            user = option.fn
+            user = option.checked
             self.fn: Callable[[Tensor, Tensor], Tensor] = lambda S, vol: user(S)
             self.reads_spot, self.explicit_vol = option.reads_spot, False
         else:
