@@ -81,7 +81,7 @@ def make_console(stderr: bool = False) -> Console:
     if sys.stdout.isatty():
         with contextlib.suppress(OSError):
             width = min(WIDTH, os.get_terminal_size().columns)
-    return Console(highlight=False, width=width, stderr=stderr)
+    return Console(highlight=False, emoji=False, width=width, stderr=stderr)
 
 
 #: Called after every advance of every progress bar (tests use it to interrupt a command).

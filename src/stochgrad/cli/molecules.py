@@ -8,7 +8,9 @@
   metrics and writes ``samples.smi`` and ``sample_metrics.json``.
 - ``optimize`` fine-tunes a copy of the prior by policy gradient (REINVENT, or REINFORCE with
   the advantage rule --advantage within groups of --group-size molecules) against an oracle
-  budget, estimating the gradient's variance every --diagnose-every steps. It checkpoints
+  budget, estimating the gradient's variance every --diagnose-every steps. The score is a
+  built-in --objective or your own function, --score module:function (a list of SMILES in, one
+  number per molecule out; NaN scores 0), run in --score-workers processes. It checkpoints
   ``agent.pt`` every ``--checkpoint-every`` steps
   (resumed by default; ``--restart`` starts afresh) and writes the top molecules
   (``top.csv``), a grid of the best structures (``best.png``), the score-over-time curve
@@ -18,6 +20,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -285,8 +292,24 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--objective",
         choices=("qed", "logp", "similarity", "sum"),
-        default="similarity",
-        help="score to maximise; 'sum' is a weighted sum of the others (--weights)",
+        default=None,
+        help="built-in score to maximise; 'sum' is a weighted sum of the others (--weights); "
+        "not with --score (default: similarity)",
+    )
+    p.add_argument(
+        "--score",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        help="your own score instead of --objective: a function of a list of SMILES returning "
+        "one number per molecule (best in [0, 1]; NaN: could not score, counts as 0), imported "
+        "from a module on the path or in the current folder",
+    )
+    p.add_argument(
+        "--score-workers",
+        type=positive_int,
+        default=None,
+        help="processes scoring each step's molecules in parallel, for an expensive --score "
+        "(default: 1, in this process)",
     )
     p.add_argument(
         "--weights",
@@ -358,6 +381,58 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     _kit.add_output_options(p, "stochgrad-out/molecules-optimize")
 
 
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _import_score(spec: str) -> Callable:
+    """The function named by ``--score module:function``, or one line ``error: ...``.
+
+    The current folder is put on the import path first (as ``python -m`` does), so a
+    ``my_scores.py`` next to the command is found; worker processes inherit the path.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not _DOTTED.fullmatch(module_name) or not _DOTTED.fullmatch(attr):
+        raise _kit.UserError(
+            f"--score must be module:function (e.g. my_scores:carbon_fraction), got {spec!r}"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
+            raise _kit.UserError(
+                f"--score {spec!r}: no module named {exc.name!r} (a .py file in the current "
+                "folder, or a module of an installed package)"
+            ) from None
+        raise _kit.UserError(
+            f"--score {spec!r}: importing {module_name!r} failed ({exc})"
+        ) from None
+    except Exception as exc:
+        raise _kit.UserError(
+            f"--score {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc})"
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise _kit.UserError(f"--score {spec!r}: module {module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise _kit.UserError(
+            f"--score {spec!r}: {attr!r} is a {type(obj).__name__}, not a function"
+        )
+    return obj
+
+
+def _objective_name(objective: str, target: str | None, weights: dict | None) -> str:
+    """The built-in objective as the checkpoint records it (a resume with another is refused)."""
+    parts = [objective]
+    if weights:
+        parts.append(",".join(f"{k}={v:g}" for k, v in weights.items()))
+    if target:
+        parts.append(f"target {target}")
+    return " ".join(parts)
+
+
 def _summary(args: argparse.Namespace, result, top, target: str | None) -> dict:
     from stochgrad.apps.molecules.scoring import top_auc
 
@@ -371,6 +446,9 @@ def _summary(args: argparse.Namespace, result, top, target: str | None) -> dict:
         stopped = "patience"
     return {
         "objective": args.objective,
+        "score": args.score,
+        "score_workers": args.score_workers or 1,
+        "unscored": len(result.unscored),
         "weights": args.weights,
         "target": target,
         "method": args.method,
@@ -437,18 +515,27 @@ def _grid(path: Path, best: list[tuple[str, float]]) -> None:
 
 def run_optimize(args: argparse.Namespace, console: Console) -> int:
     """Fine-tune by policy gradient; write top.csv, best.png, curve.png and summary.json."""
+    import contextlib
     import copy
 
     from stochgrad.apps.molecules.agent import AgentConfig, optimize
     from stochgrad.apps.molecules.model import default_prior_path, load_model
     from stochgrad.apps.molecules.scoring import (
+        BatchScore,
         Oracle,
+        ScoreError,
         make_objective,
         penalized_logp,
         qed_score,
         tanimoto_similarity,
     )
 
+    if args.score is not None and args.objective is not None:
+        raise _kit.UserError("--score and --objective exclude each other: give one")
+    if args.score is None and args.score_workers is not None:
+        raise _kit.UserError("--score-workers goes with --score (the built-in scores are fast)")
+    if args.score is None and args.objective is None:
+        args.objective = "similarity"
     if (args.objective == "sum") != (args.weights is not None):
         raise _kit.UserError(
             "--weights goes with --objective sum, and --objective sum needs --weights"
@@ -470,26 +557,43 @@ def run_optimize(args: argparse.Namespace, console: Console) -> int:
     )
     uses_target = args.objective == "similarity" or "similarity" in (args.weights or {})
     target = args.target if uses_target else None
-    objective = make_objective(args.objective, target=target, weights=args.weights)
-    oracle = Oracle(objective, budget=args.budget)
+    if args.score is not None:
+        try:
+            scorer = BatchScore(
+                _import_score(args.score), workers=args.score_workers or 1, name=args.score
+            )
+        except TypeError as exc:  # not importable by the worker processes
+            raise _kit.UserError(f"--score {args.score!r}: {exc}") from None
+        # quoted: rich would draw a name between colons (module:smile: ...) as an emoji
+        name, what = f"score {args.score}", f"score {args.score!r}"
+    else:
+        scorer = make_objective(args.objective, target=target, weights=args.weights)
+        name, what = _objective_name(args.objective, target, args.weights), args.objective
+    oracle = Oracle(scorer, budget=args.budget)
     prior = load_model(args.model or default_prior_path())  # a bad file: one line, no work
-    with _kit.output(args, console) as out:
+    with _kit.output(args, console) as out, contextlib.ExitStack() as stack:
+        if isinstance(scorer, BatchScore):
+            stack.callback(scorer.close)  # the worker processes end with the command
         ckpt = out.checkpoint("agent.pt")
         agent = copy.deepcopy(prior)
-        what = f"{args.method} {args.objective}: oracle calls"
-        with _kit.progress(console, what, total=args.budget) as advance:
-            result = optimize(
-                agent,
-                prior,
-                oracle,
-                config,
-                seed=args.seed,
-                checkpoint=ckpt,
-                progress=advance,
-                on_resume=lambda steps, calls: out.resumed(
-                    ckpt, f"{steps} steps, {calls} oracle calls"
-                ),
-            )
+        with _kit.progress(console, f"{args.method} {what}: oracle calls", args.budget) as advance:
+            try:
+                result = optimize(
+                    agent,
+                    prior,
+                    oracle,
+                    config,
+                    seed=args.seed,
+                    checkpoint=ckpt,
+                    progress=advance,
+                    on_resume=lambda steps, calls: out.resumed(
+                        ckpt, f"{steps} steps, {calls} oracle calls"
+                    ),
+                    objective=name,
+                )
+            except ScoreError as exc:
+                kept = " (finished steps are kept: rerun to resume)" if ckpt.exists() else ""
+                raise _kit.UserError(f"--score {args.score!r}: {exc}{kept}") from None
         top = result.top(args.top)
         header = ["rank", "smiles", "score", "qed", "penalized_logp"]
         rows = []
@@ -500,11 +604,11 @@ def run_optimize(args: argparse.Namespace, console: Console) -> int:
         if top:
             _grid(out.path("best.png"), top[:12])
         if result.steps:
-            _curve(out.path("curve.png"), result, f"{args.method}, {args.objective}")
+            _curve(out.path("curve.png"), result, f"{args.method}, {what}")
         summary = _summary(args, result, top, target)
         _kit.write_json(out.path("summary.json"), summary)
         t = _kit.table(
-            f"{args.method} on {args.objective}: {summary['calls']:,} of {args.budget:,} oracle "
+            f"{args.method} on {what}: {summary['calls']:,} of {args.budget:,} oracle "
             f"calls, {summary['steps']} steps (stopped by {summary['stopped']})",
             ["top-1", "top-10", "top-100", "AUC top-10", "AUC top-1", "validity", "seconds"],
             caption="top-k: mean score of the k best; AUC: PMO's, over the budget; "
@@ -523,6 +627,11 @@ def run_optimize(args: argparse.Namespace, console: Console) -> int:
         console.print(t)
         if top:
             console.print(f"best: {escape(top[0][0])} ({top[0][1]:.4f})")
+        if result.unscored:
+            console.print(
+                f"{len(result.unscored):,} molecules could not be scored (NaN from --score; "
+                f"each counted as a call scoring 0), e.g. {escape(result.unscored[0])}"
+            )
     return 0
 
 

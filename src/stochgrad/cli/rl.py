@@ -2,7 +2,8 @@
 
 - ``train``: REINFORCE (baselines, GAE) or TRPO on a gymnasium environment; checkpoints every
   ``--checkpoint-every`` updates and resumes from them by default; reports the policy
-  gradient's signal-to-noise ratio every ``--snr-every`` updates;
+  gradient's signal-to-noise ratio every ``--snr-every`` updates; with ``--target-return R``
+  stops once the last 100 episodes average at least R and reports the steps it took;
 - ``eval``: a trained policy's returns on fresh episodes;
 - ``pareto``: multi-objective REINFORCE on Deep Sea Treasure over weights × seeds, against the
   true Pareto front;
@@ -93,7 +94,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "Train a policy by REINFORCE (baselines, GAE) or TRPO on a gymnasium environment. "
         "A checkpoint is saved every --checkpoint-every updates; the same command run again "
         "continues from it (--restart starts afresh). Prints a summary and writes the learning "
-        "curve (PNG), the history (JSON) and the checkpoint (.pt, the input of `rl eval`)."
+        "curve (PNG), the history (JSON) and the checkpoint (.pt, the input of `rl eval`). "
+        "With --target-return R it stops once the mean return of the last 100 episodes is at "
+        "least R, and reports the environment steps, updates and episodes that took."
     )
     p.add_argument("--env", default=d.env_id, help="gymnasium id (flat Box observations)")
     p.add_argument("--algo", choices=ALGOS, default=d.algo, help="policy-gradient algorithm")
@@ -136,6 +139,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "(8 batch means; 0: none)",
     )  # fmt: skip
     p.add_argument(
+        "--target-return", type=finite_float, default=None, metavar="R",
+        help="stop once the last 100 episodes average at least R (checked after each update; "
+        "--steps still caps the run); none given: train for --steps",
+    )  # fmt: skip
+    p.add_argument(
         "--checkpoint-every", type=positive_int, default=50, help="updates between checkpoints"
     )
     _kit.add_output_options(p, "stochgrad-out/rl-train")
@@ -144,7 +152,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
     for name in ("baseline", "gae_lambda", "num_envs", "n_steps", "lr", "entropy_coef",
-                 "snr_every"):  # fmt: skip
+                 "snr_every", "target_return"):  # fmt: skip
         v = getattr(args, name, None)
         if v is not None:
             o[name] = v
@@ -219,6 +227,9 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
         )
         console.print(table)
         console.print(f"training time {t.wall:.1f} s in all")
+        target = _target_report(h, args.target_return, t.env_steps)
+        if target:
+            console.print(target.pop("message"))
         plot_learning_curve(
             h, out.path(f"{stem}.png"), f"{args.algo} on {args.env} (seed {args.seed})"
         )
@@ -236,9 +247,43 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
                 "update_steps": h.update_steps,
                 "update_mean100": h.update_mean100,
                 "update_grad_snr": snr,
+                **target,
             },
         )
     return 0
+
+
+def _target_report(history: Any, target: float | None, env_steps: int) -> dict[str, Any]:
+    """What ``--target-return`` found: a message and the JSON fields (empty without one)."""
+    if target is None:
+        return {}
+    hit = history.target_reached(target)
+    fields: dict[str, Any] = {
+        "target_return": target,
+        "target_reached": hit is not None,
+        "target_env_steps": None if hit is None else hit.env_steps,
+        "target_updates": None if hit is None else hit.updates,
+        "target_episodes": None if hit is None else hit.episodes,
+    }
+    if hit is None:
+        import numpy as np
+
+        ends = np.searchsorted(history.episode_end_steps, history.update_steps, "right")
+        full = [m for m, n in zip(history.update_mean100, ends, strict=True) if n >= 100]
+        why = (
+            f"best mean100 {_kit.fmt(max(full))}"
+            if full
+            else f"{len(history.episode_returns)} episodes finished, fewer than 100"
+        )
+        fields["message"] = (
+            f"target mean100 >= {target:g} not reached in {env_steps:,} environment steps ({why})"
+        )
+    else:
+        fields["message"] = (
+            f"target mean100 >= {target:g} reached after {hit.env_steps:,} environment steps, "
+            f"{hit.updates:,} updates, {hit.episodes:,} episodes"
+        )
+    return fields
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +359,8 @@ def add_pareto_arguments(p: argparse.ArgumentParser) -> None:
         "REINFORCE trains --restarts tabular policies per weight (the best greedy one kept); the "
         "greedy returns are compared with the true Pareto front and by hypervolume. Each seed "
         "is checkpointed during training and when finished; the same command run again "
-        "continues (--restart starts afresh). Writes pareto.json and pareto.png."
+        "continues (--restart starts afresh). Writes pareto.json, pareto.png and the kept "
+        "policies, pareto_policies.pt (tabular logits per seed and weight)."
     )
     p.add_argument(
         "--weights", type=_weights_spec, default=c.weights,
@@ -480,7 +526,43 @@ def run_pareto(args: argparse.Namespace, console: Console) -> int:
         console.print(f"{res.seconds:.1f} s")
         _pareto_plot(out.path("pareto.png"), res)
         _kit.write_json(out.path("pareto.json"), _pareto_json(res))
+        _pareto_policies(out.path("pareto_policies.pt"), res, console)
     return 0
+
+
+#: What ``pareto_policies.pt`` says it is.
+PARETO_POLICIES_FORMAT = "stochgrad.rl.pareto_policies/1"
+
+
+def _pareto_policies(path: Path, res, console: Console) -> None:
+    """Save the kept policies (tensors and plain values: read back with ``weights_only=True``).
+
+    ``logits[i, k]`` is seed ``seeds[i]``'s policy for ``weights[k]`` over the states of
+    :func:`stochgrad.apps.rl.deep_sea.tabulate` (grid cells ``cells``); its greedy policy,
+    rolled out by :func:`~stochgrad.apps.rl.deep_sea.evaluate_in_env`, gives ``returns[i, k]``.
+    """
+    import numpy as np
+    import torch
+
+    from stochgrad.apps.rl.deep_sea import tabulate
+    from stochgrad.checkpoint import save_state
+
+    kept = [c for c in res.cells if c.policy_logits is not None]
+    for c in res.cells:
+        if c.policy_logits is None:
+            console.print(f"seed {c.seed}: finished by an earlier release, no policies kept")
+    if not kept:
+        return
+    state = {
+        "format": PARETO_POLICIES_FORMAT,
+        "gamma": float(res.config.gamma),
+        "weights": torch.from_numpy(np.asarray(res.weights, dtype=np.float64)),
+        "seeds": [c.seed for c in kept],
+        "cells": torch.as_tensor(np.asarray(tabulate().cells)),
+        "logits": torch.from_numpy(np.stack([c.policy_logits for c in kept])),
+        "returns": torch.from_numpy(np.stack([c.returns for c in kept])),
+    }
+    save_state(state, path)
 
 
 # ---------------------------------------------------------------------------------------------

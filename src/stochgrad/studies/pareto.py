@@ -5,10 +5,12 @@ For every seed, one tabular softmax policy per weight and restart is trained by 
 greedy policy of each is rolled out *in the mo-gymnasium environment* and, per weight, the
 restart with the best scalarised greedy return is kept. The recovered points are compared with
 the environment's Pareto front (which points are reached, by which weights) and scored by the
-2-D hypervolume; the exact solve of every weight (value iteration) is the reference. The cells
-of the grid are the seeds; a cell's mid-run training state is checkpointed every
-``checkpoint_every`` iterations, so an interrupted study resumes where it stopped and gives the
-numbers of an uninterrupted one, bit for bit.
+2-D hypervolume; the exact solve of every weight (value iteration) is the reference. The kept
+policies themselves come back too (``ParetoCell.policy_logits``: their tabular logits, whose
+greedy actions, rolled out again by :func:`~stochgrad.apps.rl.deep_sea.evaluate_in_env`, give
+the returns reported). The cells of the grid are the seeds; a cell's mid-run training state is
+checkpointed every ``checkpoint_every`` iterations, so an interrupted study resumes where it
+stopped and gives the numbers of an uninterrupted one, bit for bit.
 
 Why three restarts and the ``auto`` weights: evenly spaced weights miss the narrow intervals
 (21 weights step 0.05 find neither treasure 15.1 nor 20.3 even exactly), so ``auto`` adds, per
@@ -124,6 +126,10 @@ class ParetoCell:
         restarts_optimal: ``[K]`` restarts reaching their weight's exact optimum alone.
         recovered: ``[n_front]`` whether some weight's kept policy reaches each front point.
         hypervolume: of ``returns``.
+        policy_logits: ``[K, S, A]`` float64 logits of the kept policy per weight (a softmax
+            over the actions of each state of :func:`~stochgrad.apps.rl.deep_sea.tabulate`);
+            their greedy policies (:meth:`greedy_policies`) gave ``returns``. ``None`` for a
+            seed finished by an earlier release, which did not keep them.
     """
 
     seed: int
@@ -132,6 +138,20 @@ class ParetoCell:
     restarts_optimal: np.ndarray
     recovered: np.ndarray
     hypervolume: float
+    policy_logits: np.ndarray | None = None
+
+    def greedy_policies(self) -> np.ndarray:
+        """``[K, S]`` the greedy action of each kept policy in every state.
+
+        Raises:
+            ValueError: the cell holds no policies (finished by an earlier release).
+        """
+        if self.policy_logits is None:
+            raise ValueError(
+                f"seed {self.seed}: no policies kept (finished by an earlier release); "
+                "rerun the study with restart to train them again"
+            )
+        return self.policy_logits.argmax(-1)
 
     def to_state(self) -> dict[str, Any]:
         return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
@@ -205,11 +225,16 @@ def _sweep_cell(ex: _Exact, gamma: float, restarts: int, seed: int, logits) -> P
     every = evaluate_in_env(ex.mdp, logits.argmax(-1).numpy(), gamma, ex.env)
     every = every.reshape(K, restarts, 2)
     scal = w[:, None] * every[..., 0] + (1 - w[:, None]) * every[..., 1]
-    learned = every[np.arange(K), scal.argmax(1)]
+    best = scal.argmax(1)
+    learned = every[np.arange(K), best]
     exact_scal = w * ex.exact[:, 0] + (1 - w) * ex.exact[:, 1]
     optimal = (scal >= exact_scal[:, None] - 1e-4).sum(1)
     recovered = front_matches(learned, ex.front).any(1)
-    return ParetoCell(int(seed), every, learned, optimal, recovered, hypervolume_2d(learned))
+    kept = logits.detach().reshape(K, restarts, *logits.shape[1:])[np.arange(K), best]
+    return ParetoCell(
+        int(seed), every, learned, optimal, recovered, hypervolume_2d(learned),
+        kept.numpy().copy(),
+    )  # fmt: skip
 
 
 def _intervals(ex: _Exact) -> list[tuple[float, float] | None]:
@@ -318,6 +343,7 @@ class ParetoResult:
     hypervolume_front: float
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
+    policy_logits: list = field(default_factory=list)  # [K, S, A] the kept policies' logits
 
 
 def run_pareto(
@@ -373,6 +399,7 @@ def run_pareto(
             hypervolume_exact=hypervolume_2d(ex.exact),
             hypervolume_front=hypervolume_2d(ex.front),
             config=asdict(cfg) | {"seed": seed},
+            policy_logits=cell.policy_logits.tolist(),
         )
         result.seconds = time.perf_counter() - t0
     if out_dir is not None:

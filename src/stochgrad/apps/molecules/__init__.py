@@ -4,7 +4,8 @@
   vocabulary;
 - :mod:`~stochgrad.apps.molecules.model`: the GRU language model, its pretraining (a
   checkpointed trainer), model files and the shipped prior (:func:`load_prior`);
-- :mod:`~stochgrad.apps.molecules.scoring`: QED, penalised logP, similarity, the oracle, PMO's
+- :mod:`~stochgrad.apps.molecules.scoring`: QED, penalised logP, similarity, your own function
+  of a batch of SMILES (:class:`BatchScore`, optionally in worker processes), the oracle, PMO's
   AUC;
 - :mod:`~stochgrad.apps.molecules.metrics`: MOSES validity, uniqueness, novelty, diversity;
 - :mod:`~stochgrad.apps.molecules.agent`: REINVENT and REINFORCE fine-tuning (a checkpointed
@@ -58,7 +59,9 @@ from stochgrad.apps.molecules.model import (
 )
 from stochgrad.apps.molecules.scoring import (
     CELECOXIB,
+    BatchScore,
     Oracle,
+    ScoreError,
     canonical,
     make_objective,
     penalized_logp,
@@ -76,10 +79,12 @@ __all__ = [
     "AgentConfig",
     "AgentResult",
     "AgentStep",
+    "BatchScore",
     "GRUConfig",
     "MosesMetrics",
     "Oracle",
     "PretrainConfig",
+    "ScoreError",
     "SmilesGRU",
     "Vocabulary",
     "canonical",

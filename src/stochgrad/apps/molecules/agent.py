@@ -59,7 +59,7 @@ import torch
 from stochgrad._checks import check_choice, check_float, check_int, check_seed
 from stochgrad.apps.molecules.data import tokenize
 from stochgrad.apps.molecules.model import SmilesGRU
-from stochgrad.apps.molecules.scoring import Oracle, canonical, top_auc
+from stochgrad.apps.molecules.scoring import BatchScore, Oracle, canonical, top_auc
 from stochgrad.checkpoint import CheckpointError, check_settings, load_state, save_state
 from stochgrad.checkpoint import field as state_field
 from stochgrad.surrogate import Surrogate, surrogate_loss
@@ -336,7 +336,8 @@ class AgentStep:
 
 @dataclass
 class AgentResult:
-    """A finished (or budget-capped) optimisation run."""
+    """A finished (or budget-capped) optimisation run (``unscored``: the molecules a
+    :class:`~stochgrad.apps.molecules.scoring.BatchScore` returned NaN for)."""
 
     steps: list[AgentStep]
     history: list[tuple[str, float]]
@@ -344,6 +345,7 @@ class AgentResult:
     seconds: float
     samples: int
     config: dict[str, Any] = field(default_factory=dict)
+    unscored: list[str] = field(default_factory=list)
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` best molecules, best first."""
@@ -429,11 +431,15 @@ def optimize(
     callback: Callable[[AgentStep], None] | None = None,
     progress: Callable[[int], None] | None = None,
     on_resume: Callable[[int, int], None] | None = None,
+    objective: str | None = None,
 ) -> AgentResult:
     """Fine-tune ``agent`` (in place) until the oracle budget is spent.
 
     Each step samples ``batch_size`` SMILES from the agent (no gradient), scores them with the
-    oracle (invalid: 0), recomputes agent and prior log-likelihoods by teacher forcing, adds
+    oracle (invalid: 0; with your own function, a
+    :class:`~stochgrad.apps.molecules.scoring.BatchScore`, its NaN scores 0 too and an exception
+    it raises stops the run as a :class:`~stochgrad.apps.molecules.scoring.ScoreError`, the
+    last checkpoint kept), recomputes agent and prior log-likelihoods by teacher forcing, adds
     ``replay_batch`` molecules from the replay memory, and takes one Adam step on
     :func:`policy_loss` (REINFORCE: the engine's surrogate, :func:`reinforce_surrogate`, with
     ``config.advantage`` within the groups of :func:`step_groups`). Every
@@ -461,6 +467,10 @@ def optimize(
             by the calls it spent.
         on_resume: called once as ``on_resume(steps_done, oracle_calls)`` when a checkpoint
             was loaded.
+        objective: a name of what the oracle scores, kept in the checkpoint: a checkpoint
+            naming another is refused (one naming none, written before this argument, is
+            accepted). ``None``: the name of a :class:`~stochgrad.apps.molecules.scoring.
+            BatchScore` oracle's function, else none.
 
     Returns:
         The :class:`AgentResult`.
@@ -482,13 +492,18 @@ def optimize(
     memory: dict[str, float] = {}
     steps: list[AgentStep] = []
     seconds, samples, stall = 0.0, 0, 0
+    if objective is None:
+        objective = oracle.score.name if isinstance(oracle.score, BatchScore) else None
+    elif not isinstance(objective, str):
+        raise TypeError(f"objective must be a str or None, got {type(objective).__name__}")
     settings = {"config": asdict(config), "seed": seed, "budget": oracle.budget}
+    settings["objective"] = objective
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists() and not restart:
         state = load_state(path)
-        check_settings(
-            _comparable(state_field(state, "settings", path, dict)), _comparable(settings), path
-        )
+        saved = _comparable(state_field(state, "settings", path, dict))
+        saved.setdefault("objective", objective)  # a checkpoint from before the name was kept
+        check_settings(saved, _comparable(settings), path)
         try:
             agent.load_state_dict(state_field(state, "agent", path, dict))
             opt.load_state_dict(state_field(state, "optimizer", path, dict))
@@ -519,6 +534,7 @@ def optimize(
             seconds = float(state_field(state, "seconds", path, (int, float)))
             samples = int(state_field(state, "samples", path, int))
             stall = int(state_field(state, "stall", path, int))
+            unscored = [str(v) for v in state.get("unscored", [])]  # absent before BatchScore
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -530,6 +546,7 @@ def optimize(
         oracle.cache.clear()
         oracle.cache.update(cache)
         oracle.history[:] = history
+        oracle.unscored[:] = unscored
         if on_resume is not None:
             on_resume(len(steps), oracle.calls)
         if progress is not None and oracle.calls:
@@ -550,6 +567,7 @@ def optimize(
             "cache_scores": list(oracle.cache.values()),
             "history_smiles": [s for s, _ in oracle.history],
             "history_scores": [float(v) for _, v in oracle.history],
+            "unscored": list(oracle.unscored),
             "steps": [asdict(s) for s in steps],
             "seconds": seconds,
             "samples": samples,
@@ -644,4 +662,5 @@ def optimize(
         seconds=seconds,
         samples=samples,
         config=settings,
+        unscored=list(oracle.unscored),
     )

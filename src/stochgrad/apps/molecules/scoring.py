@@ -11,6 +11,11 @@ Scores (all computed by RDKit; an invalid SMILES scores 0):
 * Tanimoto similarity to a target on Morgan radius-2, 2048-bit fingerprints.
 * Weighted sums of the above.
 
+Your own score: :class:`BatchScore` wraps any function ``list[str] -> scores`` (one number per
+molecule, as a list, numpy array or tensor), evaluated in worker processes when ``workers > 1``
+(through :class:`stochgrad.parallel.ParallelMap`); an :class:`Oracle` built on it calls the
+function once per agent step with that step's new molecules.
+
 The :class:`Oracle` follows the PMO convention (Gao et al. 2022, "Sample efficiency matters",
 NeurIPS Datasets and Benchmarks): a call is one *unique valid* molecule (canonical SMILES);
 repeats are served from a cache and invalid SMILES score 0, neither counting against the
@@ -21,16 +26,22 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import pickle
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
 
 from stochgrad._checks import check_callable, check_int
+from stochgrad.parallel import ParallelMap
 
 __all__ = [
+    "BatchScore",
+    "ScoreError",
     "canonical",
     "qed_score",
     "penalized_logp",
@@ -194,16 +205,209 @@ def make_objective(
     return lambda s: sum(w * singles[k](s) for k, w in items)
 
 
+class ScoreError(RuntimeError):
+    """The scoring function of a :class:`BatchScore` failed: it raised (the original exception
+    is chained as ``__cause__``) or returned something other than one finite number or NaN per
+    molecule. The message names the function."""
+
+
+def _function_name(fn: Any) -> str:
+    """``module:qualname`` of ``fn`` (its ``repr`` when it has none)."""
+    qualname = getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    return f"{module}:{qualname}" if qualname and module else repr(fn)
+
+
+def _as_scores(out: Any, smiles: Sequence[str], name: str) -> np.ndarray:
+    """The function's result as ``float64 [n]``, or a :class:`ScoreError` naming it."""
+    if isinstance(out, torch.Tensor):
+        out = out.detach().cpu().numpy()
+    try:
+        values = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ScoreError(
+            f"score function {name} must return numbers (a list, numpy array or tensor), "
+            f"got {type(out).__name__}"
+        ) from None
+    if values.shape != (len(smiles),):
+        raise ScoreError(
+            f"score function {name} must return one number per molecule: got shape "
+            f"{values.shape} for {len(smiles)} molecules"
+        )
+    bad = np.flatnonzero(np.isinf(values))
+    if bad.size:
+        i = int(bad[0])
+        raise ScoreError(
+            f"score function {name} returned {values[i]} for {smiles[i]!r}; expected a finite "
+            "number (NaN marks a molecule it could not score)"
+        )
+    return values
+
+
+def _score_list(fn: Callable, smiles: list[str], name: str) -> np.ndarray:
+    try:
+        out = fn(smiles)
+    except Exception as exc:
+        raise ScoreError(f"score function {name} raised {type(exc).__name__}: {exc}") from exc
+    return _as_scores(out, smiles, name)
+
+
+def _encode(smiles: list[str]) -> torch.Tensor:
+    """SMILES as a ``uint8 [n, width]`` tensor of NUL-padded UTF-8 bytes (what
+    :class:`~stochgrad.parallel.ParallelMap` splits into chunks and ships to its workers)."""
+    raw = [s.encode() for s in smiles]
+    width = max(1, max(map(len, raw)))
+    return torch.from_numpy(np.array(raw, dtype=f"S{width}").view(np.uint8).reshape(-1, width))
+
+
+def _decode(chunk: torch.Tensor) -> list[str]:
+    rows = np.ascontiguousarray(chunk.numpy())
+    return [b.decode() for b in rows.view(f"S{rows.shape[1]}").reshape(-1)]
+
+
+def _not_importable(fn: Callable) -> str | None:
+    """Why spawned workers could not import ``fn`` (``None``: they can)."""
+    try:
+        pickle.dumps(fn)  # a function pickles as its module and name
+    except Exception as exc:  # PicklingError, AttributeError ("local object"), TypeError
+        kind = "a lambda" if getattr(fn, "__name__", "") == "<lambda>" else "not picklable"
+        return f"it is {kind} ({type(exc).__name__}: {exc})"
+    main = sys.modules.get("__main__")
+    if getattr(fn, "__module__", None) == "__main__" and not hasattr(main, "__file__"):
+        return "it is defined in an interactive session"
+    return None
+
+
+class _ChunkScorer:
+    """What a worker process runs: decode a chunk of SMILES, call the function, check it.
+
+    Module level, so spawned workers import it by name; the function travels by reference
+    (its module and name), which is why it must be importable.
+    """
+
+    def __init__(self, fn: Callable, name: str):
+        self.fn = fn
+        self.name = name
+        self.__wrapped__ = fn  # ParallelMap checks the function itself is importable
+
+    def __call__(self, chunk: torch.Tensor) -> np.ndarray:
+        return _score_list(self.fn, _decode(chunk), self.name)
+
+
+class BatchScore:
+    """A scoring function of a batch of SMILES, for :class:`Oracle`, optionally in parallel.
+
+    ``fn(smiles)`` receives a ``list[str]`` and returns one number per molecule (a list, numpy
+    array or tensor of shape ``[len(smiles)]``). Through an :class:`Oracle` it only ever sees
+    valid, canonical, new SMILES (invalid strings score 0 without a call, repeats come from the
+    cache), once per agent step. What the agent does with each outcome:
+
+    * a number: the molecule's score (best kept in [0, 1]: REINVENT's ``sigma`` is tuned for
+      that, and the replay memory keeps only molecules scoring above 0);
+    * ``NaN`` (or ``None`` in a list): "could not score this one"; the molecule scores 0,
+      counts as an oracle call and is listed in :attr:`Oracle.unscored`;
+    * an exception raised by ``fn``, or ``inf``, a wrong length or non-numbers returned:
+      :class:`ScoreError` naming the function and what went wrong (chained to the exception),
+      which stops the run; with a checkpoint, rerunning resumes from the last one.
+
+    With ``workers > 1`` each batch is split into ``workers`` chunks scored in a persistent
+    pool of worker processes (:class:`stochgrad.parallel.ParallelMap`, ``spawn`` start), for
+    expensive scores (docking, a simulation); the numbers are those of ``workers=1`` for any
+    function that scores each molecule on its own. The workers import ``fn`` by its module and
+    name, so it must be a ``def`` at module level of an importable ``.py`` file (a script
+    using it needs the ``if __name__ == "__main__":`` guard), not a lambda, a nested function
+    or one typed into an interactive session: anything else is refused here with a
+    ``TypeError``. The pool starts on the first call; :meth:`close` (or a ``with`` block)
+    stops it.
+
+    Args:
+        fn: ``list[str] -> scores``.
+        workers: worker processes (1: score in this process).
+        name: how messages and checkpoints name the function (default ``module:qualname``).
+
+    Raises:
+        TypeError: ``fn`` not callable, ``workers`` not an int, or ``fn`` not importable by
+            worker processes when ``workers > 1``.
+        ValueError: ``workers < 1``.
+
+    >>> score = BatchScore(lambda smiles: [len(s) for s in smiles], name="length")
+    >>> score(["CCO", "c1ccccc1"])
+    array([3., 8.])
+    >>> Oracle(score, budget=10)(["OCC", "C1CC", "CCO"])  # canonical OCC is CCO; C1CC invalid
+    array([3., 0., 3.])
+    """
+
+    def __init__(
+        self, fn: Callable[[list[str]], Any], *, workers: int = 1, name: str | None = None
+    ):
+        check_callable("fn", fn)
+        self.fn = fn
+        self.workers = check_int("workers", workers, minimum=1)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        self.name = _function_name(fn) if name is None else name
+        self._pool: ParallelMap | None = None
+        if self.workers > 1:
+            reason = _not_importable(fn)
+            if reason is None:
+                try:
+                    self._pool = ParallelMap(
+                        _ChunkScorer(fn, self.name), backend="process", num_workers=self.workers
+                    )
+                except TypeError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                raise TypeError(
+                    f"score function {self.name} must be importable by worker processes for "
+                    f"workers={self.workers}, but {reason}; define it with def at module level "
+                    "in a .py file, or use workers=1"
+                )
+
+    def __call__(self, smiles: Sequence[str]) -> np.ndarray:
+        """Scores ``float64 [len(smiles)]`` (NaN where ``fn`` gave NaN).
+
+        Raises:
+            TypeError: an entry of ``smiles`` is not a string.
+            ScoreError: ``fn`` raised or returned something else than one number per molecule.
+        """
+        smiles = list(smiles)
+        for s in smiles:
+            if not isinstance(s, str):
+                raise TypeError(f"smiles must be strings, got {type(s).__name__} {s!r}")
+        if not smiles:
+            return np.zeros(0)
+        if self._pool is None:
+            return _score_list(self.fn, smiles, self.name)
+        return self._pool(_encode(smiles)).numpy().astype(np.float64)
+
+    def close(self) -> None:
+        """Stop the worker processes (a later call starts new ones)."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> BatchScore:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BatchScore({self.name}, workers={self.workers})"
+
+
 @dataclass
 class Oracle:
     """A scoring function with a budget of unique valid molecules and a cache (PMO convention).
 
     Args:
-        score: maps a canonical SMILES to a score.
+        score: maps a canonical SMILES to a score, or a :class:`BatchScore` (a function of a
+            list of SMILES, called once per call of the oracle with the new molecules).
         budget: the maximum number of unique valid molecules scored.
 
     Attributes:
         history: ``(canonical smiles, score)`` in the order first scored.
+        unscored: molecules a :class:`BatchScore` returned NaN for (each scored 0, and counted
+            as a call).
 
     >>> o = Oracle(qed_score, budget=2)
     >>> s = o(["CCO", "OCC", "C1CC", "c1ccccc1", "CCN"])
@@ -211,10 +415,11 @@ class Oracle:
     (2, [0.407, 0.407, 0.0, 0.443, 0.0])
     """
 
-    score: Callable[[str], float]
+    score: Callable[[str], float] | BatchScore
     budget: int
     cache: dict[str, float] = field(default_factory=dict)
     history: list[tuple[str, float]] = field(default_factory=list)
+    unscored: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_callable("score", self.score)
@@ -234,6 +439,8 @@ class Oracle:
 
         New molecules beyond the budget score 0 and are not recorded.
         """
+        if isinstance(self.score, BatchScore):
+            return self._call_batch(smiles)
         out = np.zeros(len(smiles))
         for i, s in enumerate(smiles):
             can = canonical(s)
@@ -249,6 +456,21 @@ class Oracle:
                 self.history.append((can, value))
             out[i] = self.cache[can]
         return out
+
+    def _call_batch(self, smiles: Sequence[str]) -> np.ndarray:
+        """As the loop of :meth:`__call__`, with all new molecules scored in one call."""
+        canon = [canonical(s) for s in smiles]
+        new = list(dict.fromkeys(c for c in canon if c is not None and c not in self.cache))
+        new = new[: max(self.budget - self.calls, 0)]
+        if new:
+            values = self.score(new)
+            for can, value in zip(new, values.tolist(), strict=True):
+                if math.isnan(value):
+                    self.unscored.append(can)
+                    value = 0.0
+                self.cache[can] = value
+                self.history.append((can, value))
+        return np.array([0.0 if c is None else self.cache.get(c, 0.0) for c in canon])
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` best molecules scored so far, best first."""

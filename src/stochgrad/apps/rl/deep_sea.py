@@ -359,9 +359,10 @@ def supported_points(
     Returns:
         ``(point, w_low, w_high)`` per supported point, sorted by increasing weight.
 
-    >>> pts = supported_points(tabulate(), 0.99)
-    >>> len(pts), pts[0][1], pts[-1][2]
-    (10, 0.0, 1.0)
+    Examples:
+        >>> pts = supported_points(tabulate(), 0.99)
+        >>> len(pts), pts[0][1], pts[-1][2]
+        (10, 0.0, 1.0)
     """
 
     def solve(w: float) -> np.ndarray:

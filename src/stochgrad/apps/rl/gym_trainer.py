@@ -52,8 +52,10 @@ __all__ = [
     "ADVANTAGE_BASELINES",
     "ALGOS",
     "SNR_BATCHES",
+    "TARGET_WINDOW",
     "Config",
     "History",
+    "TargetReached",
     "Trainer",
     "default_config",
 ]
@@ -67,6 +69,9 @@ ADVANTAGE_BASELINES = ("none", "mean", "value", "gae")
 SNR_BATCHES = 8
 #: Added to the standard deviation by ``normalize_advantages``.
 NORMALIZE_EPS = 1e-8
+#: Finished episodes whose mean return is compared with ``Config.target_return`` (gymnasium's
+#: "solved" rule: the average over 100 consecutive episodes).
+TARGET_WINDOW = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +79,8 @@ NORMALIZE_EPS = 1e-8
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Config:
-    r"""Settings of one training run (all but ``threads`` and ``snr_every`` must match on resume).
+    r"""Settings of one training run (all but ``threads``, ``snr_every`` and ``target_return``
+    must match on resume).
 
     Defaults are for REINFORCE; :func:`default_config` gives TRPO the sb3-contrib CartPole
     zoo settings (2 envs, 512 steps, lambda 0.98, cg_damping 1e-3, 20 critic updates).
@@ -101,6 +107,12 @@ class Config:
         snr_every: updates between the policy gradient's signal-to-noise diagnostics
             (``grad_snr``, :meth:`Trainer.update`; the first update has one; 0: none). It
             changes no number of the run, so, like ``threads``, it may differ on resume.
+        target_return: stop training once the mean return of the last :data:`TARGET_WINDOW`
+            (100) finished episodes is at least this (:meth:`Trainer.reached_target`, checked
+            after every update; fewer than 100 episodes never count); ``None``: train for all
+            the steps asked. Like the number of steps it says when to stop, not how to train,
+            so it may differ on resume; :meth:`History.target_reached` finds the update that
+            first reached it.
 
     Raises:
         TypeError, ValueError: a setting of the wrong type or out of range, named.
@@ -130,6 +142,7 @@ class Config:
     line_search_shrink: float = 0.8
     threads: int = 1
     snr_every: int = 8
+    target_return: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.env_id, str) or not self.env_id:
@@ -143,6 +156,8 @@ class Config:
         check_probability("gamma", self.gamma)
         check_probability("gae_lambda", self.gae_lambda)
         check_int("snr_every", self.snr_every, minimum=0)
+        if self.target_return is not None:
+            self.target_return = check_float("target_return", self.target_return)
         if self.value_batch is not None:
             check_int("value_batch", self.value_batch, minimum=1)
         for name in ("lr", "value_lr", "target_kl", "max_grad_norm"):
@@ -206,6 +221,23 @@ def default_config(env_id: str, algo: str, seed: int = 0, **overrides: Any) -> C
 # ---------------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TargetReached:
+    """When a run first reached a target return (:meth:`History.target_reached`).
+
+    Attributes:
+        env_steps: environment steps (all environments) after the update that reached it.
+        updates: updates done by then (that one included).
+        episodes: episodes finished by then.
+        mean_return: the mean return of the last 100 of them.
+    """
+
+    env_steps: int
+    updates: int
+    episodes: int
+    mean_return: float
+
+
 @dataclass
 class History:
     """What a run has produced so far (plain lists, saved in checkpoints).
@@ -228,6 +260,32 @@ class History:
     update_mean100: list[float] = field(default_factory=list)
     update_wall: list[float] = field(default_factory=list)
     update_stats: list[dict[str, float]] = field(default_factory=list)
+
+    def target_reached(self, target: float, window: int = TARGET_WINDOW) -> TargetReached | None:
+        """The first update after which the last ``window`` finished episodes averaged at least
+        ``target`` (with at least ``window`` episodes finished), or ``None``.
+
+        This is the rule of ``Config.target_return``: a run given that target stops at this
+        update.
+
+        >>> h = History(episode_returns=[1.0, 3.0, 5.0], episode_end_steps=[4, 8, 16],
+        ...             update_steps=[8, 16], update_mean100=[2.0, 3.0])
+        >>> h.target_reached(2.5, window=2)
+        TargetReached(env_steps=16, updates=2, episodes=3, mean_return=4.0)
+        >>> h.target_reached(4.5, window=2) is None
+        True
+        """
+        target = check_float("target", target)
+        window = check_int("window", window, minimum=1)
+        returns = np.asarray(self.episode_returns, dtype=np.float64)
+        # episodes finished by the end of each update (their end steps never decrease)
+        done = np.searchsorted(np.asarray(self.episode_end_steps), self.update_steps, "right")
+        for u in np.flatnonzero(done >= window):
+            n = int(done[u])
+            mean = float(np.mean(returns[n - window : n]))  # as Trainer.mean_return computes it
+            if mean >= target:
+                return TargetReached(int(self.update_steps[u]), int(u) + 1, n, mean)
+        return None
 
 
 class Trainer:
@@ -424,6 +482,14 @@ class Trainer:
         """Mean episodic return of the last ``last`` finished episodes (nan before the first)."""
         r = self.history.episode_returns[-last:]
         return float(np.mean(r)) if r else float("nan")
+
+    def reached_target(self) -> bool:
+        """Whether ``config.target_return`` is set and the last :data:`TARGET_WINDOW` finished
+        episodes average at least it (at least that many finished): the run stops here."""
+        target = self.config.target_return
+        if target is None or len(self.history.episode_returns) < TARGET_WINDOW:
+            return False
+        return self.mean_return(TARGET_WINDOW) >= target
 
     # -- TRPO -------------------------------------------------------------------------------
     def _trpo_step(self, obs: torch.Tensor, actions: torch.Tensor, values: torch.Tensor) -> dict:

@@ -149,6 +149,7 @@ def _comparable(config: Config) -> dict[str, Any]:
     d = asdict(config)
     d.pop("threads", None)
     d.pop("snr_every", None)  # a diagnostic: changes no number of the run
+    d.pop("target_return", None)  # when to stop, as ``steps``: a run may go on to another
     return d
 
 
@@ -239,7 +240,9 @@ def train(
     """Train ``algo`` on ``env_id`` until at least ``steps`` environment steps.
 
     Updates continue while ``env_steps < steps``, so the run ends at the first multiple of the
-    batch (``num_envs * n_steps``) at or above ``steps``. With ``checkpoint`` the state is saved
+    batch (``num_envs * n_steps``) at or above ``steps``, or earlier, after the update that
+    brings the mean return of the last 100 episodes to ``target_return`` when that override
+    is given (:meth:`Trainer.reached_target`). With ``checkpoint`` the state is saved
     every ``checkpoint_every`` updates and at the end; ``resume=True`` loads it (the settings
     other than ``steps`` must match) and continues exactly where it stopped.
 
@@ -308,7 +311,7 @@ def _train(
     if progress is not None and counted:
         progress(counted)
     last_saved = trainer.updates if resumed else -1
-    while trainer.env_steps < steps:
+    while trainer.env_steps < steps and not trainer.reached_target():
         stats = trainer.update()
         if ckpt is not None and trainer.updates % checkpoint_every == 0:
             save_checkpoint(trainer, ckpt)
