@@ -11,9 +11,10 @@ The estimators (:data:`EIG_COMPARISON_ESTIMATORS`): the nested Monte Carlo EIG (
 in expectation), the PCE lower bound, and the design gradient of the PCE bound by the score
 function and (linear model only: its outcomes reparameterise) pathwise.
 
->>> res = eig_comparison_study(EIGComparisonConfig(num_outer=64, num_inner=32))
->>> [c.estimator for c in res.cells]
-['nmc', 'pce', 'score', 'pathwise']
+Examples:
+    >>> res = eig_comparison_study(EIGComparisonConfig(num_outer=64, num_inner=32))
+    >>> [c.estimator for c in res.cells]
+    ['nmc', 'pce', 'score', 'pathwise']
 """
 
 from __future__ import annotations

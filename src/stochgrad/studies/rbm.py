@@ -8,11 +8,12 @@ scikit-learn.
   by the same exact function (``stochgrad rbm``; ``docs/rbm.md``, check 2). Training is
   checkpointed after every epoch and resumes exactly.
 
->>> from stochgrad.apps.ebm import RBM, all_binary
->>> rbm = RBM.init(3, 2, generator=torch.Generator().manual_seed(0), std=1.0)
->>> rows = cd_bias_study(rbm, all_binary(3)[:4], ks=(1,), num_samples=100)
->>> [r["estimator"] for r in rows]
-['exact samples', 'CD-1']
+Examples:
+    >>> from stochgrad.apps.ebm import RBM, all_binary
+    >>> rbm = RBM.init(3, 2, generator=torch.Generator().manual_seed(0), std=1.0)
+    >>> rows = cd_bias_study(rbm, all_binary(3)[:4], ks=(1,), num_samples=100)
+    >>> [r["estimator"] for r in rows]
+    ['exact samples', 'CD-1']
 """
 
 from __future__ import annotations

@@ -610,9 +610,10 @@ def run_study(
         ValueError: an unknown estimator, no seed, or a checkpoint made with other settings
             (:class:`~stochgrad.checkpoint.CheckpointMismatch`).
 
-    >>> study = run_study(["exact"], [0, 1], Config(iterations=5, probe_every=5))
-    >>> [round(float(r.theta[-1]), 4) for r in study.of("exact")]
-    [0.4875, 0.4875]
+    Examples:
+        >>> study = run_study(["exact"], [0, 1], Config(iterations=5, probe_every=5))
+        >>> [round(float(r.theta[-1]), 4) for r in study.of("exact")]
+        [0.4875, 0.4875]
     """
     keys = list(dict.fromkeys(keys))
     unknown = [k for k in keys if k not in TOY_ESTIMATORS]

@@ -8,17 +8,18 @@ loses no finished work, and a rerun continues where it stopped. The random strea
 comes from :func:`cell_generator` (or :func:`stream_generator` by name), so a cell's numbers
 do not depend on which cells ran before it, nor on whether the study was resumed.
 
->>> import dataclasses
->>> @dataclasses.dataclass
-... class Square:
-...     value: int
-...     def to_state(self): return {"value": self.value}
-...     @classmethod
-...     def from_state(cls, s): return cls(int(s["value"]))
->>> grid = run_grid([("a", 2), ("b", 3)], lambda key, state, save: Square(key[1] ** 2),
-...                 config={"power": 2}, result_type=Square)
->>> [r.value for r in grid.results.values()]
-[4, 9]
+Examples:
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class Square:
+    ...     value: int
+    ...     def to_state(self): return {"value": self.value}
+    ...     @classmethod
+    ...     def from_state(cls, s): return cls(int(s["value"]))
+    >>> grid = run_grid([("a", 2), ("b", 3)], lambda key, state, save: Square(key[1] ** 2),
+    ...                 config={"power": 2}, result_type=Square)
+    >>> [r.value for r in grid.results.values()]
+    [4, 9]
 """
 
 from __future__ import annotations

@@ -418,9 +418,10 @@ def quadrature_variance(
 ) -> tuple[float, float]:
     """Single-sample variance ``(var_mu, var_sigma)`` by quadrature; see :func:`quadrature_moments`.
 
-    >>> v = quadrature_variance("pathwise", quadratic(2.0), 1.0, 0.5)
-    >>> [round(x, 10) for x in v]
-    [1.0, 6.0]
+    Examples:
+        >>> v = quadrature_variance("pathwise", quadratic(2.0), 1.0, 0.5)
+        >>> [round(x, 10) for x in v]
+        [1.0, 6.0]
     """
     m = quadrature_moments(estimator, objective, mu, sigma)
     return m["mu"][1], m["sigma"][1]

@@ -176,7 +176,9 @@ def baum_welch_batched(
     Args:
         hmms: starting models, all with one emission family, K and D.
         y: observations (see :func:`~stochgrad.apps.hmm.gradient.likelihood_gradient`).
-        max_iter, tol, min_sd: as in :func:`baum_welch`.
+        max_iter: as in :func:`baum_welch`.
+        tol: as in :func:`baum_welch`.
+        min_sd: as in :func:`baum_welch`.
         state: continue this run (an :class:`EMState` handed to ``on_iteration`` by an earlier
             call with the same ``hmms``, ``y`` and settings) instead of starting at ``hmms``:
             the results are those of an uninterrupted run.
@@ -190,12 +192,13 @@ def baum_welch_batched(
         ValueError: empty ``hmms``, mixed families or sizes, bad settings, a ``state`` of
             other sizes.
 
-    >>> from stochgrad.apps.hmm.data import load_earthquakes
-    >>> y = load_earthquakes()
-    >>> inits = [HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=r)
-    ...          for r in ([15.0, 26.0], [10.0, 30.0])]
-    >>> [round(f.log_likelihood, 2) for f in baum_welch_batched(inits, y, tol=1e-6)]
-    [-341.88, -341.88]
+    Examples:
+        >>> from stochgrad.apps.hmm.data import load_earthquakes
+        >>> y = load_earthquakes()
+        >>> inits = [HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=r)
+        ...          for r in ([15.0, 26.0], [10.0, 30.0])]
+        >>> [round(f.log_likelihood, 2) for f in baum_welch_batched(inits, y, tol=1e-6)]
+        [-341.88, -341.88]
     """
     max_iter = check_int("max_iter", max_iter, minimum=1)
     tol = check_float("tol", tol, minimum=0.0)

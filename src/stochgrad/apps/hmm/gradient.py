@@ -137,10 +137,11 @@ def likelihood_gradient(
 
     Reference: Fisher (1925); Louis (1982), JRSS B 44, eq. (3.1).
 
-    >>> from stochgrad.apps.hmm.model import HMM
-    >>> hmm = HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], rates=[1.0, 5.0])
-    >>> [tuple(g.shape) for g in likelihood_gradient(hmm, [0.0, 6.0, 4.0]).grad]
-    [(2,), (2, 2), (2,)]
+    Examples:
+        >>> from stochgrad.apps.hmm.model import HMM
+        >>> hmm = HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]], rates=[1.0, 5.0])
+        >>> [tuple(g.shape) for g in likelihood_gradient(hmm, [0.0, 6.0, 4.0]).grad]
+        [(2,), (2, 2), (2,)]
     """
     yb = _as_batch(hmm, y)
     leaves = [p.detach().clone().requires_grad_() for p in hmm.params()]

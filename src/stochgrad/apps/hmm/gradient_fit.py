@@ -91,7 +91,9 @@ def fit_gradient_batched(
     Args:
         hmms: starting models, all with one emission family, K, D and dtype.
         y: observations (see :func:`~stochgrad.apps.hmm.gradient.likelihood_gradient`).
-        max_iter, tol, min_sd: as in :func:`fit_gradient`.
+        max_iter: as in :func:`fit_gradient`.
+        tol: as in :func:`fit_gradient`.
+        min_sd: as in :func:`fit_gradient`.
         on_finish: called ``on_finish(i, result)`` (in the calling thread) as soon as start
             ``i`` has finished, while the others go on; a checkpoint saves it there. An
             exception it raises (``KeyboardInterrupt``) stops every start.
@@ -102,11 +104,12 @@ def fit_gradient_batched(
     Raises:
         ValueError: empty ``hmms``, mixed families or sizes, bad settings.
 
-    >>> y = [0.0, 1.0, 0.0, 8.0, 9.0, 11.0, 1.0, 0.0]
-    >>> inits = [HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=r)
-    ...          for r in ([2.0, 5.0], [1.0, 9.0])]
-    >>> [round(f.log_likelihood, 3) for f in fit_gradient_batched(inits, y, max_iter=100)]
-    [-14.356, -14.356]
+    Examples:
+        >>> y = [0.0, 1.0, 0.0, 8.0, 9.0, 11.0, 1.0, 0.0]
+        >>> inits = [HMM.from_probabilities([0.5, 0.5], [[0.9, 0.1], [0.1, 0.9]], rates=r)
+        ...          for r in ([2.0, 5.0], [1.0, 9.0])]
+        >>> [round(f.log_likelihood, 3) for f in fit_gradient_batched(inits, y, max_iter=100)]
+        [-14.356, -14.356]
     """
     from scipy.optimize import minimize
 

@@ -128,8 +128,11 @@ def expected_loglik_gradient(
 
     Args:
         estimator: a key of :data:`ELBO_ESTIMATORS`.
-        mu, log_sigma: ``[D]`` variational parameters.
-        X, y: data; batch: indices of the minibatch :math:`B` (default: all data, no scaling).
+        mu: ``[D]`` variational means.
+        log_sigma: ``[D]`` variational log standard deviations.
+        X: ``[N, D]`` design matrix.
+        y: ``[N]`` labels, ``-1`` or ``1``.
+        batch: indices of the minibatch :math:`B` (default: all data, no scaling).
         num_samples: samples of :math:`q` (see :func:`evaluations_per_step` for the cost).
         generator: all randomness.
 

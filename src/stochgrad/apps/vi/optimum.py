@@ -65,8 +65,10 @@ def quadrature_elbo(
     ``mu`` and ``log_sigma`` (torch autograd).
 
     Args:
-        mu, log_sigma: ``[D]`` variational parameters.
-        X, y: data (:func:`load_data`).
+        mu: ``[D]`` variational means.
+        log_sigma: ``[D]`` variational log standard deviations.
+        X: ``[N, D]`` design matrix (:func:`load_data`).
+        y: ``[N]`` labels, ``-1`` or ``1`` (:func:`load_data`).
         nodes: number of Gauss-Hermite nodes. :math:`\log\sigma` bends sharply on the scale of
             :math:`s_n` (up to 20 at the initialisation), so convergence is slow: measured at
             :math:`\mu = 0, \lambda = 0`, 256 nodes are off by 4e-3, 1024 by 1e-5, 4096 (the

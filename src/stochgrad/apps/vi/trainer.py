@@ -154,7 +154,10 @@ def train(
 
     Args:
         estimator: a key of :data:`ELBO_ESTIMATORS`.
-        X, y: data; config: the settings; seed: the run's seed.
+        X: ``[N, D]`` design matrix.
+        y: ``[N]`` labels, ``-1`` or ``1``.
+        config: the settings.
+        seed: the run's seed.
         checkpoint: where to save and resume the state of this run, and record it finished
             (optional).
         state: instead of ``checkpoint``: a state given earlier to ``save``, to resume from.
