@@ -1,9 +1,11 @@
 """``stochgrad telegraph``: the telegraph model of gene expression.
 
 - ``fit COUNTS``: maximum-likelihood burst kinetics per gene, with 95 % profile-likelihood
-  intervals and identifiability flags, written to ``--out``/``kinetics.csv``. Each finished
-  chunk of genes is checkpointed (``fit_checkpoint.pt``): a rerun resumes, ``--restart`` starts
-  afresh.
+  intervals and identifiability flags, written to ``--out``/``kinetics.csv``, with a summary
+  (``summary.json``) and a plot of burst frequency against burst size
+  (``burst_kinetics.png``). COUNTS is a CSV/TSV table, an ``.h5ad`` file or a 10x folder;
+  empty fields are missing cells. Each finished chunk of genes is checkpointed
+  (``fit_checkpoint.pt``): a rerun resumes, ``--restart`` starts afresh.
 - ``simulate``: a genes x cells counts table by the exact Gillespie algorithm (or exact
   stationary draws), ``counts.csv``, and the true kinetics, ``counts_kinetics.csv``.
 - ``recover``: the parameter-recovery study over a (k_on, k_off) grid, checkpointed per grid
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ __all__ = [
     "add_fit_arguments",
     "add_recover_arguments",
     "add_simulate_arguments",
+    "fit_summary",
+    "plot_burst_kinetics",
     "plot_recovery",
     "recovery_json",
     "recovery_markdown",
@@ -98,13 +103,20 @@ def _check_backend(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``stochgrad telegraph fit``."""
-    p.add_argument("counts", type=Path, help="CSV counts table (genes x cells or cells x genes)")
+    p.add_argument(
+        "counts",
+        type=Path,
+        help="counts: a CSV/TSV table (.gz too; genes x cells or cells x genes), an .h5ad "
+        "file, or a 10x folder (matrix.mtx, features.tsv, barcodes.tsv)",
+    )
     p.add_argument(
         "--genes-in",
         choices=("rows", "columns"),
         default=None,
-        help="orientation of the table (default: detected, see docs/telegraph.md)",
+        help="which axis holds the genes (default: decided from the labels, the header's "
+        "first cell or the format; an undecidable table is refused)",
     )
+    p.add_argument("--layer", default=None, help="AnnData layer of an .h5ad file (default: X)")
     _parallel_options(p, 50)
     p.add_argument("--no-ci", action="store_true", help="skip the profile-likelihood intervals")
     p.add_argument("--max-iter", type=positive_int, default=60, help="Newton iterations at most")
@@ -154,41 +166,190 @@ def _fit_table(fits: Any, fitted: int, ci: bool):
     return t
 
 
+def _median(values: Any) -> float:
+    import numpy as np
+
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def fit_summary(fits: Any, info: Any, how: str, ci: bool, max_ci_ratio: float) -> dict[str, Any]:
+    """The fit in numbers: genes fitted and skipped, identifiable counts, medians (JSON values).
+
+    ``info`` is the table's :class:`~stochgrad.apps.telegraph.chunked.CountsInfo`; a quantity
+    is identifiable when flagged neither structural nor practical.
+    """
+    import numpy as np
+
+    fitted = ~np.isnan(fits.k_on)
+    bf_ok = fitted & ~fits.bf_structural & ~fits.bf_practical
+    bs_ok = fitted & ~fits.bs_structural & ~fits.bs_practical
+    return {
+        "orientation": how,
+        "genes": info.num_genes,
+        "cells": info.num_cells,
+        "missing_cells": info.missing,
+        "genes_fitted": int(fitted.sum()),
+        "genes_skipped": int((~fitted).sum()),
+        "skipped_only_zeros": int((~info.expressed).sum()),
+        "skipped_under_2_cells": int((info.expressed & ~info.fitted).sum()),
+        "min_cells": info.min_cells,
+        "genes_under_min_cells": int(info.few_cells.sum()),
+        "intervals": bool(ci),
+        "max_ci_ratio": float(max_ci_ratio),
+        "burst_frequency_identifiable": int(bf_ok.sum()),
+        "burst_size_identifiable": int(bs_ok.sum()),
+        "both_identifiable": int((bf_ok & bs_ok).sum()),
+        "median_burst_frequency": _median(fits.burst_frequency[fitted]),
+        "median_burst_size": _median(fits.burst_size[fitted]),
+        "median_burst_frequency_identifiable": _median(fits.burst_frequency[bf_ok]),
+        "median_burst_size_identifiable": _median(fits.burst_size[bs_ok]),
+    }
+
+
+def _summary_table(s: dict[str, Any]):
+    t = _kit.table("Summary", ["", "genes", "median (all fitted)", "median (identifiable)"])
+    t.add_row("fitted", str(s["genes_fitted"]), "", "")
+    t.add_row(
+        "burst frequency identifiable",
+        str(s["burst_frequency_identifiable"]),
+        _kit.fmt(s["median_burst_frequency"], 3),
+        _kit.fmt(s["median_burst_frequency_identifiable"], 3),
+    )
+    t.add_row(
+        "burst size identifiable",
+        str(s["burst_size_identifiable"]),
+        _kit.fmt(s["median_burst_size"], 3),
+        _kit.fmt(s["median_burst_size_identifiable"], 3),
+    )
+    t.add_row("both identifiable", str(s["both_identifiable"]), "", "")
+    t.add_row(
+        "skipped (only zeros / < 2 cells)",
+        f"{s['skipped_only_zeros']} / {s['skipped_under_2_cells']}",
+        "",
+        "",
+    )
+    t.add_row(f"fitted on < {s['min_cells']} cells", str(s["genes_under_min_cells"]), "", "")
+    return t
+
+
+def plot_burst_kinetics(fits: Any, path: str | Path, ci: bool = True) -> Path:
+    """Burst frequency ``k_on`` against burst size ``k_syn / k_off`` per fitted gene, log-log;
+    genes with both quantities identifiable filled, one of them half-tone, neither hollow."""
+    import numpy as np
+
+    fitted = ~np.isnan(fits.k_on)
+    bf_ok = ~fits.bf_structural & ~fits.bf_practical
+    bs_ok = ~fits.bs_structural & ~fits.bs_practical
+    groups = (
+        ("burst frequency and size identifiable", fitted & bf_ok & bs_ok, {"c": "C0"}),
+        ("one of the two identifiable", fitted & (bf_ok ^ bs_ok), {"c": "C1", "alpha": 0.6}),
+        ("neither identifiable", fitted & ~bf_ok & ~bs_ok, {"fc": "none", "ec": "0.5"}),
+    )
+    fig = _kit.figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.subplots()
+    for label, mask, style in groups:
+        if mask.any():
+            ax.scatter(
+                fits.burst_frequency[mask],
+                fits.burst_size[mask],
+                s=14,
+                label=f"{label} ({int(mask.sum())})",
+                **style,
+            )
+    if fitted.any():
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no gene fitted", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("burst frequency k_on (bursts per mRNA lifetime)")
+    ax.set_ylabel("burst size k_syn / k_off (mRNA per burst)")
+    note = "" if ci else "\n--no-ci: only estimates on a bound are flagged"
+    ax.set_title(f"burst kinetics of {int(fitted.sum())} genes{note}", fontsize=10)
+    return _kit.save_figure(fig, Path(path), dpi=110)
+
+
+def _say_warning(console: Console):
+    """A ``warnings.showwarning`` that prints the fit's few-cells warning as one line."""
+    from stochgrad.apps.telegraph.fit import FewCellsWarning
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, FewCellsWarning):
+            return original(message, category, filename, lineno, file, line)
+        genes = getattr(message, "genes", [])
+        many = f"{len(genes)} genes have" if len(genes) != 1 else "1 gene has"
+        text = (
+            f"warning: {many} fewer than {message.min_cells} observed cells, too few for a "
+            "10 % estimate"
+        )
+        shown = [str(g) for g in genes[:3]]
+        while shown and len(text) + 4 + len(", ".join(shown)) > _kit.WIDTH:
+            shown.pop()  # the line stays within the console's width
+        if shown:
+            text += f" ({', '.join(shown)}{', ...' if len(genes) > len(shown) else ''})"
+        console.print(text, markup=False, soft_wrap=True)
+
+    return show
+
+
 def run_fit(args: argparse.Namespace, console: Console) -> int:
-    """Fit burst kinetics per gene; write the kinetics CSV (resumes from its checkpoint)."""
+    """Fit burst kinetics per gene; write the kinetics CSV, the summary and the plot (resumes
+    from its checkpoint)."""
     from stochgrad.apps.telegraph import fit_counts, read_counts
+    from stochgrad.apps.telegraph.chunked import describe_counts
+    from stochgrad.apps.telegraph.fit import FewCellsWarning
 
     _check_backend(args)
     with _kit.output(args, console) as out:
-        if not args.counts.is_file():
-            what = "a folder" if args.counts.is_dir() else "no such file"
-            raise _kit.UserError(f"counts table {args.counts}: {what}")
-        counts, names, how = read_counts(args.counts, args.genes_in)
-        genes, cells = counts.shape
-        fitted = int((counts.sum(1) > 0).sum())
+        if not args.counts.exists():
+            raise _kit.UserError(f"counts table {args.counts}: no such file")
+        try:
+            counts, names, how = read_counts(args.counts, args.genes_in, layer=args.layer)
+        except ImportError as exc:
+            raise _kit.UserError(str(exc)) from None
+        info = describe_counts(counts)
+        genes, cells = info.num_genes, info.num_cells
+        fitted = int(info.fitted.sum())
         console.print(f"{genes} genes x {cells} cells: {how}")
-        if fitted < genes:
+        if info.missing:
             console.print(
-                f"{genes - fitted} genes have only zero counts: NaN kinetics, every flag set"
+                f"{info.missing} missing cells (empty fields or NaN), left out gene by gene; "
+                f"observed cells per gene {int(info.observed.min())} to {int(info.observed.max())}"
+            )
+        skipped = genes - fitted
+        if skipped:
+            console.print(
+                f"{skipped} genes not fitted (only zero counts or fewer than 2 observed cells): "
+                "NaN kinetics, every flag set"
             )
         ckpt = out.checkpoint("fit_checkpoint.pt")
         with _kit.progress(console, "fitting genes", total=fitted) as advance:
-            fits = fit_counts(
-                counts,
-                chunk_size=args.chunk_size,
-                ci=not args.no_ci,
-                max_iter=args.max_iter,
-                max_ci_ratio=args.max_ci_ratio,
-                backend=args.backend,
-                num_workers=args.workers,
-                checkpoint=ckpt,
-                progress=advance,
-                on_resume=lambda done, total: out.resumed(
-                    ckpt, f"{done} of {total} chunks of genes finished"
-                ),
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", FewCellsWarning)
+                warnings.showwarning = _say_warning(console)
+                fits = fit_counts(
+                    counts,
+                    chunk_size=args.chunk_size,
+                    ci=not args.no_ci,
+                    max_iter=args.max_iter,
+                    max_ci_ratio=args.max_ci_ratio,
+                    backend=args.backend,
+                    num_workers=args.workers,
+                    checkpoint=ckpt,
+                    progress=advance,
+                    on_resume=lambda done, total: out.resumed(
+                        ckpt, f"{done} of {total} chunks of genes finished"
+                    ),
+                    names=names,
+                )
         write_fits(out.path("kinetics.csv"), names, fits)
         console.print(_fit_table(fits, fitted, not args.no_ci))
+        summary = fit_summary(fits, info, how, not args.no_ci, args.max_ci_ratio)
+        console.print(_summary_table(summary))
+        _kit.write_json(out.path("summary.json"), summary)
+        plot_burst_kinetics(fits, out.path("burst_kinetics.png"), ci=not args.no_ci)
     return 0
 
 

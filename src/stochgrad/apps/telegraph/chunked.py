@@ -4,26 +4,36 @@
 :func:`~stochgrad.apps.telegraph.fit.fit_genes` through :func:`stochgrad.parallel.map_items`,
 and saves each finished chunk at once in a :class:`~stochgrad.checkpoint.RunCheckpoint` (one run
 per chunk, key ``("chunk", index)``): an interrupted fit rerun with the same data and settings
-redoes only the unfinished chunks and gives the same numbers.
+redoes only the unfinished chunks and gives the same numbers. The table may be dense or a scipy
+sparse matrix (densified one chunk at a time, in the worker), and NaN marks a missing cell
+(:func:`describe_counts`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from stochgrad._checks import check_int
-from stochgrad.apps.telegraph.fit import MAX_CI_RATIO, GeneFits, fit_genes
-from stochgrad.apps.telegraph.likelihood import _as_counts
+from stochgrad.apps.telegraph.fit import (
+    MAX_CI_RATIO,
+    MIN_CELLS,
+    FewCellsWarning,
+    GeneFits,
+    fit_genes,
+    warn_few_cells,
+)
 from stochgrad.checkpoint import RunCheckpoint
 
-__all__ = ["FitConfig", "fit_counts"]
+__all__ = ["CountsInfo", "FitConfig", "describe_counts", "fit_counts"]
 
 
 @dataclass
@@ -37,6 +47,150 @@ class FitConfig:
     ci: bool = True
     max_iter: int = 60
     max_ci_ratio: float = MAX_CI_RATIO
+
+
+@dataclass
+class CountsInfo:
+    """What a counts table holds, gene by gene (:func:`describe_counts`).
+
+    Attributes:
+        num_genes, num_cells: the table's shape ``[G, C]``.
+        observed: ``[G]`` cells observed per gene (``C`` less its missing cells).
+        expressed: ``[G]`` some observed count is above zero.
+        fitted: ``[G]`` the genes :func:`fit_counts` fits: expressed, with at least 2 observed
+            cells; the others get NaN kinetics and every flag.
+        few_cells: ``[G]`` fitted genes with fewer than ``min_cells`` observed cells.
+        missing: missing cells in the whole table.
+        min_cells: the threshold of ``few_cells``.
+    """
+
+    num_genes: int
+    num_cells: int
+    observed: np.ndarray
+    expressed: np.ndarray
+    fitted: np.ndarray
+    few_cells: np.ndarray
+    missing: int
+    min_cells: int
+
+
+class _Table:
+    """A validated ``[G, C]`` counts table, dense (numpy) or CSR, NaN marking missing cells."""
+
+    def __init__(self, counts: Any, name: str = "counts"):
+        if scipy.sparse.issparse(counts):
+            m = scipy.sparse.csr_matrix(counts)
+            m.sum_duplicates()
+            self.sparse, values = m, m.data
+        else:
+            if isinstance(counts, torch.Tensor):
+                counts = counts.detach().cpu().numpy()
+            m = np.asarray(counts)
+            self.sparse, values = None, m
+        if m.ndim != 2:
+            raise ValueError(f"{name} must be [genes, cells], got shape {list(m.shape)}")
+        if values.dtype == bool or values.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold non-negative integers, got dtype {values.dtype}")
+        self.shape = m.shape
+        self.dense = m if self.sparse is None else None
+        G, C = m.shape
+        nan = np.isnan(values) if values.dtype.kind == "f" else None
+        bad = values < 0
+        if nan is not None:
+            bad |= ~nan & (~np.isfinite(values) | (values != np.round(values)))
+        if bad.any():
+            gene, cell, v = self._locate(np.flatnonzero(bad.reshape(-1))[0], values)
+            raise ValueError(
+                f"{name} must hold non-negative integers (NaN marks a missing cell), got "
+                f"{v:g} at gene {gene}, cell {cell}"
+            )
+        self.has_missing = bool(nan is not None and nan.any())
+        if self.sparse is None:
+            filled = np.where(nan, 0, m) if self.has_missing else m
+            self.missing = nan.sum(1) if self.has_missing else np.zeros(G, dtype=np.int64)
+            self.total = filled.sum(1) if G and C else np.zeros(G)
+            self.max = filled.max(1) if G and C else np.zeros(G)
+        else:
+            rows = np.repeat(np.arange(G), np.diff(m.indptr))
+            filled = m.copy()
+            if self.has_missing:
+                filled.data = np.where(nan, 0, filled.data)
+                self.missing = np.bincount(rows[nan], minlength=G)
+            else:
+                self.missing = np.zeros(G, dtype=np.int64)
+            self.total = np.asarray(filled.sum(1)).reshape(-1)
+            self.max = filled.max(1).toarray().reshape(-1) if G and C else np.zeros(G)
+        self.observed = C - np.asarray(self.missing, dtype=np.int64)
+
+    def _locate(self, flat: int, values: np.ndarray) -> tuple[int, int, float]:
+        if self.sparse is None:
+            gene, cell = divmod(int(flat), self.shape[1])
+        else:
+            gene = int(np.searchsorted(self.sparse.indptr, flat, side="right")) - 1
+            cell = int(self.sparse.indices[flat])
+        return gene, cell, float(values.reshape(-1)[flat])
+
+    def rows(self, idx: np.ndarray) -> Any:
+        """The genes ``idx``: a dense array (int64, or float64 with NaN) or a CSR slice."""
+        if self.sparse is not None:
+            return self.sparse[idx]
+        return _dense(self.dense[idx], self.has_missing)
+
+    def sha1(self) -> str:
+        """SHA-1 of the dense table (int64, float64 when cells are missing) and its shape: the
+        same data gives the same digest from a dense or a sparse source."""
+        h = hashlib.sha1()
+        G, C = self.shape
+        step = max(1, (1 << 23) // max(C, 1))  # 64 MiB of float64 per block
+        for i in range(0, G, step):
+            block = self.sparse[i : i + step].toarray() if self.sparse is not None else None
+            h.update(_dense(self.dense[i : i + step] if block is None else block, self.has_missing))
+        h.update(str((G, C)).encode())
+        return h.hexdigest()
+
+
+def _dense(block: Any, missing: bool) -> np.ndarray:
+    if scipy.sparse.issparse(block):
+        block = block.toarray()
+    return np.ascontiguousarray(block, dtype=np.float64 if missing else np.int64)
+
+
+def describe_counts(counts: Any, min_cells: int = MIN_CELLS) -> CountsInfo:
+    """Check a counts table and say which genes :func:`fit_counts` fits.
+
+    Args:
+        counts: ``[G, C]`` non-negative integer counts, genes x cells: a tensor, a numpy array
+            or a scipy sparse matrix. NaN marks a missing cell (``txburst``'s convention).
+        min_cells: the threshold of :attr:`CountsInfo.few_cells`.
+
+    Returns:
+        :class:`CountsInfo`.
+
+    Raises:
+        ValueError: not a 2-D table, a negative, non-integer or infinite value.
+        TypeError: not a numeric table.
+
+    >>> info = describe_counts(np.array([[0, 3, float("nan")], [0, 0, 0]]))
+    >>> info.observed.tolist(), info.fitted.tolist(), info.missing
+    ([2, 3], [True, False], 1)
+    """
+    return _info(_Table(counts), min_cells)
+
+
+def _info(t: _Table, min_cells: int) -> CountsInfo:
+    G, C = t.shape
+    expressed = np.asarray(t.total > 0).reshape(-1)
+    fitted = expressed & (t.observed >= 2)
+    return CountsInfo(
+        num_genes=G,
+        num_cells=C,
+        observed=t.observed,
+        expressed=expressed,
+        fitted=fitted,
+        few_cells=fitted & (t.observed < min_cells),
+        missing=int(G * C - t.observed.sum()),
+        min_cells=int(min_cells),
+    )
 
 
 @dataclass
@@ -60,10 +214,16 @@ def _chunk_index(key: tuple[Any, ...]) -> int:
     return int(str(key[0]).removeprefix("chunk"))
 
 
-def _fit_chunk(payload: tuple[np.ndarray, bool, int, float]) -> GeneFits:
+def _fit_chunk(payload: tuple[Any, bool, int, float]) -> GeneFits:
     """Worker job: fit one chunk of genes (module level so worker processes can import it)."""
     counts, ci, max_iter, max_ci_ratio = payload
-    return fit_genes(torch.from_numpy(counts), ci=ci, max_iter=max_iter, max_ci_ratio=max_ci_ratio)
+    if scipy.sparse.issparse(counts):  # densified here: one chunk at a time in memory
+        counts = _dense(counts, bool(np.isnan(counts.data).any()))
+    with warnings.catch_warnings():  # the caller of fit_counts was warned once, with names
+        warnings.simplefilter("ignore", FewCellsWarning)
+        return fit_genes(
+            torch.from_numpy(counts), ci=ci, max_iter=max_iter, max_ci_ratio=max_ci_ratio
+        )
 
 
 def fit_counts(
@@ -79,60 +239,74 @@ def fit_counts(
     restart: bool = False,
     progress: Callable[[int], None] | None = None,
     on_resume: Callable[[int, int], None] | None = None,
+    names: Sequence[str] | None = None,
 ) -> GeneFits:
     """:func:`~stochgrad.apps.telegraph.fit.fit_genes` over many genes in chunks, in parallel,
     resumable.
 
-    Genes with only zero counts get NaN kinetics and every non-identifiability flag. The other
-    genes are sorted by their largest count (so a chunk shares a similar recurrence length) and
-    cut into chunks of ``chunk_size``; chunks run through :func:`stochgrad.parallel.map_items`.
-    Each finished chunk is saved to ``checkpoint`` at once (before ``progress`` hears of it), so
-    an interrupted fit resumed with the same data and settings redoes only unfinished chunks and
+    Genes with only zero counts, or fewer than 2 observed cells, get NaN kinetics and every
+    non-identifiability flag. A NaN count is a missing cell: each gene's likelihood is over its
+    observed cells (``txburst``'s convention); genes with fewer than
+    :data:`~stochgrad.apps.telegraph.fit.MIN_CELLS` observed cells are fitted, with one
+    :class:`~stochgrad.apps.telegraph.fit.FewCellsWarning` naming them. The other genes are
+    sorted by their largest count (so a chunk shares a similar recurrence length) and cut into
+    chunks of ``chunk_size``; chunks run through :func:`stochgrad.parallel.map_items`. Each
+    finished chunk is saved to ``checkpoint`` at once (before ``progress`` hears of it), so an
+    interrupted fit resumed with the same data and settings redoes only unfinished chunks and
     gives the same numbers.
 
     Args:
-        counts: ``[G, C]`` counts, genes x cells (at least 2 cells).
+        counts: ``[G, C]`` counts, genes x cells (at least 2 cells): a tensor, a numpy array
+            or a scipy sparse matrix (densified chunk by chunk); NaN marks a missing cell.
         chunk_size: genes per job.
-        ci, max_iter, max_ci_ratio: as in :func:`~stochgrad.apps.telegraph.fit.fit_genes`.
-        backend, num_workers: as in :func:`stochgrad.parallel.map_items`.
+        ci: as in :func:`~stochgrad.apps.telegraph.fit.fit_genes`.
+        max_iter: as in :func:`~stochgrad.apps.telegraph.fit.fit_genes`.
+        max_ci_ratio: as in :func:`~stochgrad.apps.telegraph.fit.fit_genes`.
+        backend: as in :func:`stochgrad.parallel.map_items`.
+        num_workers: as in :func:`stochgrad.parallel.map_items`.
         checkpoint: a ``.pt`` file, or None for no checkpoint.
         restart: discard an existing checkpoint and start afresh.
         progress: called with the number of genes just finished (also for resumed chunks).
         on_resume: called once, before any work, with the numbers of finished chunks found in
             ``checkpoint`` and of all chunks, when some were found.
+        names: gene names for the few-cells warning (default: indices).
 
     Returns:
         :class:`~stochgrad.apps.telegraph.fit.GeneFits` in the order of the input genes.
 
     Raises:
-        ValueError: not a 2-D table of non-negative integers, fewer than 2 cells, bad settings.
+        ValueError: not a 2-D table of non-negative integers (or NaN), fewer than 2 cells, bad
+            settings.
         stochgrad.checkpoint.CheckpointMismatch: ``checkpoint`` was made with other data or
             settings.
 
     >>> x = torch.tensor([[0, 3, 1, 0, 7, 2, 0, 1]] * 2)
-    >>> fit_counts(x, ci=False).k_on.shape
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", FewCellsWarning)  # 8 cells: far too few
+    ...     fit_counts(x, ci=False).k_on.shape
     (2,)
     """
     from stochgrad.parallel import map_items
 
-    x = _as_counts(counts, "counts")
-    if x.dim() != 2:
-        raise ValueError(f"counts must be [genes, cells], got shape {list(x.shape)}")
-    if x.shape[1] < 2:
-        raise ValueError(f"counts needs at least 2 cells per gene, got {x.shape[1]}")
+    table = _Table(counts)
+    G, C = table.shape
+    if C < 2:
+        raise ValueError(f"counts needs at least 2 cells per gene, got {C}")
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     max_iter = check_int("max_iter", max_iter, minimum=0)
     if not (isinstance(max_ci_ratio, (int, float)) and max_ci_ratio > 1):
         raise ValueError(f"max_ci_ratio must be a number > 1, got {max_ci_ratio!r}")
-    arr = np.ascontiguousarray(x.numpy())
-    G = arr.shape[0]
-    nonzero = np.flatnonzero(arr.sum(1) > 0)
-    order = nonzero[np.argsort(arr[nonzero].max(1), kind="stable")]
+    if names is not None and len(names) != G:
+        raise ValueError(f"names must name the {G} genes, got {len(names)} names")
+    info = _info(table, MIN_CELLS)
+    fitted = np.flatnonzero(info.fitted)
+    warn_few_cells(info.observed[fitted], None if names is None else [names[i] for i in fitted])
+    order = fitted[np.argsort(table.max[fitted], kind="stable")]
     chunks = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
     config = FitConfig(
-        data_sha1=hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest(),
+        data_sha1=table.sha1(),
         num_genes=G,
-        num_cells=arr.shape[1],
+        num_cells=C,
         chunk_size=chunk_size,
         ci=bool(ci),
         max_iter=max_iter,
@@ -163,14 +337,14 @@ def fit_counts(
 
     map_items(
         _fit_chunk,
-        [(arr[chunks[i]], ci, max_iter, float(max_ci_ratio)) for i in todo],
+        [(table.rows(chunks[i]), ci, max_iter, float(max_ci_ratio)) for i in todo],
         backend=backend,
         num_workers=num_workers,
         callback=finished,
     )
     nan = np.full(G, np.nan)
     out = GeneFits(**{c: nan.copy() for c in GeneFits.COLUMNS})
-    for c in GeneFits.FLAGS:  # all-zero genes: nothing is identifiable
+    for c in GeneFits.FLAGS:  # genes not fitted: nothing is identifiable
         setattr(out, c, np.ones(G, dtype=bool))
     for i, idx in enumerate(chunks):
         for c in GeneFits.COLUMNS:

@@ -141,7 +141,9 @@ def fisher_gradient(
 
     Args:
         n: one count (int) or ``[...]`` counts broadcasting with the rates.
-        k_on, k_off, k_syn: positive rates.
+        k_on: positive rate of promoter activation.
+        k_off: positive rate of promoter inactivation.
+        k_syn: positive transcription rate while active.
         num_samples: samples of :math:`x` per count (>= 2).
         generator: the random stream.
         method: ``"posterior"`` or ``"prior"``.
@@ -234,7 +236,10 @@ def fisher_gradient_exact(n: Any, k_on: Any, k_off: Any, k_syn: Any) -> Tensor:
     (at :math:`a = 0.3, b = 4, k = 800, n = 0` its gradient is off by 1.6 of 5.4).
 
     Args:
-        n, k_on, k_off, k_syn: as in :func:`fisher_gradient`.
+        n: as in :func:`fisher_gradient`.
+        k_on: as in :func:`fisher_gradient`.
+        k_off: as in :func:`fisher_gradient`.
+        k_syn: as in :func:`fisher_gradient`.
 
     Returns:
         ``[..., 3]`` gradient w.r.t. ``(k_on, k_off, k_syn)``.

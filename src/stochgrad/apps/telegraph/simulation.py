@@ -28,7 +28,9 @@ def sample_stationary(
     :math:`n \sim \mathrm{Poisson}(k x)`.
 
     Args:
-        k_on, k_off, k_syn: positive rates, scalars or ``[G]`` (one gene each).
+        k_on: positive rates, scalars or ``[G]`` (one gene each).
+        k_off: positive rates, scalars or ``[G]`` (one gene each).
+        k_syn: positive rates, scalars or ``[G]`` (one gene each).
         num_cells: cells per gene.
         generator: the random stream.
 
@@ -76,7 +78,9 @@ def simulate(
     stationary law directly (:func:`sample_stationary`).
 
     Args:
-        k_on, k_off, k_syn: positive rates, scalars or ``[G]``.
+        k_on: positive rates, scalars or ``[G]``.
+        k_off: positive rates, scalars or ``[G]``.
+        k_syn: positive rates, scalars or ``[G]``.
         num_cells: cells per gene.
         generator: the random stream (same seed, same counts).
         t_end: simulated time (scalar), default per gene as above.
