@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.stochgrad-installed
+DOCS_STAMP := $(VENV)/.stochgrad-docs-installed
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test docs bench lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -29,7 +30,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+# the docs extra, also for a .venv set up before the extra existed
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+# the reference site, into site/; --strict turns every warning (a docstring section that does
+# not match the signature, a broken link or anchor) into a failure
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+test: lint docs
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -45,4 +56,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_molecules.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist site src/*.egg-info
