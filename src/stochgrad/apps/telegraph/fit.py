@@ -495,7 +495,7 @@ def fit_genes(
             one non-zero count. NaN in a float tensor marks a missing cell: it is left out of
             its gene's likelihood (``txburst``'s convention); genes with fewer than
             :data:`MIN_CELLS` observed cells get a :class:`FewCellsWarning`.
-        ci: compute the profile-likelihood intervals (about 4x the cost of the fit).
+        ci: compute the profile-likelihood intervals (about 1-2x the cost of the fit).
         max_iter: Newton iterations at most.
         max_ci_ratio: interval ratio (upper/lower) above which a quantity is flagged practically
             non-identifiable; default :data:`MAX_CI_RATIO` (about 1.79, a 10 % median error).

@@ -282,8 +282,7 @@ def log_pmf(n: Any, k_on: Any, k_off: Any, k_syn: Any) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # (c) the log-likelihood of count histograms with its exact gradient and Hessian
 # ---------------------------------------------------------------------------------------------
-_BLOCK = 250_000
-"""Rows x counts per block of the recurrence (bounds the memory of one block to ~50 MB)."""
+_BLOCK = 250_000  # rows x counts per block of the recurrence: ~50 MB at most
 
 # (c, b, k) -> (a, b, k) with c = a + b + N
 _CB = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=DTYPE)
@@ -409,8 +408,7 @@ def _series_block(
     b: Tensor, c: Tensor, k: Tensor, j_lo: Tensor, m: int, order: int
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """:func:`_series_sums` over the ``m`` terms from ``j_lo`` of each row: ``lgamma`` at the
-    first term, then running sums of the logs of the term ratios (and of the digamma and
-    trigamma steps :math:`1/(b+j)`, :math:`1/(b+j)^2`, ...)."""
+    first, then running sums of the term ratios' logs (and of digamma, trigamma steps)."""
     P = b.shape[0]
     j = j_lo[:, None] + torch.arange(m, dtype=DTYPE)
     b_, c_ = b[:, None], c[:, None]
@@ -634,7 +632,7 @@ def histogram_nll(
     if order not in (0, 2):
         raise ValueError(f"order must be 0 or 2, got {order!r}")
     h = torch.as_tensor(hist, dtype=DTYPE)
-    if h.dim() != 2 or a.shape != (h.shape[0],) or b.shape != a.shape or k.shape != a.shape:
+    if h.dim() != 2 or h.shape[1] == 0 or any(t.shape != (h.shape[0],) for t in (a, b, k)):
         raise ValueError(
             f"hist must be [P, n_max + 1] with k_on, k_off, k_syn of shape [P], got hist "
             f"{list(h.shape)} and rates {list(a.shape)}, {list(b.shape)}, {list(k.shape)}"
@@ -645,9 +643,11 @@ def histogram_nll(
     f = torch.empty(P, dtype=DTYPE)
     g = torch.empty(P, 3, dtype=DTYPE) if order else None
     H = torch.empty(P, 3, 3, dtype=DTYPE) if order else None
+    if P == 0:
+        return f, g, H
     # each row's top count; rows sorted by it are cut into groups where it more than doubles
     # and grows by over 200 (a group's own pass costs about as much as 200 counts)
-    top = torch.where(h > 0, torch.arange(h.shape[1]), 0).amax(1) if h.numel() else h.sum(1).long()
+    top = torch.where(h > 0, torch.arange(h.shape[1]), 0).amax(1)
     order_ = torch.argsort(top)
     tops = top[order_].tolist()
     cuts, first = [0], tops[0] if tops else 0
