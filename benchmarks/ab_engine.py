@@ -21,14 +21,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+from ab_greeks import RESULTS, ROOT, unpack  # the earlier tree, unpacked the same way
 
 RL = r"""
 import sys, time, torch
@@ -60,15 +57,6 @@ WORKLOADS = {
     "rl": (RL, "CartPole REINFORCE env steps/s", True),
     "telegraph": (TELEGRAPH, "telegraph fit 1000 x 1000, 2 workers, s", False),
 }
-
-
-def unpack(ref: str, into: Path) -> Path:
-    data = subprocess.run(
-        ["git", "archive", ref, "src"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=BytesIO(data)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def main() -> None:
