@@ -64,6 +64,23 @@ def batch_variance(sums: Tensor, sizes: Tensor) -> Tensor:
     return spread.sub_(grad).square_().mul_(count).sum(0) / (batches - 1)
 
 
+def _stderr_checked(
+    grad: Params, variance: Params, n: int, extra: Params | None, method: str
+) -> Params:
+    """``sqrt(variance / n (+ extra))`` per parameter, after refusing a non-finite ``grad``."""
+    flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
+    if not _all_finite(flat_grad):
+        raise ValueError(
+            f"{method}: the gradient estimate is not finite ({flat_grad}); a parameter may sit "
+            "on the boundary of its constraint (e.g. a probability of exactly 0 or 1)"
+        )
+    if extra is None:
+        return _map(lambda v: (v / n).sqrt(), variance)
+    if isinstance(variance, tuple):
+        return tuple((v / n + e).sqrt() for v, e in zip(variance, extra, strict=True))
+    return (variance / n + extra).sqrt()
+
+
 @dataclass(frozen=True)
 class GradientEstimate:
     r"""A Monte Carlo gradient estimate with its per-sample terms and their spread.
@@ -142,20 +159,7 @@ class GradientEstimate:
         else:
             grad = _map(lambda t: t.mean(0), per_sample)
             variance = _map(lambda t: torch.full_like(t[0], float("nan")), per_sample)
-        if extra_variance_of_mean is None:
-            stderr = _map(lambda v: (v * (1.0 / n)).sqrt_(), variance)
-        elif isinstance(variance, tuple):
-            stderr = tuple(
-                (v / n + e).sqrt() for v, e in zip(variance, extra_variance_of_mean, strict=True)
-            )
-        else:
-            stderr = (variance / n + extra_variance_of_mean).sqrt()
-        flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
-        if not _all_finite(flat_grad):
-            raise ValueError(
-                f"{method}: the gradient estimate is not finite ({flat_grad}); a parameter may sit "
-                "on the boundary of its constraint (e.g. a probability of exactly 0 or 1)"
-            )
+        stderr = _stderr_checked(grad, variance, n, extra_variance_of_mean, method)
         return cls(
             grad=grad,
             per_sample=per_sample,
@@ -242,20 +246,7 @@ class GradientEstimate:
             grad, variance, rows = (tuple(p[k] for p in parts) for k in range(3))
         else:
             grad, variance, rows = parts
-        if extra_variance_of_mean is None:
-            stderr = _map(lambda v: (v / n).sqrt(), variance)
-        elif isinstance(variance, tuple):
-            stderr = tuple(
-                (v / n + e).sqrt() for v, e in zip(variance, extra_variance_of_mean, strict=True)
-            )
-        else:
-            stderr = (variance / n + extra_variance_of_mean).sqrt()
-        flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
-        if not _all_finite(flat_grad):
-            raise ValueError(
-                f"{method}: the gradient estimate is not finite ({flat_grad}); a parameter may sit "
-                "on the boundary of its constraint (e.g. a probability of exactly 0 or 1)"
-            )
+        stderr = _stderr_checked(grad, variance, n, extra_variance_of_mean, method)
         return cls(
             grad=grad,
             per_sample=rows,
