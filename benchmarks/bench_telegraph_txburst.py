@@ -47,6 +47,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from stochgrad.apps.telegraph.chunked import auto_chunk_size  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 RUNS = ("ours", "ours_noci", "txburst", "idle")
 
@@ -57,7 +59,7 @@ def _idle_job(_: int) -> int:
     return 0
 
 
-def child(run: str, data: Path, out: Path, workers: int, chunk_size: int) -> None:
+def child(run: str, data: Path, out: Path, workers: int, chunk_size: int | None) -> None:
     """One fit in this process and its worker pool; timing and the workers' peak memory."""
     from stochgrad.apps import telegraph as T
     from stochgrad.apps.telegraph.reference import fit_genes_txburst
@@ -123,7 +125,9 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=1000, help="genes per cell count")
     parser.add_argument("--cells", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=50, help="as `telegraph fit`")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="as `telegraph fit` (default: its default)"
+    )
     parser.add_argument("--boundary-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -144,7 +148,9 @@ def main() -> None:
             for run in RUNS:
                 out = Path(tmp) / f"{run}_{C}.json"
                 cmd = [sys.executable, __file__, "--workers", str(args.workers)]
-                cmd += ["--chunk-size", str(args.chunk_size), "--child", run, str(data), str(out)]
+                if args.chunk_size is not None:
+                    cmd += ["--chunk-size", str(args.chunk_size)]
+                cmd += ["--child", run, str(data), str(out)]
                 subprocess.run(cmd, check=True)
                 res[run] = json.loads(out.read_text())
                 params[run] = np.load(out.with_suffix(".npy"))
@@ -181,7 +187,8 @@ def main() -> None:
         "genes": int(len(d)),
         "cells": args.cells,
         "workers": args.workers,
-        "chunk_size": args.chunk_size,
+        "chunk_size": args.chunk_size
+        or f"default ({auto_chunk_size(args.genes, 'process', args.workers)})",
         "boundary_share": args.boundary_share,
         "seed": args.seed,
         "worst_loglik_diff": float(d.min()),
@@ -216,7 +223,7 @@ def main() -> None:
         "",
         f"Cells per gene {args.cells}; {args.boundary_share:.0%} of the genes near-Poisson "
         "(k_off in [0.001, 0.01], or Poisson counts); `ours` = `fit_counts` as `telegraph fit` "
-        f"runs it (intervals on, chunks of {args.chunk_size}); `idle` = starting the worker pool "
+        f"runs it (intervals on, chunks of {result['chunk_size']}); `idle` = starting the worker pool "
         "alone (spawn, imports), included in every fit's time. Log-likelihood difference = "
         "exact log-likelihood at our estimate minus at the txburst-style estimate, per gene.",
         "",

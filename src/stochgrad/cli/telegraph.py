@@ -56,7 +56,7 @@ def _ratio(text: str) -> float:
     return value
 
 
-def _parallel_options(p: argparse.ArgumentParser, chunk_default: int | None) -> None:
+def _parallel_options(p: argparse.ArgumentParser, chunk_help: str) -> None:
     p.add_argument(
         "--backend", choices=("process", "ray", "serial"), default="process", help="where to fit"
     )
@@ -66,13 +66,8 @@ def _parallel_options(p: argparse.ArgumentParser, chunk_default: int | None) -> 
     p.add_argument(
         "--chunk-size",
         type=positive_int,
-        default=chunk_default,
-        help="genes per job"
-        + (
-            " (default: a grid cell's replicates spread over the workers)"
-            if not chunk_default
-            else ""
-        ),
+        default=None,
+        help=f"genes per job (default: {chunk_help})",
     )
 
 
@@ -117,7 +112,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
         "first cell or the format; an undecidable table is refused)",
     )
     p.add_argument("--layer", default=None, help="AnnData layer of an .h5ad file (default: X)")
-    _parallel_options(p, 50)
+    from stochgrad.apps.telegraph.chunked import CHUNK_SIZE
+
+    _parallel_options(p, f"{CHUNK_SIZE}, or fewer so that every worker gets some")
     p.add_argument("--no-ci", action="store_true", help="skip the profile-likelihood intervals")
     p.add_argument("--max-iter", type=positive_int, default=60, help="Newton iterations at most")
     _ratio_option(p)
@@ -132,7 +129,7 @@ def write_fits(path: str | Path, names: Sequence[str], fits: Any) -> Path:
         cells = [name]
         for c in GeneFits.COLUMNS:
             v = getattr(fits, c)[i]
-            cells.append(str(bool(v)) if c in GeneFits.FLAGS else f"{float(v):.6g}")
+            cells.append(str(bool(v)) if c in GeneFits.BOOLEAN else f"{float(v):.6g}")
         return cells
 
     return _kit.write_csv(
@@ -439,7 +436,7 @@ def add_recover_arguments(p: argparse.ArgumentParser) -> None:
         help="exact Gillespie paths, or exact draws from the stationary law",
     )
     _ratio_option(p)
-    _parallel_options(p, None)
+    _parallel_options(p, "a grid cell's replicates spread over the workers")
     _kit.add_output_options(p, "stochgrad-out/telegraph-recover")
 
 

@@ -136,7 +136,9 @@ class RecoveryCell:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RecoveryCell:
         k_on, k_off, k_syn = (float(v) for v in state["true_kinetics"])
-        fits = GeneFits(**{c: state[c].numpy() for c in GeneFits.COLUMNS})
+        fits = GeneFits.from_state(
+            {c: v.numpy() for c, v in state.items() if c in GeneFits.COLUMNS}
+        )
         return cls(k_on, k_off, k_syn, fits, state["expressing"].numpy())
 
 

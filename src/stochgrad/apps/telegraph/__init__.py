@@ -16,7 +16,9 @@ Burst frequency is :math:`k_{on}`, burst size :math:`k_{syn}/k_{off}` (Larsson e
 The modules:
 
 - :mod:`~stochgrad.apps.telegraph.likelihood`: :func:`log_pmf`, :func:`log_pmf_table`,
-  :func:`log_kummer_m` (exact to ~1e-12 in every regime, differentiable) and
+  :func:`log_kummer_m` (exact to ~1e-12 in every regime, differentiable), :func:`histogram_nll`
+  (with its exact gradient and Hessian) and :data:`MAX_COUNT`.
+- :mod:`~stochgrad.apps.telegraph.reference`: a ``txburst``-style per-gene fit and
   :func:`pmf_gauss_jacobi` (the reference script's quadrature, for contrast).
 - :mod:`~stochgrad.apps.telegraph.simulation`: :func:`simulate` (exact Gillespie, all cells
   advancing together), :func:`sample_stationary`, :func:`simulate_table`.
@@ -41,35 +43,62 @@ from __future__ import annotations
 from typing import Any
 
 from stochgrad import _compat
-from stochgrad.apps.telegraph.chunked import FitConfig, fit_counts
+from stochgrad.apps.telegraph.chunked import (
+    CHUNK_SIZE,
+    CountsInfo,
+    FitConfig,
+    auto_chunk_size,
+    describe_counts,
+    fit_counts,
+)
 from stochgrad.apps.telegraph.fisher import FisherEstimate, fisher_gradient, fisher_gradient_exact
-from stochgrad.apps.telegraph.fit import BOUNDS, MAX_CI_RATIO, GeneFits, fit_genes, moment_estimates
+from stochgrad.apps.telegraph.fit import (
+    BOUNDS,
+    MAX_CI_RATIO,
+    MIN_CELLS,
+    FewCellsWarning,
+    GeneFits,
+    fit_genes,
+    moment_estimates,
+)
+from stochgrad.apps.telegraph.intervals import profile_intervals
 from stochgrad.apps.telegraph.io import read_counts, read_kinetics
 from stochgrad.apps.telegraph.likelihood import (
     DTYPE,
+    MAX_COUNT,
+    histogram_nll,
     log_kummer_m,
     log_pmf,
     log_pmf_table,
-    pmf_gauss_jacobi,
 )
+from stochgrad.apps.telegraph.reference import pmf_gauss_jacobi
 from stochgrad.apps.telegraph.simulation import sample_stationary, simulate, simulate_table
 
 __all__ = [
     "BOUNDS",
+    "CHUNK_SIZE",
     "DTYPE",
     "MAX_CI_RATIO",
+    "MAX_COUNT",
+    "MIN_CELLS",
+    "CountsInfo",
+    "FewCellsWarning",
     "FisherEstimate",
     "FitConfig",
     "GeneFits",
+    "auto_chunk_size",
+    "describe_counts",
     "fisher_gradient",
     "fisher_gradient_exact",
     "fit_counts",
     "fit_genes",
+    "histogram_nll",
     "log_kummer_m",
     "log_pmf",
     "log_pmf_table",
     "moment_estimates",
     "pmf_gauss_jacobi",
+    "profile_intervals",
     "read_counts",
     "read_kinetics",
     "sample_stationary",

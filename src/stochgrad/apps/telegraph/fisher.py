@@ -231,7 +231,7 @@ def fisher_gradient_exact(n: Any, k_on: Any, k_off: Any, k_syn: Any) -> Tensor:
     :math:`\partial_k = (n + \mathbb E[j])/k - 1 = n/k - \mathbb E[x \mid n]`.
 
     Quadrature over :math:`x` instead (the 50 Gauss-Jacobi nodes of
-    :func:`~stochgrad.apps.telegraph.likelihood.pmf_gauss_jacobi`) is not exact: the
+    :func:`~stochgrad.apps.telegraph.reference.pmf_gauss_jacobi`) is not exact: the
     :math:`\mathrm{Poisson}(n; kx)` factor is narrower than the nodes when :math:`k` is large
     (at :math:`a = 0.3, b = 4, k = 800, n = 0` its gradient is off by 1.6 of 5.4).
 

@@ -19,8 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stochgrad._checks import check_int
 from stochgrad.apps.telegraph.intervals import profile_intervals
-from stochgrad.apps.telegraph.likelihood import DTYPE, _as_counts, histogram_nll
+from stochgrad.apps.telegraph.likelihood import (
+    DTYPE,
+    MAX_COUNT,
+    _as_counts,
+    _too_large,
+    histogram_nll,
+)
 from stochgrad.apps.telegraph.reference import txburst_start
 
 __all__ = [
@@ -101,9 +108,22 @@ def warn_few_cells(
     return int(few.size)
 
 
+def _refuse_too_large(t: Tensor, name: str) -> None:
+    """A count above MAX_COUNT, named by gene and cell, before anything is allocated for it."""
+    if t.numel() == 0 or t.dtype == torch.bool:
+        return
+    top = torch.nan_to_num(t.double(), nan=0.0).amax()
+    if float(top) > MAX_COUNT:
+        at = (t == top).nonzero()[0].tolist()
+        where = f" (gene {at[0]}, cell {at[1]})" if t.dim() == 2 else ""
+        raise _too_large(f"{name}{where}", float(top))
+
+
 def _counts_or_missing(counts: Any, name: str = "counts") -> Tensor:
     """Counts as int64, or as float64 with NaN where a cell is missing (txburst's convention)."""
     t = torch.as_tensor(counts)
+    if not t.is_floating_point():
+        _refuse_too_large(t, name)
     if t.is_floating_point():
         bad = ~torch.isnan(t) & (~torch.isfinite(t) | (t < 0) | (t != t.round()))
         if bad.any():
@@ -113,6 +133,7 @@ def _counts_or_missing(counts: Any, name: str = "counts") -> Tensor:
                 f"{name} must hold non-negative integers (NaN marks a missing cell), got "
                 f"{float(t[tuple(at)]):g} at {where}"
             )
+        _refuse_too_large(t, name)
         if torch.isnan(t).any():
             return t.to(DTYPE)
     return _as_counts(t, name)
@@ -424,11 +445,22 @@ class GeneFits:
         "bs_structural",
         "bs_practical",
         "non_identifiable",
+        "converged",
     )
     FLAGS = ("bf_structural", "bf_practical", "bs_structural", "bs_practical", "non_identifiable")
+    BOOLEAN = (*FLAGS, "converged")
 
     def to_state(self) -> dict[str, np.ndarray]:
         return {c: np.asarray(getattr(self, c)) for c in self.COLUMNS}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> GeneFits:
+        """The inverse of :meth:`to_state` (tensors or arrays); states saved before
+        ``converged`` was kept read it as all False."""
+        cols = {c: np.asarray(state[c]) for c in cls.COLUMNS if c != "converged"}
+        n = len(cols["k_on"])
+        cols["converged"] = np.asarray(state.get("converged", np.zeros(n, dtype=bool)), dtype=bool)
+        return cls(**cols)
 
     @classmethod
     def concat(cls, parts: Sequence[GeneFits]) -> GeneFits:
@@ -522,6 +554,9 @@ def fit_genes(
         raise ValueError(f"counts must be [genes, cells], got shape {list(x.shape)}")
     if not (isinstance(max_ci_ratio, (int, float)) and max_ci_ratio > 1):
         raise ValueError(f"max_ci_ratio must be a number > 1, got {max_ci_ratio!r}")
+    max_iter = check_int("max_iter", max_iter, minimum=1)
+    if not isinstance(ci, bool):
+        raise TypeError(f"ci must be a bool, got {ci!r}")
     if x.shape[1] < 2:
         raise ValueError(f"counts needs at least 2 cells per gene, got {x.shape[1]}")
     _check_observed(x, "counts")

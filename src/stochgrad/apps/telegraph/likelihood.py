@@ -25,40 +25,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stochgrad.apps.telegraph._counts import DTYPE, MAX_COUNT, _as_counts, _as_param, _too_large
+
 __all__ = [
     "DTYPE",
+    "MAX_COUNT",
     "histogram_nll",
     "log_kummer_m",
     "log_pmf",
     "log_pmf_table",
-    "pmf_gauss_jacobi",
 ]
-
-DTYPE = torch.float64
-"""The dtype of every rate, likelihood and fit."""
-
-
-# ---------------------------------------------------------------------------------------------
-# input checks
-# ---------------------------------------------------------------------------------------------
-def _as_param(value: Any, name: str) -> Tensor:
-    t = torch.as_tensor(value, dtype=DTYPE)
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return t
-
-
-def _as_counts(n: Any, name: str = "n") -> Tensor:
-    t = torch.as_tensor(n)
-    if t.is_floating_point():
-        if not torch.isfinite(t).all() or (t != t.round()).any():
-            raise ValueError(f"{name} must hold non-negative integers, got non-integer values")
-        t = t.long()
-    elif t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold non-negative integers, got a bool tensor")
-    if (t < 0).any():
-        raise ValueError(f"{name} must hold non-negative integers, got a negative value")
-    return t.long()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +172,8 @@ def log_pmf_table(k_on: Tensor, k_off: Tensor, k_syn: Tensor, n_max: int) -> Ten
         ``[*batch, n_max + 1]`` float64.
 
     Raises:
-        ValueError: non-positive or non-finite parameters, ``n_max < 0``.
+        ValueError: non-positive or non-finite parameters, ``n_max`` below 0 or above
+            :data:`MAX_COUNT`.
 
     >>> t = log_pmf_table(torch.tensor(0.5), torch.tensor(5.0), torch.tensor(3000.0), 200)
     >>> round(float(t[200].exp()), 10)  # mpmath: 0.00120400149338...
@@ -207,6 +184,8 @@ def log_pmf_table(k_on: Tensor, k_off: Tensor, k_syn: Tensor, n_max: int) -> Ten
     )
     if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or n_max < 0:
         raise ValueError(f"n_max must be a non-negative int, got {n_max!r}")
+    if n_max > MAX_COUNT:
+        raise _too_large("n_max", float(n_max))
     N = int(n_max)
     J = _series_terms(k)
     c_top = a + b + N
@@ -257,7 +236,8 @@ def log_pmf(n: Any, k_on: Any, k_off: Any, k_syn: Any) -> Tensor:
         ``[*B, N]`` float64 log-probabilities (``[N]`` for scalar parameters).
 
     Raises:
-        ValueError: negative or non-integer counts, non-positive or non-finite parameters.
+        ValueError: negative or non-integer counts, a count above :data:`MAX_COUNT`,
+            non-positive or non-finite parameters.
 
     Reference: Peccoud & Ycart (1995), *Theor. Popul. Biol.* 48, 222-234.
 
@@ -619,7 +599,8 @@ def histogram_nll(
 
     Raises:
         ValueError: non-positive or non-finite rates, a histogram that is not ``[P, n + 1]``
-            with non-negative finite entries, ``order`` not 0 or 2.
+            with non-negative finite entries, a count above :data:`MAX_COUNT` with a
+            non-zero weight, ``order`` not 0 or 2.
 
     >>> h = torch.tensor([[3.0, 1.0, 0.0, 2.0]])
     >>> a, b, k = torch.tensor([0.5]), torch.tensor([2.0]), torch.tensor([9.0])
@@ -639,6 +620,11 @@ def histogram_nll(
         )
     if not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
         raise ValueError("hist must hold non-negative finite weights")
+    if h.shape[1] - 1 > MAX_COUNT:
+        top = int(torch.where(h > 0, torch.arange(h.shape[1]), 0).max())
+        if top > MAX_COUNT:
+            raise _too_large("hist's largest count", float(top))
+        h = h[:, : MAX_COUNT + 1]
     P = h.shape[0]
     f = torch.empty(P, dtype=DTYPE)
     g = torch.empty(P, 3, dtype=DTYPE) if order else None
@@ -667,34 +653,3 @@ def histogram_nll(
             if order:
                 g[rows], H[rows] = out[1], out[2]
     return f, g, H
-
-
-def pmf_gauss_jacobi(
-    n: Any, k_on: float, k_off: float, k_syn: float, nodes: int = 50
-) -> np.ndarray:
-    r"""The ``txburst`` likelihood: :math:`P(n)` by ``nodes``-point Gauss-Jacobi quadrature.
-
-    With :math:`x = (1+y)/2`, :math:`P(n) = \frac{2^{1-a-b}}{B(a,b)}\int_{-1}^1
-    (1-y)^{b-1}(1+y)^{a-1}\,\mathrm{Poisson}(n; k(1+y)/2)\,dy`, the Jacobi weight carrying the Beta
-    density. Accurate when :math:`k` is small; fails when :math:`\mathrm{Poisson}(n;kx)` is
-    narrower than the node spacing (large :math:`k`). Kept as the baseline the benchmark and the
-    docs compare against (Larsson et al., *Nature* 2019, ``txburstML.py``).
-
-    Args:
-        n: counts (array-like of non-negative ints).
-        k_on: positive rates; likewise ``k_off``, ``k_syn``.
-        nodes: quadrature nodes (50 in the reference script).
-
-    Returns:
-        ``P(n)`` as a numpy array.
-
-    >>> float(pmf_gauss_jacobi([200], 0.5, 5.0, 3000.0)[0]) > 0
-    True
-    """
-    from scipy.special import betaln, roots_jacobi
-    from scipy.stats import poisson
-
-    y, w = roots_jacobi(nodes, k_off - 1.0, k_on - 1.0)
-    counts = np.asarray(n, dtype=float)[:, None]
-    gs = np.sum(w * poisson.pmf(counts, k_syn * (1.0 + y) / 2.0), axis=1)
-    return np.exp(-betaln(k_on, k_off) + (1.0 - k_on - k_off) * np.log(2.0)) * gs

@@ -1,0 +1,117 @@
+"""Bounds of the telegraph fit: counts too large to fit, iteration limits, chunks by default."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from stochgrad.apps import telegraph as T
+from stochgrad.apps.telegraph.chunked import auto_chunk_size
+
+
+def _table(top: float) -> np.ndarray:
+    x = np.random.default_rng(0).poisson(5, size=(3, 40)).astype(float)
+    x[1, 7] = top
+    return x
+
+
+@pytest.mark.parametrize("top", [1e6, 1e7, 1e12, 99999999999999999999999.0])
+@pytest.mark.parametrize("form", ["dense", "nan", "sparse", "tensor"])
+def test_a_count_above_max_count_is_refused_at_once_naming_gene_and_cell(top, form):
+    # before: a count of 1e6 in a 40-cell table ran for minutes in 7 GB, 1e12 tried to
+    # allocate 8 TB, and 1e23 was reported as "a negative value" (int64 overflow)
+    x = _table(top)
+    if form == "nan":
+        x[2, 3] = np.nan
+    counts = {"dense": x, "nan": x, "sparse": scipy.sparse.csr_matrix(x)}.get(form)
+    if form == "tensor":
+        counts = torch.from_numpy(x)
+    t0 = time.perf_counter()
+    for fit in (T.fit_counts, T.fit_genes):
+        if fit is T.fit_genes and form == "sparse":
+            continue
+        with pytest.raises(
+            ValueError, match=r"counts \(gene 1, cell 7\) must be at most MAX_COUNT"
+        ):
+            fit(counts)
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_the_likelihood_functions_refuse_counts_above_max_count_without_allocating():
+    one = torch.tensor([1.0])
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="n must be at most MAX_COUNT"):
+        T.log_pmf(10**9, 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="n must be at most MAX_COUNT"):
+        T.log_pmf([3, 10**30], 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="n_max must be at most MAX_COUNT"):
+        T.log_pmf_table(one, one, one, 10**9)
+    h = torch.zeros(1, T.MAX_COUNT + 2, dtype=torch.float64)
+    h[0, -1] = 1.0
+    with pytest.raises(ValueError, match="largest count must be at most MAX_COUNT"):
+        T.histogram_nll(one, one, one, h)
+    with pytest.raises(TypeError, match="n must hold non-negative integers"):
+        T.log_pmf("abc", 1.0, 1.0, 1.0)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_a_wide_histogram_with_nothing_above_max_count_gives_the_narrow_ones_value():
+    one = torch.tensor([0.5]), torch.tensor([2.0]), torch.tensor([40.0])
+    h = torch.zeros(1, T.MAX_COUNT + 50, dtype=torch.float64)
+    h[0, [0, 3, 50]] = torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)
+    wide = T.histogram_nll(*one, h, order=0)[0]
+    narrow = T.histogram_nll(*one, h[:, :51], order=0)[0]
+    ref = -(h[:, :51] * T.log_pmf_table(*one, 50)).sum(1)
+    assert torch.equal(wide, narrow)
+    torch.testing.assert_close(wide, ref, rtol=1e-12, atol=0)
+
+
+def test_the_largest_allowed_count_is_fitted_in_bounded_time():
+    # a count of MAX_COUNT in a Poisson gene: one likelihood evaluation of order 0 in seconds
+    one = torch.tensor([1e3]), torch.tensor([1e-3]), torch.tensor([1e4])
+    t0 = time.perf_counter()
+    val = T.log_pmf([T.MAX_COUNT], *one)
+    assert time.perf_counter() - t0 < 30.0
+    # Poisson(1e5; ~1e4) in closed form: far below anything a fit could prefer
+    assert float(val[0]) < -1e5
+
+
+def test_max_iter_below_one_and_a_non_bool_ci_are_refused():
+    # before: fit_genes(max_iter=0) was accepted and `converged` came back empty
+    x = np.random.default_rng(1).poisson(3, size=(2, 30))
+    for fit in (T.fit_genes, T.fit_counts):
+        with pytest.raises(ValueError, match="max_iter"):
+            fit(x, max_iter=0)
+        with pytest.raises(TypeError, match="ci must be a bool"):
+            fit(x, ci="yes")
+
+
+def test_converged_is_carried_through_fit_counts_in_gene_order():
+    g = torch.Generator().manual_seed(3)
+    rates = torch.tensor([0.5, 2.0]), torch.tensor([2.0, 1.0]), torch.tensor([30.0, 10.0])
+    x = T.sample_stationary(*rates, 300, generator=g)
+    x = torch.cat((x, torch.zeros(1, 300, dtype=x.dtype)))  # an unexpressed gene: not fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", T.FewCellsWarning)
+        direct = T.fit_genes(x[:2], ci=False)
+        chunked = T.fit_counts(x, ci=False, chunk_size=1)
+    assert chunked.converged.dtype == bool and chunked.converged.shape == (3,)
+    assert chunked.converged[:2].tolist() == direct.converged.tolist()
+    assert not chunked.converged[2]
+
+
+def test_states_saved_before_converged_was_kept_still_load():
+    fits = T.GeneFits.from_state({c: np.ones(2) for c in T.GeneFits.COLUMNS if c != "converged"})
+    assert fits.converged.tolist() == [False, False]
+
+
+def test_the_default_chunk_size_gives_every_worker_work():
+    assert auto_chunk_size(10_000, "process", 2) == T.CHUNK_SIZE
+    assert auto_chunk_size(100, "process", 2) == 50
+    assert auto_chunk_size(100, "serial", 8) == 100
+    assert auto_chunk_size(0, "process", 2) == 1
