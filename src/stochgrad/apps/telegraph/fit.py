@@ -376,7 +376,7 @@ def _fit_hist(
     redo = (u[:, 0] >= _LOG_HI[0] - 1e-6) | (u[:, 1] <= _LOG_LO[1] + 1e-6) | ~conv
     redo = redo.nonzero().flatten()
     if redo.numel():
-        mean = (hist[redo] @ torch.arange(hist.shape[1], dtype=DTYPE)) / hist[redo].sum(1)
+        mean = (hist[redo] * torch.arange(hist.shape[1], dtype=DTYPE)).sum(1) / hist[redo].sum(1)
         starts = torch.tensor([[3.0, 0.03, 1.0], [0.3, 10.0, 1.0], [1e3, 1e-3, 1.0]], dtype=DTYPE)
         starts = starts[:, None].repeat(1, redo.numel(), 1)
         starts[..., 2] = mean * (starts[..., 0] + starts[..., 1]) / starts[..., 0]

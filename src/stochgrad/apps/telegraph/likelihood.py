@@ -372,7 +372,7 @@ def _series_sums(
         F = torch.stack((dc, d_b, xc), 1)  # [P, 3, m]
         mean = (F * w[:, None]).sum(-1)
         Fc = F - mean[..., None]
-        H = torch.bmm(Fc * w[:, None], Fc.transpose(1, 2))
+        H = ((Fc * w[:, None])[:, :, None] * Fc[:, None]).sum(-1)  # not bmm: see _sum0
         ex = mean[:, 2] + x0[:, 0]
         H[:, :, 2] *= ik[:, None]
         H[:, 2, :] *= ik[:, None]
@@ -438,12 +438,8 @@ def _top_series(
     H = torch.empty(2, P, 3, 3, dtype=DTYPE) if order else None
     coarse = (sd >= 6.0) & (jstar - 11.0 * sd > 0) & (width > _NODES)
     width = torch.where(coarse, 0.0, width)
-    sizes, counts = torch.unique(width, return_counts=True)
-    sizes, counts = sizes.tolist(), counts.tolist()
-    for i in range(1 if sizes[0] == 0 else 0, len(sizes) - 1):  # a pass costs ~20000 terms
-        if counts[i] * (sizes[i + 1] - sizes[i]) <= 20000:
-            width = torch.where(width == sizes[i], sizes[i + 1], width)
-            counts[i + 1] += counts[i]
+    # each row's own window (never widened to share a pass with other rows: a row's value
+    # must not depend on the rows beside it, so that a fit does not depend on its chunk)
     for m in torch.unique(width).tolist():
         idx = (width == m).nonzero().flatten()
         if m == 0:
@@ -457,17 +453,30 @@ def _top_series(
             lse_m = out[0]
         ok, g_m, H_m = out[1], out[2], out[3]
         if not bool(ok.all()):
-            sel = (~ok).nonzero().flatten()
-            bad = idx[sel]
-            full = int(2.0 ** math.ceil(math.log2(_series_terms(k[bad]))))
-            redo = _series_block(b[bad], c[bad], k[bad], torch.zeros_like(b[bad]), full, order)
-            lse_m[:, sel] = redo[0]
-            if order:
-                g_m[:, sel], H_m[:, sel] = redo[2], redo[3]
+            sel_all = (~ok).nonzero().flatten()
+            fulls = torch.tensor(
+                [2 ** math.ceil(math.log2(_series_terms(k[i]))) for i in idx[sel_all]]
+            )
+            for full in torch.unique(fulls).tolist():  # each row's own length, as above
+                sel = sel_all[fulls == full]
+                bad = idx[sel]
+                zero = torch.zeros_like(b[bad])
+                redo = _series_block(b[bad], c[bad], k[bad], zero, int(full), order)
+                lse_m[:, sel] = redo[0]
+                if order:
+                    g_m[:, sel], H_m[:, sel] = redo[2], redo[3]
         lse[:, idx] = lse_m
         if order:
             g[:, idx], H[:, idx] = g_m, H_m
     return lse, g, H
+
+
+def _sum0(x: Tensor) -> Tensor:
+    """``x.sum(0)`` with each column summed in the same order whatever the other columns: torch
+    vectorises a sum over the first dimension across columns, so a column's rounding would
+    depend on its position and the batch's width (and a fit on its chunk); a sum over the last,
+    contiguous dimension does not (nor does ``bmm`` for long inner dimensions)."""
+    return x.movedim(0, -1).contiguous().sum(-1)
 
 
 def _nll_block(
@@ -478,8 +487,8 @@ def _nll_block(
     N = N1 - 1
     ctot = hist.sum(1)
     n = torch.arange(N1, dtype=DTYPE)
-    nsum = hist @ n
-    ll = nsum * torch.log(k) - hist @ torch.lgamma(n + 1.0) - k * ctot
+    nsum = (hist * n).sum(1)  # not a matrix product: its sums may depend on the rows beside
+    ll = nsum * torch.log(k) - (hist * torch.lgamma(n + 1.0)).sum(1) - k * ctot
     lse, gs, Hs = _top_series(b, a + b + N, k, order)
     ll = ll + ctot * lse[0]
     if order:
@@ -505,15 +514,15 @@ def _nll_block(
         rho = torch.addcdiv(al, be, rho, value=-1.0)
         rhos.append(rho)
     R = torch.stack(rhos[::-1])
-    ll = ll + (Hc * torch.log(R[:N]) + S * (torch.log(ai) - torch.log(cn))).sum(0)
+    ll = ll + _sum0(Hc * torch.log(R[:N]) + S * (torch.log(ai) - torch.log(cn)))
     if not order:
         return -ll, None, None
     ia, ic = ai.reciprocal(), cn.reciprocal()
-    sc, scc = (S * ic).sum(0), (S * ic * ic).sum(0)
-    g[:, 0] += (S * ia).sum(0) - sc
+    sc, scc = _sum0(S * ic), _sum0(S * ic * ic)
+    g[:, 0] += _sum0(S * ia) - sc
     g[:, 1] -= sc
     H[:, :2, :2] += scc[:, None, None]
-    H[:, 0, 0] -= (S * ia * ia).sum(0)
+    H[:, 0, 0] -= _sum0(S * ia * ia)
     # first derivatives X_n of rho_n = alpha_n - beta_n / rho_{n+1}, a linear recurrence:
     # X_n = dalpha_n - r_n dlog(beta_n) + B_n X_{n+1}, r_n = beta_n/rho_{n+1}, B_n = r_n/rho_{n+1}
     Rp = R[1:]
@@ -534,7 +543,7 @@ def _nll_block(
         xs.append(x)
     X = torch.stack(xs[::-1])
     y = X / R[..., None]  # dlog rho_n
-    g += (Hc[..., None] * y[:N]).sum(0)
+    g += _sum0(Hc[..., None] * y[:N])
     # second derivatives without their recurrence: sum_n w_n X2_n = sum_m lam_m A2_m + mu X2_N
     # with the adjoint lam_m = w_m + B_{m-1} lam_{m-1}, w_n = Hc_n / rho_n, and
     # A2_m = d2alpha_m - r_m [d2log(beta_m) + v v^T + y' y'^T], v = dlog(beta_m) - y', y' = y_{m+1}
@@ -549,15 +558,15 @@ def _nll_block(
     lr = lam * r
 
     def outer(wt: Tensor, x: Tensor) -> Tensor:  # sum_n wt_n x_n x_n^T, [P, 3, 3]
-        return torch.bmm((wt[..., None] * x).permute(1, 2, 0), x.transpose(0, 1))
+        return _sum0((wt[..., None] * x)[..., None] * x[..., None, :])
 
     H2 = -outer(lr, v) - outer(lr, yp) - outer(Hc, y[:N])
-    s2 = (lr * (ic * ic + ic1 * ic1)).sum(0)
+    s2 = _sum0(lr * (ic * ic + ic1 * ic1))
     H2[:, :2, :2] -= s2[:, None, None]
-    H2[:, 0, 0] += (lr * iq * iq).sum(0)
-    H2[:, 2, 2] += (lr * (1.0 / k) ** 2).sum(0)
-    H2[:, :2, :2] += (2.0 * k * (lam * ic**3).sum(0))[:, None, None]
-    c2 = (lam * ic * ic).sum(0)
+    H2[:, 0, 0] += _sum0(lr * iq * iq)
+    H2[:, 2, 2] += _sum0(lr * (1.0 / k) ** 2)
+    H2[:, :2, :2] += (2.0 * k * _sum0(lam * ic**3))[:, None, None]
+    c2 = _sum0(lam * ic * ic)
     H2[:, :2, 2] -= c2[:, None]
     H2[:, 2, :2] -= c2[:, None]
     d2lr = Hs[0] - Hs[1]
@@ -586,8 +595,10 @@ def histogram_nll(
     - the Gamma-function factors are sums :math:`\sum_i S_i \log(a+i)` over the numbers
       :math:`S_i` of cells with a count above :math:`i`.
 
-    Rows are grouped by their largest count and cut into blocks of at most ``_BLOCK`` rows x
-    counts; the loops over counts are one fused tensor operation per count for all rows.
+    Rows are grouped by their largest count (rounded up to :math:`2^j - 1`, at least 127) and
+    cut into blocks of at most ``_BLOCK`` rows x counts; the loops over counts are one fused
+    tensor operation per count for all rows. A row's value does not depend on the other rows
+    passed with it (the same bits alone or in any batch), so neither does a fit.
 
     Args:
         k_on: ``[P]`` positive rates; likewise ``k_off``, ``k_syn``.
@@ -631,24 +642,21 @@ def histogram_nll(
     H = torch.empty(P, 3, 3, dtype=DTYPE) if order else None
     if P == 0:
         return f, g, H
-    # each row's top count; rows sorted by it are cut into groups where it more than doubles
-    # and grows by over 200 (a group's own pass costs about as much as 200 counts)
+    # each row runs its recurrence from its own bucket's top, 2^j - 1 >= its largest count (at
+    # least 127: a pass costs about as much as 100 counts), never from its batch's: a row's
+    # value then does not depend on the rows beside it, so a fit does not depend on its chunk
     top = torch.where(h > 0, torch.arange(h.shape[1]), 0).amax(1)
-    order_ = torch.argsort(top)
-    tops = top[order_].tolist()
-    cuts, first = [0], tops[0] if tops else 0
-    for i, t in enumerate(tops):
-        if t > max(2 * first, first + 200):
-            cuts.append(i)
-            first = t
-    cuts.append(len(tops))
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        idx = order_[lo:hi]
-        N = tops[hi - 1]
+    bucket = torch.where(top > 0, (2 ** torch.ceil(torch.log2(top + 1.0))).long() - 1, 0)
+    bucket = torch.where(top > 0, bucket.clamp_min(127), 0)
+    for N in torch.unique(bucket).tolist():
+        idx = (bucket == N).nonzero().flatten()
         step = max(1, _BLOCK // (N + 1))
         for s in range(0, idx.numel(), step):
             rows = idx[s : s + step]
-            out = _nll_block(a[rows], b[rows], k[rows], h[rows, : N + 1], order)
+            hr = h[rows, : N + 1]
+            if hr.shape[1] < N + 1:
+                hr = torch.nn.functional.pad(hr, (0, N + 1 - hr.shape[1]))
+            out = _nll_block(a[rows], b[rows], k[rows], hr, order)
             f[rows] = out[0]
             if order:
                 g[rows], H[rows] = out[1], out[2]
