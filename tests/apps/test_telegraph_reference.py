@@ -175,6 +175,42 @@ def test_projected_newton_follows_a_ridge_oblique_to_a_bound_into_the_corner() -
 
 
 # ------------------------------------------------- (2) the fit against the reference, per gene
+def _hard_genes(C: int, seed: int) -> np.ndarray:
+    """Random kinetics, near-Poisson genes (k_off in [0.001, 0.01]) and Poisson counts: the
+    last two are where a local fit presses k_off onto its lower bound and can stop short."""
+    _, x = T.simulate_table(10, C, seed, method="exact")
+    g = torch.Generator().manual_seed(10_000 + seed)
+    u = torch.rand(20, 3, generator=g, dtype=D)
+    lo, hi = (
+        torch.tensor([1.0, 0.001, 2.0], dtype=D).log(),
+        torch.tensor([10.0, 0.01, 20.0], dtype=D).log(),
+    )
+    k_on, k_off, bs = (lo + u * (hi - lo)).exp().T
+    near = T.sample_stationary(k_on, k_off, bs * k_off, C, generator=g)
+    rate = torch.exp(torch.rand(20, 1, generator=g, dtype=D) * 4.0)
+    poisson = torch.poisson(rate.expand(-1, C).contiguous(), generator=g).long()
+    x = torch.cat((x, near, poisson)).numpy()
+    return x[x.sum(1) > 0]
+
+
+def test_fit_never_below_the_reference_by_more_than_1e_3_nats() -> None:
+    # the failure this guards against: 10 of 3,000 simulated genes once ended up to 12.7 nats
+    # below the txburst-style fit, k_off pressed to ~0.007 where 0.064 was better; on these 49
+    # genes a single-start Newton fit ends 5 genes below by up to 0.025 nats
+    x = _hard_genes(150, 3)
+    ours = T.fit_genes(x, ci=False)
+    ref = fit_genes_txburst(x)
+    ll = [
+        T.log_pmf(torch.from_numpy(x), *torch.from_numpy(p).T).sum(1).numpy()
+        for p in (np.stack((ours.k_on, ours.k_off, ours.k_syn), 1), ref.params)
+    ]
+    diff = ll[0] - ll[1]
+    lower = T.BOUNDS["k_off"][0] * 1.0001
+    # the hard cases are there: genes on the k_off bound in one fit or the other
+    assert int(((ours.k_off < lower) | (ref.k_off < lower)).sum()) >= 8
+    assert diff.min() >= -1e-3, (diff.min(), int(diff.argmin()))
+
+
 def test_bad_input_raises() -> None:
     with pytest.raises(ValueError, match="non-negative integers"):
         txburst_start([1, -2, 3])
