@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_rl.py --with-sb3 --seeds 5
 	$(PY) benchmarks/bench_hmm.py
 	$(PY) benchmarks/bench_telegraph.py
+	$(PY) benchmarks/bench_telegraph_txburst.py
 	$(PY) benchmarks/bench_rbm.py --seeds 5
 	$(PY) benchmarks/bench_bbvi.py
 	$(PY) benchmarks/bench_greeks.py

@@ -4,8 +4,9 @@ Simulates ``--genes`` x ``--cells`` counts (exact stationary draws, random kinet
 
 - stochgrad: :func:`stochgrad.apps.telegraph.fit_counts` (batched Newton on the exact
   likelihood, no confidence intervals: the baseline computes none) over ``--workers`` processes;
-- baseline: per gene, scipy L-BFGS-B on the 50-node Gauss-Jacobi likelihood, bounds and moment
-  start of the ``txburst`` script (Larsson et al. 2019), hand-written below, on a random subset
+- baseline: per gene, scipy L-BFGS-B on the 50-node Gauss-Jacobi likelihood, bounds and start
+  of the ``txburst`` script (Larsson et al. 2019;
+  :func:`stochgrad.apps.telegraph.reference.fit_gene_txburst`), on a random subset
   of ``--baseline-genes`` genes in one process, extrapolated to all genes and divided by the
   number of workers (perfect parallel scaling is assumed for the baseline: favourable to it).
 
@@ -24,30 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
-from scipy.special import betaln, roots_jacobi
-from scipy.stats import poisson
 
 from stochgrad.apps import telegraph as T
+from stochgrad.apps.telegraph.reference import fit_gene_txburst
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def txburst_nll(params: np.ndarray, vals: np.ndarray, x: np.ndarray, w: np.ndarray) -> float:
-    """-sum log(P + 1e-10) with P by 50-node Gauss-Jacobi quadrature (the txburst likelihood)."""
-    k_on, k_off, k_syn = params
-    xj, wj = roots_jacobi(50, k_off - 1.0, k_on - 1.0)
-    gs = np.sum(wj * poisson.pmf(vals[:, None], k_syn * (1.0 + xj) / 2.0), axis=1)
-    p = np.exp(-betaln(k_on, k_off) + (1.0 - k_on - k_off) * np.log(2.0)) * gs
-    return -float(np.sum(np.log(p + 1e-10)))
-
-
 def txburst_fit(vals: np.ndarray) -> tuple[np.ndarray, float]:
-    """One gene, as the reference script: moment start, L-BFGS-B within its bounds."""
-    x0 = T.moment_estimates(torch.from_numpy(vals[None])).numpy()[0]
-    bounds = [T.BOUNDS["k_on"], T.BOUNDS["k_off"], T.BOUNDS["k_syn"]]
-    res = minimize(txburst_nll, x0, args=(vals, None, None), method="L-BFGS-B", bounds=bounds)
-    return res.x, res.fun
+    """One gene, as the reference script fits it (:mod:`stochgrad.apps.telegraph.reference`:
+    its start, box, quadrature likelihood and L-BFGS-B)."""
+    est, nll, *_ = fit_gene_txburst(vals)
+    return est, nll
 
 
 def pmf_accuracy() -> dict[str, float]:
@@ -88,7 +77,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--baseline-genes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk-size", type=int, default=100)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: fit_counts'")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
