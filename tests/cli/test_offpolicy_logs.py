@@ -233,3 +233,14 @@ def test_docs_your_own_logs_command_runs(logged, tmp_path, capsys, monkeypatch) 
     assert main([*argv[1:], "--iterations", "30"]) == 0
     assert (tmp_path / "runs" / "op-learn" / "offpolicy_policy.json").exists()
     assert "learned minus logging (dr)" in capsys.readouterr().out
+
+
+def test_study_options_before_learn_are_refused_not_ignored(logged, tmp_path, capsys) -> None:
+    # before: `offpolicy --seeds 3 --out X learn --log F` ran learn and dropped both options
+    log = write_log(tmp_path / "log.csv", logged)
+    out = tmp_path / "out"
+    argv = ["offpolicy", "--seeds", "3", "--out=" + str(out), "learn", "--log", log]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert "--seeds, --out before `learn` would be ignored" in line
+    assert not out.exists()

@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = argv  # what was typed: a job can tell options given before it
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
     import torch

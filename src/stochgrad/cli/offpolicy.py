@@ -317,9 +317,29 @@ def _json(res: Any, conf: Any) -> dict[str, Any]:
     return data
 
 
+def _refuse_options_before_learn(argv: list[str] | None) -> None:
+    """Options between ``offpolicy`` and ``learn`` belong to the synthetic study: argparse
+    would drop them without a word (``learn``'s own defaults win), so they are refused."""
+    if not argv or "offpolicy" not in argv:
+        return
+    start = argv.index("offpolicy") + 1
+    if "learn" not in argv[start:]:
+        return
+    before = [
+        a.split("=")[0] for a in argv[start : argv.index("learn", start)] if a.startswith("-")
+    ]
+    if before:
+        raise _kit.UserError(
+            f"{', '.join(before)} before `learn` would be ignored (the options before it are "
+            "the synthetic study's); give learn's options after it: stochgrad offpolicy learn "
+            "--log FILE ..."
+        )
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     """Learn policies from logged bandit data; print their true values (and confounding)."""
     if getattr(args, "job", None) == "learn":
+        _refuse_options_before_learn(getattr(args, "argv", None))
         return run_learn(args, console)
     from stochgrad.studies.offpolicy import (
         ConfoundingConfig,
