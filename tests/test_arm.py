@@ -46,7 +46,8 @@ def nonlinear3(b):
 def test_scalar_logit_replay(method):
     alpha = 0.7
     fn = arm if method == "arm" else disarm
-    est = fn(toy, bern_logits, torch.tensor(alpha, dtype=DT), num_samples=1, seed=11)
+    with pytest.warns(sg.SingleSampleWarning, match=method):
+        est = fn(toy, bern_logits, torch.tensor(alpha, dtype=DT), num_samples=1, seed=11)
     u = float(torch.rand(1, generator=torch.Generator().manual_seed(11), dtype=DT))
     sig = 1.0 / (1.0 + np.exp(-alpha))
     b, b_anti = float(u < sig), float(u > 1.0 - sig)
@@ -70,7 +71,8 @@ def test_independent_probs_replay_with_chain_rule(method):
         return D.Independent(D.Bernoulli(probs=torch.sigmoid(2.0 * th)), 1)
 
     fn = arm if method == "arm" else disarm
-    est = fn(nonlinear3, dist_fn, theta, num_samples=1, seed=5)
+    with pytest.warns(sg.SingleSampleWarning):
+        est = fn(nonlinear3, dist_fn, theta, num_samples=1, seed=5)
     u = torch.rand(1, 3, generator=torch.Generator().manual_seed(5), dtype=DT)
     p = torch.sigmoid(2.0 * theta)
     b, b_anti = (u < p).to(DT), (u > 1 - p).to(DT)

@@ -262,9 +262,19 @@ def test_unknown_method_raises():
     assert "auto" in str(info.value) and "pathwise" in str(info.value)
 
 
-@pytest.mark.parametrize("pilot", [1, 0, -3, 2.5, True, "100"])
-def test_bad_pilot_samples_raise(pilot):
-    with pytest.raises(ValueError, match="pilot_samples"):
+@pytest.mark.parametrize(
+    "pilot, error",
+    [
+        (1, ValueError),
+        (0, ValueError),
+        (-3, ValueError),
+        (2.5, TypeError),
+        (True, TypeError),
+        ("100", TypeError),
+    ],
+)
+def test_bad_pilot_samples_raise(pilot, error):
+    with pytest.raises(error, match="pilot_samples"):
         sg.estimate(
             torch.sin, _normal, torch.tensor([0.0, 1.0]), num_samples=10, pilot_samples=pilot
         )

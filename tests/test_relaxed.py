@@ -174,15 +174,16 @@ def test_rebar_single_sample_replay_bernoulli(kind, param):
     for seed in range(8):
         expected, b = _rebar_by_hand_bernoulli(param, kind, seed, 0.6, 0.7, f)
         seen.add(b)
-        est = rebar(
-            f,
-            dist_fn,
-            torch.tensor(param, dtype=DT),
-            num_samples=1,
-            temperature=0.6,
-            eta=0.7,
-            generator=_gen(seed),
-        )
+        with pytest.warns(sg.SingleSampleWarning, match="rebar"):
+            est = rebar(
+                f,
+                dist_fn,
+                torch.tensor(param, dtype=DT),
+                num_samples=1,
+                temperature=0.6,
+                eta=0.7,
+                generator=_gen(seed),
+            )
         torch.testing.assert_close(est.per_sample[0], expected, rtol=1e-10, atol=1e-12)
         assert est.evaluations == 3
     assert seen == {0, 1}  # both branches of the conditional sample were replayed
@@ -215,15 +216,16 @@ def test_rebar_single_sample_replay_one_hot_categorical():
         (d_fzt,) = torch.autograd.grad(f_zt.sum(), lg)
         expected = (f(b) - eta * f_zt.detach()) * score + eta * (d_fz - d_fzt)
 
-        est = rebar(
-            f,
-            lambda t: D.OneHotCategorical(logits=t),
-            torch.tensor([0.2, -0.4, 0.9], dtype=DT),
-            num_samples=1,
-            temperature=lam,
-            eta=eta,
-            generator=_gen(seed),
-        )
+        with pytest.warns(sg.SingleSampleWarning, match="rebar"):
+            est = rebar(
+                f,
+                lambda t: D.OneHotCategorical(logits=t),
+                torch.tensor([0.2, -0.4, 0.9], dtype=DT),
+                num_samples=1,
+                temperature=lam,
+                eta=eta,
+                generator=_gen(seed),
+            )
         torch.testing.assert_close(est.per_sample[0], expected, rtol=1e-9, atol=1e-12)
     assert len(seen) >= 2
 

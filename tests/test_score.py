@@ -26,9 +26,10 @@ def quad(x):
 # ---------------------------------------------------------------------------------------------
 def test_normal_single_sample_replay():
     mu, sigma = 0.5, 1.3
-    est = sg.score_function(
-        quad, _normal, torch.tensor([mu, sigma], dtype=DT), num_samples=1, seed=7
-    )
+    with pytest.warns(sg.SingleSampleWarning, match="num_samples=1"):
+        est = sg.score_function(
+            quad, _normal, torch.tensor([mu, sigma], dtype=DT), num_samples=1, seed=7
+        )
     eps = torch.randn(1, generator=torch.Generator().manual_seed(7), dtype=DT)
     x = mu + sigma * eps
     expected = quad(x) * torch.cat([(x - mu) / sigma**2, ((x - mu) ** 2 - sigma**2) / sigma**3])

@@ -52,7 +52,7 @@ from stochgrad.estimators import (
 )
 from stochgrad.exact import exact_gradient
 from stochgrad.fisher import fisher_gradient
-from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate, SingleSampleWarning
 from stochgrad.graph import StochasticGraph, TrackedTensor, magic_box
 from stochgrad.surrogate import Surrogate, per_sample_gradients, surrogate_loss
 
@@ -101,6 +101,7 @@ __all__ = [
     "LeaveOneOutBaseline",
     "NoBaseline",
     "OptimalBaseline",
+    "SingleSampleWarning",
     "black_box",
     "compare",
     "estimate",

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "check_bool",
     "check_callable",
     "check_choice",
     "check_float",
@@ -126,9 +127,39 @@ def check_callable(name: str, value: Any) -> Callable:
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a ``bool`` (numpy bools accepted; ``0``, ``1`` and strings refused).
+
+    A string such as ``"no"`` is truthy, so accepting anything truthy would turn it into
+    ``True``; only real booleans are taken.
+
+    >>> check_bool("hard", True)
+    True
+    >>> check_bool("hard", "yes")
+    Traceback (most recent call last):
+    ...
+    TypeError: hard must be a bool (True or False), got str 'yes'
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool (True or False), got {_type_name(value)} {value!r}")
+    return bool(value)
+
+
 def check_seed(name: str, value: Any) -> int:
-    """A seed: an int in ``[0, 2**63 - 1]``."""
-    return check_int(name, value, minimum=0, maximum=MAX_SEED)
+    """A seed: an int in ``[0, 2**63 - 1]`` (what ``torch.Generator.manual_seed`` takes whole).
+
+    >>> check_seed("seed", 2**70)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be <= 2**63 - 1 (a seed is an int in [0, 2**63 - 1]), got 1180591620717411303424
+    """
+    value = check_int(name, value)
+    if value < 0 or value > MAX_SEED:
+        bound = ">= 0" if value < 0 else "<= 2**63 - 1"
+        raise ValueError(
+            f"{name} must be {bound} (a seed is an int in [0, 2**63 - 1]), got {value}"
+        )
+    return value
 
 
 def check_torch_generator(value: Any, name: str = "generator") -> torch.Generator:

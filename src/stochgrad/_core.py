@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
+
+from stochgrad._checks import check_seed
 
 # Above this many distribution-parameter elements the Jacobian d(phi)/d(params) is not formed;
 # per-sample vector-Jacobian products are batched instead (memory O(n * num_params) either way).
@@ -52,6 +55,11 @@ def as_params(params: Any) -> tuple[tuple[Tensor, ...], bool]:
             raise TypeError(f"params[{i}] must be a torch.Tensor, got {type(p).__name__}")
         if not p.is_floating_point():
             raise TypeError(f"params[{i}] must be a floating-point tensor, got dtype {p.dtype}")
+        if p.numel() == 0:
+            raise ValueError(
+                f"params[{i}] is empty (shape {list(p.shape)}): there is no parameter to "
+                "differentiate with respect to"
+            )
         if not _all_finite(p):
             raise ValueError(f"params[{i}] must be finite, got {p}")
     return tensors, is_tuple
@@ -67,12 +75,161 @@ def pack(values: Sequence[Tensor], is_tuple: bool):
 
 
 def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
+    """``num_samples`` as an ``int >= minimum``; ``why`` says why the minimum (if not 1).
+
+    >>> check_num_samples(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_samples must be >= 1, got -1
+    >>> check_num_samples(1, 2, why="baseline 'loo' needs at least 2 samples")
+    Traceback (most recent call last):
+    ...
+    ValueError: num_samples must be >= 2 (baseline 'loo' needs at least 2 samples), got 1
+    """
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}")
+        raise TypeError(
+            f"num_samples must be an int, got {type(num_samples).__name__} {num_samples!r}"
+        )
     if num_samples < minimum:
         extra = f" ({why})" if why else ""
         raise ValueError(f"num_samples must be >= {minimum}{extra}, got {num_samples}")
     return int(num_samples)
+
+
+def check_f(f: Any, name: str = "f") -> Callable:
+    """``f`` if it can be called (an objective: a batch of samples -> one value per sample)."""
+    if not callable(f):
+        raise TypeError(
+            f"{name} must be callable (a batch of samples -> one value per sample), got "
+            f"{type(f).__name__} {f!r:.80}"
+        )
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: refuse a call that cannot fit before allocating it
+# ---------------------------------------------------------------------------------------------
+#: The most bytes one estimator call may need (its estimate, below); ``None``: the memory the
+#: system has available at the call (``MemAvailable`` on Linux, the free memory of the GPU for
+#: CUDA tensors). The environment variable ``STOCHGRAD_MEMORY_LIMIT`` (bytes, or a number with
+#: a ``K``, ``M``, ``G`` or ``T`` suffix, powers of 1024) overrides it. Calls estimated below
+#: 1 MiB are never refused (and pay for no lookup).
+MEMORY_LIMIT: int | None = None
+MEMORY_LIMIT_ENV = "STOCHGRAD_MEMORY_LIMIT"
+_ALWAYS_ALLOWED = 1 << 20
+# Below this many bytes a call is not checked against the system (no system call per call).
+_CHECK_ABOVE = 1 << 28
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _format_bytes(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def _env_limit() -> int | None:
+    raw = os.environ.get(MEMORY_LIMIT_ENV)
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    try:
+        value = float(text[: len(text) - len(unit)])
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"the environment variable {MEMORY_LIMIT_ENV} must be a number of bytes > 0, "
+            f"optionally with a K, M, G or T suffix (e.g. 8G), got {raw!r}"
+        )
+    return int(value * _UNITS[unit])
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the system can give a new allocation on ``device`` now; ``None`` if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(cached, 0))
+    if device.type != "cpu":
+        return None
+    try:  # MemAvailable counts reclaimable caches, which MemFree (sysconf) does not
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def sample_size(d: Distribution) -> int:
+    """Elements of one sample of ``d`` (its batch and event shapes)."""
+    return int(d.batch_shape.numel() * d.event_shape.numel())
+
+
+def check_memory(
+    method: str,
+    num_samples: int,
+    parts: dict[str, int],
+    like: Tensor,
+    *,
+    batches: bool = False,
+) -> None:
+    """Refuse a call whose memory, estimated before any allocation, exceeds the limit.
+
+    Args:
+        method: the estimator's name, for the message.
+        num_samples: the number of samples ``n``.
+        parts: what is held per sample, in elements of ``like``'s dtype (``{"samples": S,
+            "per-sample terms": 2 P}``); the estimate is ``n * sum(parts) * itemsize``, a lower
+            bound (temporaries not counted).
+        like: a tensor of the dtype and device the call works in.
+        batches: whether the estimator takes ``batches=`` (suggested when the per-sample terms
+            are most of it).
+
+    Raises:
+        ValueError: naming ``num_samples``, the bytes needed and the limit, and what to do
+            (never below 1 MiB).
+    """
+    per = sum(parts.values())
+    nbytes = num_samples * per * like.element_size()
+    if nbytes < _ALWAYS_ALLOWED:  # the small calls of a training loop: no lookup at all
+        return
+    limit = _env_limit()
+    source = f"set by {MEMORY_LIMIT_ENV}"
+    if limit is None and MEMORY_LIMIT is not None:
+        limit, source = int(MEMORY_LIMIT), "set by stochgrad._core.MEMORY_LIMIT"
+    if limit is None:
+        if nbytes < _CHECK_ABOVE:
+            return
+        limit = available_memory(like.device)
+        source = f"available on {like.device.type} (override with {MEMORY_LIMIT_ENV})"
+        if limit is None:
+            return
+    if nbytes <= limit:
+        return
+    detail = ", ".join(
+        f"{name} {_format_bytes(num_samples * k * like.element_size())}"
+        for name, k in parts.items()
+        if k
+    )
+    advice = "use fewer samples per call and average the grads of several calls"
+    terms = parts.get("per-sample terms", 0)
+    if batches and terms * 2 >= per:
+        advice = (
+            "pass batches=B to keep B batch means instead of the per-sample terms, or " + advice
+        )
+    raise ValueError(
+        f"num_samples={num_samples:,} needs at least {_format_bytes(nbytes)} of memory in "
+        f"{method} ({detail}), more than the {_format_bytes(limit)} {source}; {advice}"
+    )
 
 
 def check_batches(batches: Any, num_samples: int) -> int | None:
@@ -113,9 +270,8 @@ def make_generator(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        return torch.Generator(device=device or "cpu").manual_seed(int(seed))
+        seed = check_seed("seed", seed)
+        return torch.Generator(device=device or "cpu").manual_seed(seed)
     return generator
 
 
@@ -197,7 +353,7 @@ def evaluate_f(
     """
     expected = (num_samples,) if shape is None else tuple(int(s) for s in shape)
     factorised = expected != (num_samples,)
-    out = f(x)
+    out = call_f(f, x)
     if not isinstance(out, Tensor):
         try:
             out = torch.as_tensor(np.asarray(out), dtype=x.dtype if x.is_floating_point() else None)
@@ -218,6 +374,8 @@ def evaluate_f(
             f"f must return one value per sample, shape [{num_samples}]; got shape "
             f"{list(out.shape)} (f receives the batch of samples, shape [{num_samples}, ...])"
         )
+    if out.is_complex():
+        raise TypeError(f"f must return real values, got dtype {out.dtype}")
     if not out.is_floating_point():
         out = out.to(torch.get_default_dtype())
     if not keep_graph:
@@ -228,6 +386,32 @@ def evaluate_f(
             f"f returned {bad} non-finite value(s) out of {out.numel()}; f must be finite on the "
             "support of the distribution"
         )
+    return out
+
+
+def inplace_error(detail: str = "") -> ValueError:
+    """The error for an ``f`` that changed the samples it was given."""
+    extra = f" ({detail})" if detail else ""
+    return ValueError(
+        f"f modified its input in place{extra}: the estimator reuses the samples after calling "
+        "f, so the gradient would be silently wrong. Work on a copy (x = x.clone()) or use "
+        "out-of-place operations (x * 0 + 1, not x.mul_(0).add_(1))"
+    )
+
+
+def call_f(f: Callable, x: Tensor) -> Any:
+    """``f(x)``, refusing an ``f`` that changed ``x`` in place.
+
+    Every in-place operation on ``x`` or on a view of it bumps ``x``'s version counter, so
+    comparing it before and after costs nothing, whatever the size of ``x``.
+    """
+    try:
+        before = x._version
+    except RuntimeError:  # inference-mode tensors keep no version counter
+        return f(x)
+    out = f(x)
+    if x._version != before:
+        raise inplace_error()
     return out
 
 
@@ -242,7 +426,16 @@ class BlackBox:
         self.__wrapped__ = fn
 
     def __call__(self, x: Tensor) -> Tensor:
-        out = np.asarray(self.__wrapped__(x.detach().cpu().numpy()))
+        arr = x.detach().cpu().numpy()
+        arr.flags.writeable = False  # shares memory with the samples: in-place writes refused
+        try:
+            out = np.asarray(self.__wrapped__(arr))
+        except ValueError as exc:
+            if "read-only" in str(exc):
+                raise inplace_error(f"numpy: {exc}") from exc
+            raise
+        if not out.flags.writeable:  # the input (or a view of it) returned: torch wants a copy
+            out = out.copy()
         return torch.as_tensor(out, dtype=x.dtype if x.is_floating_point() else None)
 
     def __repr__(self) -> str:

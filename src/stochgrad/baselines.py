@@ -50,8 +50,11 @@ tensor([-2.,  2., -4.,  4.])
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from stochgrad._checks import check_float, check_int
 
 __all__ = [
     "BASELINE_NAMES",
@@ -243,6 +246,13 @@ class ConstantBaseline(Baseline):
     name = "constant"
 
     def __init__(self, value: float):
+        if isinstance(value, bool) or not isinstance(
+            value, (int, float, np.integer, np.floating, Tensor)
+        ):
+            raise TypeError(
+                f"baseline: a constant baseline must be a real number, got "
+                f"{type(value).__name__} {value!r}"
+            )
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"baseline: a constant baseline must be finite, got {value}")
@@ -281,10 +291,11 @@ class EMABaseline(Baseline):
     grouped = False
 
     def __init__(self, decay: float = 0.9, init: float | None = None):
+        decay = check_float("decay", decay)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        self.decay = float(decay)
-        self.value = None if init is None else float(init)
+        self.decay = decay
+        self.value = None if init is None else check_float("init", init)
 
     def __call__(self, fx, scores, params):
         if isinstance(self.value, Tensor):
@@ -526,11 +537,15 @@ class LearnedBaseline(Baseline):
         steps: int = 1,
         context_fn=None,
     ):
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps = check_int("steps", steps, minimum=1)
+        lr = check_float("lr", lr, minimum=0.0, open_min=True)
+        if module is not None and not callable(module):
+            raise TypeError(f"module must be an nn.Module (callable), got {type(module).__name__}")
+        if context_fn is not None and not callable(context_fn):
+            raise TypeError(f"context_fn must be callable, got {type(context_fn).__name__}")
         self.module = module
-        self.lr = float(lr)
-        self.steps = int(steps)
+        self.lr = lr
+        self.steps = steps
         self.context_fn = context_fn
         self.optimizer: torch.optim.Optimizer | None = None
         self.last_loss: float | None = None
@@ -638,7 +653,9 @@ def _time_major(name: str, t: Tensor) -> Tensor:
 
 
 def _check_discount(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__} {value!r}")
+    if not 0 <= value <= 1:  # NaN fails too
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
 

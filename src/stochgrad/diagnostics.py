@@ -149,13 +149,19 @@ def compare(
         methods: names (``"score_function"``, ``"score_function:loo"``, ``":optimal"``,
             ``":mean"``, ``":delta"``, ``"pathwise"``, ``"measure_valued"``, ``"auto"``) or
             ``(label, callable)`` pairs with the estimator signature.
-        num_samples: samples per method.
+        num_samples: samples per method, at least 2 (the figures are variances and standard
+            errors).
         generator: explicit randomness (one stream, used by the methods in order).
         seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
         exact: the true gradient, ``"auto"`` to try :func:`exact_gradient`, or ``None``.
 
     Returns:
         A :class:`Comparison`; methods that do not apply get a row with ``error`` set.
+
+    Raises:
+        ValueError: ``num_samples < 2``, an unknown method, ``exact`` of the wrong size or not
+            finite.
+        TypeError: ``f`` not callable, ``methods`` not a list, arguments of the wrong type.
 
     Examples:
         >>> import torch, stochgrad as sg
@@ -165,8 +171,19 @@ def compare(
         >>> [r.method for r in cmp.rows][:2]
         ['score_function', 'score_function:loo']
     """
-    n = _core.check_num_samples(num_samples)
-    g = _core.make_generator(generator, seed, _core.as_params(params)[0][0].device)
+    _core.check_f(f)
+    n = _core.check_num_samples(
+        num_samples,
+        2,
+        why="compare reports standard errors and variances, which need at least 2 samples",
+    )
+    tensors = _core.as_params(params)[0]
+    g = _core.make_generator(generator, seed, tensors[0].device)
+    if isinstance(methods, str) or not isinstance(methods, Sequence):
+        raise TypeError(
+            f"methods must be a list of names or (label, callable) pairs, got "
+            f"{type(methods).__name__} {methods!r} (one method: methods=[{methods!r}])"
+        )
     runners = [_runner(m) for m in methods]
     if not runners:
         raise ValueError("methods must name at least one estimator")
@@ -181,7 +198,7 @@ def compare(
     elif exact is None:
         truth = None
     else:
-        truth = _flat(exact)
+        truth = _check_exact(exact, sum(t.numel() for t in tensors))
     rows = []
     for label, fn in runners:
         try:
@@ -216,6 +233,26 @@ def compare(
             row.bias_z = torch.where(exact_match & (se == 0), torch.zeros_like(z), z).tolist()
         rows.append(row)
     return Comparison(rows=rows, exact=None if truth is None else truth.tolist(), num_samples=n)
+
+
+def _check_exact(exact, size: int) -> Tensor:
+    """``exact`` flattened, if it holds ``size`` finite real numbers (one per coordinate)."""
+    try:
+        truth = _flat(exact)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"exact must be a tensor (or a tuple of tensors) shaped like params, got "
+            f"{type(exact).__name__}"
+        ) from exc
+    if truth.is_complex() or truth.dtype == torch.bool:
+        raise TypeError(f"exact must hold real numbers, got dtype {truth.dtype}")
+    if truth.numel() != size:
+        raise ValueError(
+            f"exact must hold one value per coordinate of params ({size}), got {truth.numel()}"
+        )
+    if not bool(torch.isfinite(truth).all()):
+        raise ValueError(f"exact must be finite, got {truth.tolist()}")
+    return truth
 
 
 def _flat(value) -> Tensor:

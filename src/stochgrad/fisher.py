@@ -45,12 +45,14 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad._checks import check_int
+from stochgrad.gradient_estimate import GradientEstimate, SingleSampleWarning, warn_single_sample
 from stochgrad.surrogate import _as_params, surrogate_loss
 
 __all__ = ["fisher_gradient"]
@@ -92,7 +94,8 @@ def fisher_gradient(
     Returns:
         :class:`~stochgrad.gradient_estimate.GradientEstimate`: ``method="fisher_exact"`` (zero
         variance) or ``"fisher_sampled"`` (per-sample terms and a standard error; biased when
-        self-normalised).
+        self-normalised; from one draw ``variance`` and ``stderr`` are NaN, with a
+        :class:`~stochgrad.SingleSampleWarning`).
 
     Raises:
         ValueError: shapes that do not match, a posterior that is negative or not finite,
@@ -110,19 +113,24 @@ def fisher_gradient(
     if samples:
         if posterior is not None or log_measure is not None:
             raise ValueError("samples=True takes log_joint at draws; drop posterior/log_measure")
-        if log_joint.dim() != 1:
+        if log_joint.dim() != 1 or log_joint.shape[0] == 0:
             raise ValueError(
-                f"log_joint must be [n] with samples=True, got {tuple(log_joint.shape)}"
+                f"log_joint must be [n] with samples=True (n >= 1 draws), got "
+                f"{tuple(log_joint.shape)}"
             )
+        warn_single_sample("fisher_gradient", log_joint.shape[0])
         if copies:
             return _from_copies(log_joint, leaves, is_tuple, weights)
         ones = torch.ones_like(log_joint, requires_grad=False).detach()
         s = surrogate_loss(log_joint, ones, weights=weights, self_normalize=weights is not None)
-        return dataclasses.replace(
-            s.estimate(params), method="fisher_sampled", biased=weights is not None
-        )
+        with warnings.catch_warnings():  # warned above, under this function's name
+            warnings.simplefilter("ignore", SingleSampleWarning)
+            est = s.estimate(params)
+        return dataclasses.replace(est, method="fisher_sampled", biased=weights is not None)
     if weights is not None:
         raise ValueError("weights go with samples=True (importance draws of the latents)")
+    if log_joint.dim() > 0:
+        dim = check_int("dim", dim, minimum=-log_joint.dim(), maximum=log_joint.dim() - 1)
     mode = "enumerated" if posterior is None else "factors"
     if posterior is None:
         if log_joint.dim() == 0:

@@ -1,7 +1,8 @@
-"""The result every estimator returns."""
+"""The result every estimator returns, and the warning for an estimate without a spread."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,43 @@ from torch import Tensor
 from stochgrad._core import _all_finite
 
 Params = Tensor | tuple[Tensor, ...]
+
+
+class SingleSampleWarning(UserWarning):
+    """An estimate from one sample: ``grad`` is defined, ``variance`` and ``stderr`` are not (NaN).
+
+    The estimators return such an estimate (one sample is a valid unbiased estimate) and warn
+    with this class; functions that need a standard error (:func:`stochgrad.compare`,
+    :func:`stochgrad.estimate` with ``method="auto"``) refuse ``num_samples=1`` instead. Silence
+    it where one sample is meant, e.g. a seeded replay of one term::
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sg.SingleSampleWarning)
+            est = sg.score_function(f, dist_fn, theta, num_samples=1, seed=0)
+
+    >>> import warnings, torch, stochgrad as sg
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     est = sg.pathwise(lambda x: x**2, lambda t: torch.distributions.Normal(t, 1.0),
+    ...                       torch.tensor(0.0), num_samples=1, seed=0)
+    >>> caught[0].category.__name__, bool(est.stderr.isnan())
+    ('SingleSampleWarning', True)
+    """
+
+
+def warn_single_sample(method: str, num_samples: int, stacklevel: int = 3) -> None:
+    """Warn (:class:`SingleSampleWarning`) when an estimator runs on one sample.
+
+    ``stacklevel`` counts from this function: 3 points at the caller of an estimator that calls
+    this directly.
+    """
+    if num_samples == 1:
+        warnings.warn(
+            f"{method}: num_samples=1 gives a gradient estimate without a spread: variance and "
+            "stderr are undefined (NaN); use num_samples >= 2 for a standard error",
+            SingleSampleWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _map(fn, value):
@@ -86,9 +124,14 @@ class GradientEstimate:
     r"""A Monte Carlo gradient estimate with its per-sample terms and their spread.
 
     ``grad`` is the mean of ``per_sample`` over the sample axis; ``variance`` is the unbiased
-    sample variance of one per-sample term (undefined, NaN, for a single sample), and
-    ``stderr = sqrt(variance / num_samples)`` the standard error of ``grad``. When ``params``
-    was a tuple of tensors every field is a tuple in the same order.
+    sample variance of one per-sample term, and ``stderr = sqrt(variance / num_samples)`` the
+    standard error of ``grad``. When ``params`` was a tuple of tensors every field is a tuple in
+    the same order.
+
+    One sample: ``variance`` and ``stderr`` are undefined and hold NaN (``grad`` is the one
+    term). The estimators then warn with :class:`SingleSampleWarning`; :func:`stochgrad.compare`
+    and :func:`stochgrad.estimate` with ``method="auto"``, which need a standard error, refuse
+    ``num_samples=1``.
 
     Memory: ``per_sample`` holds ``num_samples`` times the parameters' size (64 samples of a
     1M-weight float32 network: 256 MB). Estimators given ``batches=B`` keep ``B`` batch means
@@ -145,9 +188,19 @@ class GradientEstimate:
         """Build an estimate from per-sample terms (a tensor or a tuple of tensors).
 
         ``extra_variance_of_mean`` (shaped like ``grad``) is added to ``variance / n`` in the
-        standard error, for estimators whose per-sample terms are not independent.
+        standard error, for estimators whose per-sample terms are not independent. With one
+        row ``variance`` and ``stderr`` are NaN (undefined; no warning here, the estimators
+        warn).
+
+        Raises:
+            ValueError: no rows, or a non-finite mean.
         """
         first = per_sample[0] if isinstance(per_sample, tuple) else per_sample
+        if first.dim() == 0 or first.shape[0] == 0:
+            raise ValueError(
+                f"{method}: per_sample must hold at least one row [n >= 1, *param.shape], got "
+                f"shape {list(first.shape)}"
+            )
         n = int(first.shape[0])
         if n > 1:
             pairs = _map(_var_mean, per_sample)

@@ -87,6 +87,10 @@ def magic_box(tau: Tensor) -> Tensor:
     >>> box.item(), g.item(), h.item()
     (1.0, 1.0, 1.0)
     """
+    if not isinstance(tau, Tensor):
+        raise TypeError(
+            f"tau must be a torch.Tensor (a sum of log-probabilities), got {type(tau).__name__}"
+        )
     return torch.exp(tau - tau.detach())
 
 

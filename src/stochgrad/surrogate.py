@@ -54,8 +54,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stochgrad._core import _all_finite
 from stochgrad.baselines import Baseline, Groups, OptimalBaseline, resolve_baseline
-from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate, warn_single_sample
 
 __all__ = ["Surrogate", "per_sample_gradients", "surrogate_loss"]
 
@@ -118,6 +119,15 @@ def per_sample_gradients(log_probs: Tensor, params: Tensor | Sequence[Tensor]) -
     ``n``); memory ``n`` times the parameters' size.
     """
     leaves, _ = _as_params(params)
+    if not isinstance(log_probs, Tensor) or log_probs.dim() != 1 or log_probs.shape[0] == 0:
+        raise ValueError(
+            "log_probs must be a tensor [n >= 1], one log-probability per sample, got "
+            + (
+                f"shape {list(log_probs.shape)}"
+                if isinstance(log_probs, Tensor)
+                else type(log_probs).__name__
+            )
+        )
     n = log_probs.shape[0]
     out: list[list[Tensor]] = [[] for _ in leaves]
     for start in range(0, n, CHUNK):
@@ -181,7 +191,8 @@ class Surrogate:
         n = self.coefficients.shape[0]
         if batches is None:
             batches = n if n <= PER_SAMPLE_LIMIT else BATCHES
-        if isinstance(batches, bool) or not isinstance(batches, int) or not 2 <= batches <= n:
+            warn_single_sample("surrogate", n)  # one sample: its one term, variance NaN
+        elif isinstance(batches, bool) or not isinstance(batches, int) or not 2 <= batches <= n:
             raise ValueError(f"batches must be an int in [2, n = {n}], got {batches!r}")
         info = {
             "advantage": self.rule.name,
@@ -266,13 +277,27 @@ def surrogate_loss(
     """
     if not isinstance(log_probs, Tensor):
         raise TypeError(f"log_probs must be a torch.Tensor, got {type(log_probs).__name__}")
-    if log_probs.dim() == 0:
-        raise ValueError("log_probs must hold one log-probability per sample, [n]")
+    if log_probs.dim() == 0 or log_probs.shape[0] == 0:
+        raise ValueError(
+            f"log_probs must hold one log-probability per sample, [n >= 1], got shape "
+            f"{list(log_probs.shape)}"
+        )
     n = log_probs.shape[0]
     if log_probs.dim() > 1:
         log_probs = log_probs.reshape(n, -1).sum(1)
+    if not _all_finite(log_probs):
+        bad = int((~torch.isfinite(log_probs.detach())).sum())
+        raise ValueError(
+            f"log_probs must be finite, got {bad} non-finite value(s) out of {n} (a sample of "
+            "probability 0 under the parameters, or a NaN upstream)"
+        )
     if not isinstance(values, Tensor):
-        values = torch.as_tensor(values, dtype=log_probs.dtype, device=log_probs.device)
+        try:
+            values = torch.as_tensor(values, dtype=log_probs.dtype, device=log_probs.device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(
+                f"values must be a tensor of [n] = [{n}] numbers, got {type(values).__name__}"
+            ) from exc
     if values.shape != (n,):
         raise ValueError(f"values must be [n] = [{n}], one per sample, got {tuple(values.shape)}")
     if not isinstance(maximize, bool) or not isinstance(self_normalize, bool):

@@ -21,7 +21,7 @@ from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCate
 
 from stochgrad import _core, _dists
 from stochgrad.estimators.score import check_batch_dims, problem_shape
-from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate, warn_single_sample
 
 SUPPORTED = "Bernoulli, Categorical or OneHotCategorical (optionally wrapped in Independent)"
 
@@ -73,10 +73,23 @@ def _check_eta(eta: Any) -> float:
 
 
 def _check_tensor(t: Any, name: str, min_dim: int = 0) -> Tensor:
+    """A floating-point tensor of at least ``min_dim`` dimensions (categories last, at least
+    one), without NaN; ``logits`` may hold ``-inf`` (a category never drawn) but not ``+inf``,
+    ``probs`` must lie in ``[0, 1]``."""
     if not isinstance(t, Tensor) or not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {type(t).__name__}")
+        what = f"dtype {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+        raise TypeError(f"{name} must be a floating-point tensor, got {what}")
     if t.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dimension(s) (categories last)")
+    if min_dim and t.shape[-1] == 0:
+        raise ValueError(f"{name} must hold at least one category (last dimension), got 0")
+    values = t.detach()
+    if name == "probs":
+        bad = bool(((values < 0) | (values > 1) | (values != values)).any())
+        if bad:
+            raise ValueError(f"{name} must hold probabilities in [0, 1], got {t}")
+    elif bool(((values != values) | (values == math.inf)).any()):
+        raise ValueError(f"{name} must not hold NaN or +inf, got {t}")
     return t
 
 
@@ -217,7 +230,10 @@ class _Setup:
         return t.reshape(t.shape[0], *self.problem, *([1] * (like.dim() - 1 - k)))
 
 
-def _setup(dist_fn, params, num_samples, generator, seed, who: str, batch_dims=0) -> _Setup:
+def _setup(f, dist_fn, params, num_samples, generator, seed, who: str, batch_dims=0) -> _Setup:
+    """The checks and the distribution every relaxation estimator starts from; refuses a call
+    that cannot fit in memory and warns for one sample (the public function's caller)."""
+    _core.check_f(f)
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, tensors[0].device)
@@ -225,7 +241,19 @@ def _setup(dist_fn, params, num_samples, generator, seed, who: str, batch_dims=0
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
     fam = _family(d, who)
-    return _Setup(tensors, is_tuple, n, g, leaves, fam, problem_shape(batch_dims, d))
+    problem = problem_shape(batch_dims, d)
+    # [n, *phi] copies: the parameter, logits, noise (two), relaxed samples (three), f's input
+    _core.check_memory(
+        who,
+        n,
+        {
+            "relaxed samples": 9 * int(fam.phi.numel()) + 3,
+            "per-sample terms": sum(t.numel() for t in tensors),
+        },
+        tensors[0],
+    )
+    warn_single_sample(who, n, stacklevel=4)
+    return _Setup(tensors, is_tuple, n, g, leaves, fam, problem)
 
 
 def _grad_or_zeros(out: Tensor, wrt: Tensor, *, create_graph: bool = False) -> Tensor:

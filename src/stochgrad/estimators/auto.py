@@ -25,6 +25,7 @@ import torch
 from torch.distributions import Distribution
 
 from stochgrad import _core
+from stochgrad._checks import check_choice, check_int
 from stochgrad.estimators.reparameterization import pathwise
 from stochgrad.estimators.score import score_function
 from stochgrad.estimators.weak_derivative import measure_valued
@@ -72,7 +73,9 @@ def estimate(
         f: batch of samples ``[n, ...]`` -> values ``[n]``, as in :func:`score_function`.
         dist_fn: ``dist_fn(*params)`` -> a ``torch.distributions.Distribution``.
         params: a tensor or a tuple of tensors.
-        num_samples: number of samples ``n``.
+        num_samples: number of samples ``n``; at least 2 under ``"auto"`` (the choice rests on
+            variances); a named method takes 1 (``variance`` and ``stderr`` then NaN, with a
+            :class:`~stochgrad.SingleSampleWarning`).
         method: ``"auto"``, ``"score_function"``, ``"pathwise"`` or ``"measure_valued"``.
         baseline (str | float | Baseline | None): passed to the score function (``"loo"`` by
             default under ``"auto"``).
@@ -86,6 +89,11 @@ def estimate(
         The estimate of the chosen method; under ``"auto"``, ``info["auto"]`` holds the pilot
         figures (work-normalised variance per candidate, or why it was excluded).
 
+    Raises:
+        ValueError: ``num_samples < 2`` under ``"auto"``, an unknown ``method`` or ``cost``,
+            ``pilot_samples < 2``, no estimator applying; the chosen estimator's own errors.
+        TypeError: ``f`` not callable, arguments of the wrong type.
+
     >>> import torch, stochgrad as sg
     >>> est = sg.estimate(lambda x: 3.0 * x,   # linear f: the pathwise terms do not vary at all
     ...                   lambda th: torch.distributions.Normal(th[0], th[1]),
@@ -93,25 +101,26 @@ def estimate(
     >>> est.method
     'pathwise'
     """
+    check_choice("method", method, ["auto", *GENERAL_ESTIMATORS])
     if method != "auto":
-        if method not in GENERAL_ESTIMATORS:
-            raise ValueError(
-                f"method: unknown option {method!r}; expected 'auto' or one of {sorted(GENERAL_ESTIMATORS)}"
-            )
         kwargs = {"baseline": baseline} if baseline is not None else {}
         return GENERAL_ESTIMATORS[method](
             f, dist_fn, params, num_samples=num_samples, generator=generator, seed=seed, **kwargs
         )
-    n = _core.check_num_samples(num_samples)
-    if cost not in ("time", "evaluations"):
-        raise ValueError(f"cost must be 'time' or 'evaluations', got {cost!r}")
-    if isinstance(pilot_samples, bool) or not isinstance(pilot_samples, int) or pilot_samples < 2:
-        raise ValueError(f"pilot_samples must be an int >= 2, got {pilot_samples!r}")
+    _core.check_f(f)
+    n = _core.check_num_samples(
+        num_samples,
+        2,
+        why='method="auto" compares the estimators by their variance, which needs at least 2 '
+        "samples; name a method for a one-sample estimate",
+    )
+    check_choice("cost", cost, ["time", "evaluations"])
+    pilot_samples = check_int("pilot_samples", pilot_samples, minimum=2)
     device = _core.as_params(params)[0][0].device
     g = _core.make_generator(generator, seed, device)
     if g is None:  # the pilot and the final run must come from one reproducible stream
         g = torch.Generator(device=device).manual_seed(_core.random_seed(None))
-    sf_baseline = baseline if baseline is not None else ("loo" if n >= 2 else None)
+    sf_baseline = baseline if baseline is not None else "loo"
     n_pilot = max(2, min(pilot_samples, n))
     report: dict[str, dict] = {}
     pilots: dict[str, GradientEstimate] = {}

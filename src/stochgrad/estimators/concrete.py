@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stochgrad import _core
+from stochgrad._checks import check_bool
 from stochgrad.estimators._relaxation import (
     _check_temperature,
     _check_tensor,
@@ -71,6 +72,7 @@ def gumbel_max(
     logits = _check_tensor(logits, "logits", min_dim=1)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, logits.device)
+    _core.check_memory("gumbel_max", n, {"samples": 3 * logits.numel()}, logits)
     u = _uniform((n, *logits.shape), logits, g)
     return (logits.detach() + _gumbel(u)).argmax(-1)
 
@@ -115,8 +117,10 @@ def concrete_sample(
     """
     logits = _check_tensor(logits, "logits", min_dim=1)
     lam = _check_temperature(temperature)
+    hard = check_bool("hard", hard)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, logits.device)
+    _core.check_memory("concrete_sample", n, {"samples": 3 * logits.numel()}, logits)
     u = _uniform((n, *logits.shape), logits, g)
     y = torch.softmax((logits + _gumbel(u)) / lam, -1)
     if hard:
@@ -163,8 +167,10 @@ def relaxed_bernoulli_sample(
     """
     logits = _check_tensor(logits, "logits")
     lam = _check_temperature(temperature)
+    hard = check_bool("hard", hard)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, logits.device)
+    _core.check_memory("relaxed_bernoulli_sample", n, {"samples": 3 * logits.numel()}, logits)
     u = _uniform((n, *logits.shape), logits, g)
     z = logits + _logit(u)
     y = torch.sigmoid(z / lam)
@@ -205,6 +211,7 @@ def straight_through_bernoulli(
     probs = _check_tensor(probs, "probs")
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, probs.device)
+    _core.check_memory("straight_through_bernoulli", n, {"samples": 3 * probs.numel()}, probs)
     u = _uniform((n, *probs.shape), probs, g)
     return _st((u > 1.0 - probs.detach()).to(probs.dtype), probs.expand(n, *probs.shape))
 
@@ -240,6 +247,7 @@ def straight_through_categorical(
     probs = _check_tensor(probs, "probs", min_dim=1)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, probs.device)
+    _core.check_memory("straight_through_categorical", n, {"samples": 3 * probs.numel()}, probs)
     u = _uniform((n, *probs.shape), probs, g)
     idx = (torch.log(probs.detach()) + _gumbel(u)).argmax(-1)
     hard = F.one_hot(idx, probs.shape[-1]).to(probs.dtype)

@@ -44,7 +44,7 @@ from torch.distributions import Bernoulli, Distribution
 
 from stochgrad import _core, _dists
 from stochgrad.estimators.score import check_batch_dims, problem_shape, score_function
-from stochgrad.gradient_estimate import GradientEstimate, Params
+from stochgrad.gradient_estimate import GradientEstimate, Params, warn_single_sample
 
 
 def _bernoulli_of(d: Distribution, method: str) -> Bernoulli:
@@ -73,6 +73,7 @@ def _antithetic(
     With ``batch_dims = k > 0`` ``f`` returns ``[2n, *B]`` and each problem's coordinates are
     weighted by that problem's own antithetic difference.
     """
+    _core.check_f(f)
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
     g = _core.make_generator(generator, seed, tensors[0].device)
@@ -81,6 +82,14 @@ def _antithetic(
     d = _core.build_dist(dist_fn, leaves)
     base = _bernoulli_of(d, method)
     problem = problem_shape(batch_dims, d)
+    size = sum(t.numel() for t in tensors)
+    _core.check_memory(
+        method,
+        n,
+        {"antithetic pairs": 5 * _core.sample_size(d) + 2, "per-sample terms": size},
+        tensors[0],
+    )
+    warn_single_sample(method, n, stacklevel=4)
     logits_stored = _dists._stored(base, "logits")
     p = base.probs.detach()
     if not logits_stored and not bool(((p > 0) & (p < 1)).all()):
@@ -141,7 +150,9 @@ def arm(
         dist_fn: ``dist_fn(*params)`` -> a ``Bernoulli`` (logits or probs; a batch shape is a
             product of independent coordinates) or an ``Independent`` of one.
         params: a tensor or a tuple of tensors.
-        num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``).
+        num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``). With
+            ``1``, ``variance`` and ``stderr`` are NaN (undefined) and a
+            :class:`~stochgrad.SingleSampleWarning` is issued.
         generator: the random generator (or give ``seed``).
         seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
         batch_dims: how many leading batch dimensions of the distribution index independent
@@ -157,7 +168,9 @@ def arm(
 
     Raises:
         ValueError: for a distribution other than Bernoulli, ``num_samples < 1``, ``f``
-            returning the wrong shape or non-finite values, probs outside ``(0, 1)``.
+            returning the wrong shape or non-finite values or changing its input in place,
+            probs outside ``(0, 1)``, more memory needed than the memory available (or
+            ``STOCHGRAD_MEMORY_LIMIT``). ``TypeError``: ``f`` not callable.
 
     >>> import torch, stochgrad as sg
     >>> from stochgrad.estimators.discrete import arm
@@ -192,7 +205,10 @@ def disarm(
 
     ARM with :math:`u` integrated out given the pair, so its variance is at most ARM's; with the
     same ``seed`` both use the same uniforms. At :math:`\sigma(\alpha_k) = 1/2` the pair always
-    differs in coordinate ``k``; for one Bernoulli the estimate is then exact (zero variance).
+    differs in coordinate ``k``; for one Bernoulli every term is then
+    :math:`\tfrac14 (f(1) - f(0))`, the exact gradient, and the standard error of 0 is the truth,
+    not a failure. With several coordinates that interact in ``f`` the difference
+    :math:`f(b) - f(\tilde b)` still varies with the other coordinates, and so do the terms.
 
     Args:
         f: batch of binary samples ``[m, ...]`` -> values ``[m]`` (``[m, *B]`` with
@@ -201,7 +217,9 @@ def disarm(
         dist_fn: ``dist_fn(*params)`` -> a ``Bernoulli`` (logits or probs; a batch shape is a
             product of independent coordinates) or an ``Independent`` of one.
         params: a tensor or a tuple of tensors.
-        num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``).
+        num_samples: number of antithetic pairs ``n`` (``2 n`` evaluations of ``f``). With
+            ``1``, ``variance`` and ``stderr`` are NaN (undefined) and a
+            :class:`~stochgrad.SingleSampleWarning` is issued.
         generator: the random generator (or give ``seed``).
         seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
         batch_dims: how many leading batch dimensions of the distribution index independent
@@ -217,7 +235,9 @@ def disarm(
 
     Raises:
         ValueError: for a distribution other than Bernoulli, ``num_samples < 1``, ``f``
-            returning the wrong shape or non-finite values, probs outside ``(0, 1)``.
+            returning the wrong shape or non-finite values or changing its input in place,
+            probs outside ``(0, 1)``, more memory needed than the memory available (or
+            ``STOCHGRAD_MEMORY_LIMIT``). ``TypeError``: ``f`` not callable.
 
     >>> import torch, stochgrad as sg
     >>> from stochgrad.estimators.discrete import disarm

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from stochgrad import _core
+from stochgrad._checks import check_bool, check_float, check_int, check_seed
 from stochgrad.estimators._relaxation import (
     _check_eta,
     _check_temperature,
@@ -129,7 +129,8 @@ def rebar(
         dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``
             (``logits`` or ``probs``, any batch shape, optionally ``Independent``).
         params: a tensor or a tuple of tensors.
-        num_samples: number of samples ``n``.
+        num_samples: number of samples ``n`` (with ``1``, ``variance`` and ``stderr`` are NaN
+            and a :class:`~stochgrad.SingleSampleWarning` is issued).
         temperature: :math:`\lambda > 0`.
         eta: the control-variate scale :math:`\eta`.
         generator: explicit randomness (``u`` then ``v``, each
@@ -162,7 +163,7 @@ def rebar(
     """
     lam = _check_temperature(temperature)
     eta_ = _check_eta(eta)
-    s = _setup(dist_fn, params, num_samples, generator, seed, "rebar", batch_dims)
+    s = _setup(f, dist_fn, params, num_samples, generator, seed, "rebar", batch_dims)
     terms = _control_variate_terms(f, s, "rebar", lam, eta_, None, True, False)
     return _finish(
         s,
@@ -263,19 +264,19 @@ class Relax:
             t0 = float(t0)
         self._init_temperature = float(t0)
         self._init_eta = _check_eta(eta)
-        if isinstance(hidden, bool) or not isinstance(hidden, (int, np.integer)) or hidden < 0:
-            raise ValueError(f"hidden must be an int >= 0, got {hidden!r}")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+        hidden = check_int("hidden", hidden, minimum=0)
+        lr = check_float("lr", lr, minimum=0.0, open_min=True)
+        include_f = check_bool("include_f", include_f)
+        seed = check_seed("seed", seed)
         if net is not None and not callable(net):
             raise TypeError(f"net must be a callable module, got {type(net).__name__}")
         if not include_f and net is None and hidden == 0:
             raise ValueError("include_f=False needs a network (hidden > 0 or net=...)")
         self.net = net
-        self.hidden = int(hidden)
-        self.lr = float(lr)
-        self.include_f = bool(include_f)
-        self.seed = int(seed)
+        self.hidden = hidden
+        self.lr = lr
+        self.include_f = include_f
+        self.seed = seed
         self.steps = 0
         self.log_temperature: Tensor | None = None
         self.eta: Tensor | None = None
@@ -347,7 +348,8 @@ class Relax:
             dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or
                 ``OneHotCategorical``.
             params: a tensor or a tuple of tensors.
-            num_samples: number of samples ``n``.
+            num_samples: number of samples ``n`` (with ``1``, ``variance`` and ``stderr`` are
+                NaN and a :class:`~stochgrad.SingleSampleWarning` is issued).
             generator: explicit randomness.
             seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
             train: take one optimiser step on the control variate after estimating.
@@ -364,7 +366,8 @@ class Relax:
             the control variate as it was before the step; ``info`` holds the temperature,
             ``eta``, the ``variance_loss`` and which gradient it measures.
         """
-        s = _setup(dist_fn, params, num_samples, generator, seed, "relax", batch_dims)
+        train = check_bool("train", train)
+        s = _setup(f, dist_fn, params, num_samples, generator, seed, "relax", batch_dims)
         phi = s.fam.phi
         self._build(int(phi.numel()) // s.num_problems, phi)
         temperature = self.log_temperature.exp().to(phi.dtype)

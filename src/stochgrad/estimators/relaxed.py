@@ -42,6 +42,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution
 
+from stochgrad._checks import check_bool
 from stochgrad.estimators._relaxation import (
     _check_temperature,
     _eval_differentiable,
@@ -110,9 +111,10 @@ def gumbel_softmax(
         dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``
             (``logits`` or ``probs``, any batch shape, optionally ``Independent``).
         params: a tensor or a tuple of tensors.
-        num_samples: number of samples ``n``.
+        num_samples: number of samples ``n`` (with ``1``, ``variance`` and ``stderr`` are NaN
+            and a :class:`~stochgrad.SingleSampleWarning` is issued).
         temperature: :math:`\lambda > 0`.
-        hard: forward the exact sample, backward the relaxed gradient (ST-Gumbel).
+        hard: forward the exact sample, backward the relaxed gradient (ST-Gumbel); a bool.
         generator: explicit randomness.
         seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
         batch_dims: how many leading batch dimensions of the distribution index independent
@@ -127,7 +129,10 @@ def gumbel_softmax(
 
     Raises:
         ValueError: temperature not > 0, an unsupported distribution, or ``f`` not
-            differentiable (the message names ``score_function`` and ``disarm``).
+            differentiable (the message names ``score_function`` and ``disarm``), ``f``
+            changing its input in place, more memory needed than the memory available (or
+            ``STOCHGRAD_MEMORY_LIMIT``).
+        TypeError: ``f`` not callable, ``hard`` not a bool.
 
     >>> import torch
     >>> est = gumbel_softmax(lambda b: (b - 0.499) ** 2,
@@ -139,7 +144,8 @@ def gumbel_softmax(
     Reference: Jang, Gu, Poole (ICLR 2017); Maddison, Mnih, Teh (ICLR 2017).
     """
     lam = _check_temperature(temperature)
-    s = _setup(dist_fn, params, num_samples, generator, seed, "gumbel_softmax", batch_dims)
+    hard = check_bool("hard", hard)
+    s = _setup(f, dist_fn, params, num_samples, generator, seed, "gumbel_softmax", batch_dims)
     fam, n = s.fam, s.n
     phi_rep = fam.replicate(n)
     theta = fam.theta(phi_rep)
@@ -182,7 +188,8 @@ def straight_through(
             ``batch_dims``).
         dist_fn: ``dist_fn(*params)`` -> ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``.
         params: a tensor or a tuple of tensors.
-        num_samples: number of samples ``n``.
+        num_samples: number of samples ``n`` (with ``1``, ``variance`` and ``stderr`` are NaN
+            and a :class:`~stochgrad.SingleSampleWarning` is issued).
         generator: explicit randomness.
         seed: shorthand for a generator seeded with ``seed`` (instead of ``generator``).
         batch_dims: how many leading batch dimensions of the distribution index independent
@@ -206,7 +213,7 @@ def straight_through(
     Reference: Bengio, Leonard, Courville (2013), "Estimating or propagating gradients through
     stochastic neurons for conditional computation".
     """
-    s = _setup(dist_fn, params, num_samples, generator, seed, "straight_through", batch_dims)
+    s = _setup(f, dist_fn, params, num_samples, generator, seed, "straight_through", batch_dims)
     fam, n = s.fam, s.n
     phi_rep = fam.replicate(n)
     theta = fam.theta(phi_rep)

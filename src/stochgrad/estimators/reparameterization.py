@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
-from stochgrad.gradient_estimate import GradientEstimate, Params
+from stochgrad.gradient_estimate import GradientEstimate, Params, warn_single_sample
 
 _SAMPLE_CHUNK = 512
 
@@ -46,6 +46,8 @@ def _eval_differentiable(f: Callable, x: Tensor, n: int) -> tuple[Tensor, Tensor
     try:
         fx = _core.evaluate_f(f, x, n, keep_graph=True)
     except RuntimeError as exc:  # e.g. f calls .numpy() on a tensor that requires grad
+        if "in-place" in str(exc) or "inplace" in str(exc):  # x is a leaf: autograd refused
+            raise _core.inplace_error(str(exc)) from exc
         raise _not_differentiable(f"f could not be differentiated ({exc})") from exc
     if not fx.requires_grad:
         raise _not_differentiable("f's output does not depend differentiably on x")
@@ -181,7 +183,10 @@ def pathwise(
             on its own sample.
         dist_fn: ``dist_fn(*params)`` -> a distribution with ``has_rsample``.
         params: a tensor or a tuple of tensors.
-        num_samples: number of samples.
+        num_samples: number of samples. With ``1``, ``variance`` and ``stderr`` are NaN
+            (undefined) and a :class:`~stochgrad.SingleSampleWarning` is issued. A call whose
+            memory (samples, their gradients, per-sample terms), estimated before drawing,
+            exceeds the memory available (or ``STOCHGRAD_MEMORY_LIMIT``) is refused.
         baseline: must be ``None`` (a baseline has no meaning for the pathwise estimator).
         generator: the random generator (or give ``seed``).
         seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
@@ -199,7 +204,9 @@ def pathwise(
     Raises:
         ValueError: when the distribution has no ``rsample`` or ``f`` is not differentiable
             (black box, piecewise constant); the message names ``score_function``. A bad
-            ``batches`` (``TypeError`` for a non-int).
+            ``num_samples`` or ``batches`` (``TypeError`` for a non-int), more memory needed
+            than the limit, ``f`` changing its input in place. ``TypeError``: ``f`` not
+            callable.
 
     >>> import torch, stochgrad as sg
     >>> est = sg.pathwise(lambda x: (x - 2.0) ** 2,
@@ -215,18 +222,28 @@ def pathwise(
     """
     if baseline is not None:
         raise ValueError("baseline: the pathwise estimator takes no baseline; pass baseline=None")
+    _core.check_f(f)
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
     batches = _core.check_batches(batches, n)
     g = _core.make_generator(generator, seed, tensors[0].device)
     leaves = _core.leaves_of(tensors)
-    batch = None if batches is None else (_core.batch_index(n, batches, tensors[0].device), batches)
     d = _core.build_dist(dist_fn, leaves)
     if not d.has_rsample:
         raise ValueError(
             f"pathwise: {type(d).__name__} has no rsample (it is not reparameterisable); "
             "use sg.score_function or sg.measure_valued instead"
         )
+    size = sum(t.numel() for t in tensors)
+    _core.check_memory(
+        "pathwise",
+        n,
+        {"samples": 3 * _core.sample_size(d) + 1, "per-sample terms": 0 if batches else size},
+        tensors[0],
+        batches=True,
+    )
+    warn_single_sample("pathwise", n)
+    batch = None if batches is None else (_core.batch_index(n, batches, tensors[0].device), batches)
     eps = _dists.normal_noise(d, n, g)
     if eps is not None:
         base = _dists.unwrap(d)

@@ -26,7 +26,12 @@ from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
 from stochgrad.baselines import Baseline, NoBaseline, OptimalBaseline, resolve_baseline
-from stochgrad.gradient_estimate import GradientEstimate, Params, batch_variance
+from stochgrad.gradient_estimate import (
+    GradientEstimate,
+    Params,
+    batch_variance,
+    warn_single_sample,
+)
 
 if TYPE_CHECKING:  # annotations only: both modules import the estimators' helpers
     from stochgrad.control_variates import ControlVariate
@@ -216,6 +221,18 @@ def _batched(
     return sums, sizes, extra
 
 
+def _own_copy(pm: ParallelMap) -> Callable[[Tensor], Tensor]:
+    """``pm``, or for the in-process (serial) backend ``pm`` on a copy of the samples.
+
+    The serial backend hands ``f`` tensors that share the samples' memory but not their version
+    counter, so an in-place change would go unseen; workers of the other backends receive
+    copies anyway.
+    """
+    if getattr(pm, "backend", None) != "serial":
+        return pm
+    return lambda x: pm(x.clone())
+
+
 def _check_batched(bl: Baseline, control_variate) -> None:
     if isinstance(bl, OptimalBaseline):
         raise ValueError(
@@ -266,7 +283,12 @@ def score_function(
         dist_fn: ``dist_fn(*params)`` -> a ``torch.distributions.Distribution`` (any with
             ``log_prob``; a batch shape is treated as a product of independent factors).
         params: a tensor or a tuple of tensors.
-        num_samples: number of samples ``n``.
+        num_samples: number of samples ``n``. With ``n = 1`` the estimate has no spread:
+            ``variance`` and ``stderr`` are NaN and a :class:`~stochgrad.SingleSampleWarning`
+            is issued. Before drawing, the memory the call needs is estimated (samples times
+            their size, plus ``n`` times the parameters' size twice when the per-sample terms
+            are kept) and a call above the memory available is refused (the limit can be set
+            with the environment variable ``STOCHGRAD_MEMORY_LIMIT``, e.g. ``8G``).
         baseline: ``None``, ``"loo"``, ``"mean"``, ``"optimal"``, a number, or a
             :class:`~stochgrad.baselines.Baseline` (e.g. a reused ``EMABaseline``).
         control_variate: ``None``, ``"delta"`` (second-order Taylor control variate, Gaussians
@@ -301,8 +323,9 @@ def score_function(
 
     Raises:
         ValueError: a bad ``num_samples``, ``batch_dims`` or ``batches`` (``TypeError`` for the
-            wrong type), ``f`` of the wrong shape or non-finite, a parameter off its
-            constraint, an option that does not combine with the others.
+            wrong type), ``f`` of the wrong shape or non-finite, ``f`` changing its input in
+            place, a parameter off its constraint, an option that does not combine with the
+            others, more memory needed than the limit. ``TypeError``: ``f`` not callable.
 
     >>> import torch, stochgrad as sg
     >>> theta = torch.tensor([0.5, 1.0])
@@ -330,11 +353,15 @@ def score_function(
     >>> est.per_sample.shape, est.info["batch_means"], est.samples.shape
     (torch.Size([8, 4, 3]), 8, torch.Size([1000, 4, 3]))
     """
+    _core.check_f(f)
     tensors, is_tuple = _core.as_params(params)
     bl = resolve_baseline(baseline)
-    n = _core.check_num_samples(
-        num_samples, bl.min_samples, why=f"baseline {bl.name!r} needs at least 2 samples"
-    )
+    if control_variate is not None and bl.min_samples < 2:
+        minimum, why = 2, "a control variate's coefficient is estimated from at least 2 samples"
+    else:
+        minimum = bl.min_samples
+        why = f"baseline {bl.name!r} needs at least {minimum} samples" if minimum > 1 else ""
+    n = _core.check_num_samples(num_samples, minimum, why=why)
     g = _core.make_generator(generator, seed, tensors[0].device)
     batches = _core.check_batches(batches, n)
     if batches is not None:
@@ -348,9 +375,18 @@ def score_function(
     if parallel is not None:
         from stochgrad.parallel import as_parallel
 
-        f_values = as_parallel(f, parallel)
+        f_values = _own_copy(as_parallel(f, parallel))
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
+    size = sum(t.numel() for t in tensors)
+    _core.check_memory(
+        "score_function",
+        n,
+        {"samples": _core.sample_size(d) + 1, "per-sample terms": 0 if batches else 2 * size},
+        tensors[0],
+        batches=True,
+    )
+    warn_single_sample("score_function", n)
     if batch_dims:
         problem = problem_shape(batch_dims, d)
         x = _dists.sample(d, n, g)

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Distribution, Exponential, Normal, Poisson
 
 from stochgrad import _core, _dists
-from stochgrad.gradient_estimate import GradientEstimate, Params
+from stochgrad.gradient_estimate import GradientEstimate, Params, warn_single_sample
 
 
 class WeakDerivativePiece(NamedTuple):
@@ -269,7 +269,11 @@ def measure_valued(
             (``Normal``, ``Bernoulli``, ``Poisson``, ``Exponential``, possibly batch-shaped or
             wrapped in ``Independent``).
         params: a tensor or a tuple of tensors.
-        num_samples: number of samples ``n`` (per-sample terms).
+        num_samples: number of samples ``n`` (per-sample terms). With ``1``, ``variance`` and
+            ``stderr`` are NaN (undefined) and a :class:`~stochgrad.SingleSampleWarning` is
+            issued. A call whose memory (the ``2 m n`` coupled points, the per-sample terms),
+            estimated before drawing, exceeds the memory available (or
+            ``STOCHGRAD_MEMORY_LIMIT``) is refused.
         baseline: must be ``None`` (the coupled difference needs none).
         generator: the random generator (or give ``seed``).
         seed: shorthand for a generator seeded with ``seed`` on the parameters' device.
@@ -285,8 +289,9 @@ def measure_valued(
 
     Raises:
         ValueError: for a distribution without a registered weak derivative (the message names
-            ``sg.score_function``), a baseline, ``num_samples < 1``, or ``f`` of the wrong shape
-            or non-finite.
+            ``sg.score_function``), a baseline, ``num_samples < 1``, ``f`` of the wrong shape,
+            non-finite or changing its input in place, more memory needed than the limit.
+            ``TypeError``: ``f`` not callable.
 
     >>> import torch
     >>> from stochgrad.estimators.weak_derivative import measure_valued
@@ -304,6 +309,7 @@ def measure_valued(
         raise ValueError(
             "baseline: the measure-valued estimator takes no baseline; pass baseline=None"
         )
+    _core.check_f(f)
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
     batches = _core.check_batches(batches, n)
@@ -311,6 +317,20 @@ def measure_valued(
     leaves = _core.leaves_of(tensors)
     d = _core.build_dist(dist_fn, leaves)
     base, weak = _lookup(d)
+    # at least one stored parameter element per coordinate: 2 m coupled points per sample
+    m_low = int(base.batch_shape.numel())
+    size = sum(t.numel() for t in tensors)
+    _core.check_memory(
+        "measure_valued",
+        n,
+        {
+            "coupled points": 2 * m_low * (_core.sample_size(d) + 1),
+            "per-sample terms": 0 if batches else size,
+        },
+        tensors[0],
+        batches=True,
+    )
+    warn_single_sample("measure_valued", n)
     x = _dists.sample(d, n, g)
     # Pieces whose parameter does not depend on params contribute nothing: skip their points.
     pieces = [p for p in weak(base, x, g) if p.param.requires_grad]

@@ -36,7 +36,7 @@ from stochgrad.apps.finance.market import Heston, Market, Option
 from stochgrad.apps.finance.paths import make_generator, normals
 from stochgrad.apps.finance.terms import PathPayoff, chunk_terms
 from stochgrad.checkpoint import CheckpointError, check_settings, load_json, save_json
-from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate, SingleSampleWarning
 
 __all__ = [
     "ESTIMATORS",
@@ -413,7 +413,7 @@ def estimate_greeks(
             :class:`~stochgrad.apps.finance.terms.PathPayoff` (a function of the path
             ``[n, steps + 1]`` of one's own).
         market: spot, volatility (ignored under Heston), rate, maturity, dividend yield.
-        num_paths: total number of paths.
+        num_paths: total number of paths, at least 2 (every estimate has a standard error).
         greeks: subset of :data:`GREEKS` (default all).
         methods: subset of ``("lr", "pathwise", "mixed")``; default: every method valid for the
             payoff (invalid ones are listed in ``result.refused``). Asking explicitly for an
@@ -443,8 +443,8 @@ def estimate_greeks(
         :class:`GreeksResult`.
 
     Raises:
-        ValueError: bad sizes, unknown greek or method, an invalid method asked for explicitly,
-            a barrier under Heston.
+        ValueError: bad sizes (``num_paths < 2``, ``chunk_size < 1``), unknown greek or method,
+            an invalid method asked for explicitly, a barrier under Heston.
         stochgrad.checkpoint.CheckpointMismatch: ``checkpoint`` (or ``state``) was saved with
             other settings (a ``ValueError``).
         stochgrad.checkpoint.CheckpointError: ``checkpoint`` is corrupt or not such a file.
@@ -459,7 +459,12 @@ def estimate_greeks(
             "estimate_greeks(callback=) is deprecated; pass progress=", DeprecationWarning, 2
         )
         progress = callback if progress is None else progress
-    n = check_int("num_paths", num_paths, minimum=1)
+    n = check_int("num_paths", num_paths)
+    if n < 2:
+        raise ValueError(
+            f"num_paths must be >= 2 (a price or Greek with a standard error needs at least 2 "
+            f"paths), got {n}"
+        )
     chunk = check_int("chunk_size", chunk_size, minimum=1)
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
@@ -512,7 +517,10 @@ def estimate_greeks(
         if buffer is None:  # one buffer for every chunk's normals (nothing keeps them)
             buffer = torch.empty((min(chunk, n), *shape[1:]), dtype=dtype)
         z = normals(g, shape, dtype, out=buffer[:b])
-        for key, (t, scale) in chunk_terms(option, market, heston, z, wanted).items():
+        with warnings.catch_warnings():  # a last chunk of one path: its spread is not used
+            warnings.simplefilter("ignore", SingleSampleWarning)
+            terms = chunk_terms(option, market, heston, z, wanted)
+        for key, (t, scale) in terms.items():
             acc.setdefault(key, _Running()).update(t, scale)
             # a nan or inf anywhere in the chunk makes its mean or spread non-finite
             if not (math.isfinite(acc[key].mean) and math.isfinite(acc[key].m2)):
