@@ -36,6 +36,11 @@ PAYOFFS = textwrap.dedent(
     def boom(x):
         raise RuntimeError("no market data")
 
+    def late_boom(x):
+        if x.shape[0] > 64:  # beyond the 64 paths of the check before the run
+            raise KeyError("a path the check never saw")
+        return torch.relu(x[:, -1] - 100.0)
+
     not_a_function = 3
     """
 )
@@ -209,6 +214,14 @@ def test_careless_payoffs_are_one_error_line(options, says, module, tmp_path, ca
     assert main(["greeks", *argv, "--paths", "100", "--out", str(out)]) == 2
     _one_error_line(capsys, says)
     assert not out.exists()
+
+
+def test_a_payoff_that_fails_mid_run_is_one_error_line(module, tmp_path, capsys):
+    # before: exit 1, "internal error", when the failure came after the 64-path check
+    argv = ["greeks", "--payoff-fn", f"{module}:late_boom", "--paths", "1000"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    line = _one_error_line(capsys, f"payoff_fn '{module}:late_boom' failed on paths of shape [")
+    assert "KeyError: 'a path the check never saw'" in line
 
 
 def test_a_module_that_fails_to_import_is_one_error_line(tmp_path, monkeypatch, capsys):

@@ -213,7 +213,7 @@ class GreeksConfig:
                 f"{'down' if self.direction == 'up' else 'up'!r})"
             )
         if isinstance(option, PathPayoff):  # a payoff that fails is refused before any work
-            check_path_payoff(option, market, heston)
+            check_path_payoff(replace(option, fn=option.fn.fn), market, heston)
 
     def market(self) -> Market:
         """The :class:`~stochgrad.apps.finance.Market`."""
@@ -224,7 +224,7 @@ class GreeksConfig:
         :class:`~stochgrad.apps.finance.PathPayoff` of ``payoff_fn``."""
         if self.payoff_fn is not None:
             return PathPayoff(
-                load_payoff_fn(self.payoff_fn),
+                _SaysWhenItFails(load_payoff_fn(self.payoff_fn), self.payoff_fn),
                 steps=self.steps,
                 name=self.payoff_fn.rpartition(":")[2],
                 pathwise_ok=self.lipschitz,
@@ -517,6 +517,26 @@ def load_payoff_fn(spec: str) -> Callable[[Tensor], Tensor]:
     if not callable(obj):
         raise ValueError(f"payoff_fn {spec!r}: {attr} is not callable (type {type(obj).__name__})")
     return obj
+
+
+class _SaysWhenItFails:
+    """A user's payoff function whose errors, on any chunk of paths, name it in one line
+    (the check on 64 paths before the run cannot see a failure that only some paths cause)."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], spec: str):
+        self.fn, self.spec = fn, spec
+        self.__name__ = getattr(fn, "__name__", spec)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __call__(self, paths: Tensor) -> Tensor:
+        try:
+            return self.fn(paths)
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "(no message)"
+            raise ValueError(
+                f"payoff_fn {self.spec!r} failed on paths of shape {list(paths.shape)}: "
+                f"{type(exc).__name__}: {first}"
+            ) from exc
 
 
 def _source_digest(fn: Callable[..., Any]) -> str:
