@@ -74,11 +74,14 @@ def profile_intervals(
 
     Args:
         hist: ``[G, n_max + 1]`` count histograms of the genes.
-        u_hat, f_hat, g_hat, H: the maximum in log-parameters ``[G, 3]``, the negative
-            log-likelihood there ``[G]``, its gradient ``[G, 3]`` and Hessian ``[G, 3, 3]``.
+        u_hat: ``[G, 3]`` the maximum in log-parameters.
+        f_hat: ``[G]`` the negative log-likelihood there.
+        g_hat: ``[G, 3]`` its gradient there.
+        H: ``[G, 3, 3]`` its Hessian there.
         fgh: ``fgh(u, hist)``: negative log-likelihood, gradient and Hessian in
             log-parameters of histograms ``hist`` at ``u`` (one row each).
-        lo_u, hi_u: ``[3]`` the box in log-parameters.
+        lo_u: ``[3]`` the lower corner of the box in log-parameters.
+        hi_u: ``[3]`` its upper corner.
         max_iter: iterations at most (a side not finished by then keeps its last iterate).
 
     Returns:

@@ -229,7 +229,8 @@ def fit_genes_txburst(
 
     Args:
         counts: ``[G, C]`` counts (NaN: a missing cell).
-        backend, num_workers: as in :func:`stochgrad.parallel.map_items`.
+        backend: as in :func:`stochgrad.parallel.map_items`.
+        num_workers: as in :func:`stochgrad.parallel.map_items`.
 
     Returns:
         :class:`ReferenceFits` in the order of the genes.
