@@ -9,7 +9,10 @@ Everything a study or a trainer writes goes through this module:
 - :func:`load_state` reads ``.pt`` files with ``torch.load(weights_only=True)`` (tensors and plain
   containers only: a planted file cannot run code) and :func:`load_json` reads JSON; a missing
   field, a corrupt, truncated, empty or foreign file raises :class:`CheckpointError` with one line
-  that names the file, what is wrong and how to start afresh.
+  that names the file, what is wrong and how to start afresh. A dict saved by :func:`save_state`
+  carries a SHA-256 digest of its contents (:func:`state_digest`), so that a file altered since
+  it was written (a tensor reshaped, a field dropped, parts spliced from another file) is refused
+  too, not read into wrong numbers.
 - :class:`OutputLock` holds an exclusive lock on an output folder for the length of a run, so a
   second run on the same folder gets a clear error instead of a race.
 - :class:`RunCheckpoint` keeps the finished runs and mid-run states of a study keyed by tuples
@@ -27,16 +30,20 @@ Everything a study or a trainer writes goes through this module:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import torch
+
+from stochgrad._csv import summarize_names
 
 try:  # POSIX advisory locks; elsewhere an exclusively created lock file stands in
     import fcntl
@@ -46,6 +53,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
+    "DIGEST_FIELD",
     "OutputBusy",
     "OutputLock",
     "RESTART_HINT",
@@ -56,6 +64,7 @@ __all__ = [
     "load_state",
     "save_json",
     "save_state",
+    "state_digest",
     "write_text",
 ]
 
@@ -129,12 +138,60 @@ def save_json(data: Any, path: str | Path, *, indent: int | None = 1) -> None:
     write_text(path, text + "\n")
 
 
+#: The field :func:`save_state` adds to a dict: a SHA-256 digest of the rest, checked on load.
+DIGEST_FIELD = "stochgrad_sha256"
+
+
+def _feed(h: Any, value: Any) -> None:
+    """Feed ``value`` (tensors, plain values, containers) to the hash ``h``, unambiguously."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        t = t.to_dense() if t.layout != torch.strided else t
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for k, v in value.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
+        for v in value:
+            _feed(h, v)
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        h.update(f"S{len(data)}:".encode() + data)
+    else:  # numbers, None, bools, dtypes, sizes: their type and exact repr
+        h.update(f"O{type(value).__name__}:{value!r};".encode())
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 of ``state``'s contents (tensor dtypes, shapes and bytes; plain values; keys in
+    order): what :func:`save_state` stores, and :func:`load_state` checks.
+
+    >>> state_digest({"a": torch.ones(2)}) == state_digest({"a": torch.ones(2)})
+    True
+    >>> state_digest({"a": torch.ones(2)}) == state_digest({"a": torch.ones(3)})
+    False
+    """
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
 def save_state(state: Any, path: str | Path) -> None:
     """``torch.save(state)`` to ``path`` atomically.
 
     ``state`` should hold only tensors, numbers, strings, ``None`` and lists/tuples/dicts of
-    them: what :func:`load_state` accepts back (``weights_only=True``).
+    them: what :func:`load_state` accepts back (``weights_only=True``). A dict gets one more
+    field, :data:`DIGEST_FIELD`, the :func:`state_digest` of the rest, so that a file altered
+    since (a tensor reshaped, a field dropped or spliced in from another file) is refused on
+    load; :func:`load_state` removes it.
     """
+    if isinstance(state, dict):
+        state = {k: v for k, v in state.items() if k != DIGEST_FIELD}
+        state[DIGEST_FIELD] = state_digest(state)
     atomic_write(path, lambda fh: torch.save(state, fh))
 
 
@@ -145,6 +202,47 @@ def _refuse(path: Path, what: str, hint: str = RESTART_HINT) -> CheckpointError:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"  # pickle protocol 2 and up: torch's legacy format, or a bare pickle
+
+
+def _what_is_wrong(path: Path, exc: BaseException | None = None) -> str:
+    """Why ``path`` is not a readable PyTorch file, judged by its bytes (then by ``exc``)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    text = str(exc) if exc is not None else ""
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            return "truncated (the end of its archive is missing: an interrupted write or copy?)"
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+                broken = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            return "corrupt (a damaged zip archive)"
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "a zip archive, not a PyTorch file"
+        if broken is not None:
+            return f"corrupt (its part {broken} fails its checksum)"
+    elif not head.startswith(_PICKLE_MAGIC):
+        if size < 4:
+            return f"truncated or not a PyTorch file (only {size} byte{'s' if size > 1 else ''})"
+        control = sum(b < 32 and b not in b"\t\n\r" or b == 127 for b in head)
+        kind = "text" if control * 20 <= len(head) else "binary data of another format"
+        return f"not a PyTorch file (it starts with {kind})"
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        return (
+            "not a stochgrad file: it holds Python objects, which are never loaded (a planted "
+            "file could run code)"
+        )
+    if isinstance(exc, EOFError) or "truncated" in text or "central directory" in text:
+        return "truncated (an interrupted write or copy?)"
+    if exc is None:
+        return "unreadable"
+    return f"corrupt ({type(exc).__name__}: {_first_line(exc)})"
 
 
 def load_state(
@@ -158,51 +256,90 @@ def load_state(
         hint: what the error message tells the user to do about a bad file.
 
     Raises:
-        CheckpointError: missing, empty, truncated, corrupt or foreign (holding objects other
-            than tensors and plain containers, as a planted pickle would).
+        CheckpointError: missing, empty, truncated, corrupt or foreign (text, random bytes, a
+            zip archive that is not PyTorch's, or a file holding objects other than tensors
+            and plain containers, as a planted pickle would), in one line naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise _refuse(path, "no such file", hint="check the path")
     if path.stat().st_size == 0:
-        raise _refuse(path, "the file is empty", hint)
+        raise _refuse(path, "the file is empty (an interrupted write?)", hint)
     try:
         with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: refused below
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many kinds: zip, EOF, unpickling, index errors
-        text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
-            what = "not a stochgrad file (it holds Python objects that are not loaded, for safety)"
-        elif isinstance(exc, EOFError) or "central directory" in text or "truncated" in text:
-            what = "truncated or not a PyTorch file"
-        else:
-            what = f"unreadable ({type(exc).__name__}: {_first_line(exc)})"
+        try:
+            what = _what_is_wrong(path, exc)
+        except OSError as err:
+            what = f"unreadable ({err.strerror or err})"
         raise _refuse(path, what, hint) from None
+    if isinstance(state, dict) and DIGEST_FIELD in state:  # files of earlier releases have none
+        digest = state.pop(DIGEST_FIELD)
+        if digest != state_digest(state):
+            raise _refuse(
+                path,
+                "altered since it was written (its contents do not match their SHA-256 digest)",
+                hint,
+            )
+    return state
 
 
-def load_json(path: str | Path, *, hint: str = RESTART_HINT) -> Any:
-    """Read a JSON file; a missing, empty, undecodable or invalid file raises one clear line."""
+def load_json(
+    path: str | Path, *, hint: str = RESTART_HINT, expected: type | tuple[type, ...] = object
+) -> Any:
+    """Read a JSON file; a missing, empty, undecodable or invalid file raises one clear line.
+
+    Args:
+        path: the file.
+        hint: what the error message tells the user to do about a bad file.
+        expected: the type the document must have (``dict``: a JSON object).
+
+    Raises:
+        CheckpointError: missing, empty, not UTF-8, not JSON, or not of type ``expected``.
+    """
     path = Path(path)
     if not path.is_file():
         raise _refuse(path, "no such file", hint="check the path")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise _refuse(path, "not UTF-8 text", hint) from None
+        raise _refuse(path, "not JSON (not UTF-8 text: a binary or foreign file)", hint) from None
     if not text.strip():
-        raise _refuse(path, "the file is empty", hint)
+        raise _refuse(path, "the file is empty (an interrupted write?)", hint)
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _refuse(path, f"not valid JSON ({exc.msg} at line {exc.lineno})", hint) from None
+        cut = exc.pos >= len(text.rstrip())
+        what = "truncated JSON" if cut else "not valid JSON"
+        raise _refuse(path, f"{what} ({exc.msg} at line {exc.lineno})", hint) from None
+    except RecursionError:
+        raise _refuse(path, "not usable JSON (nested too deeply)", hint) from None
+    if not isinstance(data, expected):
+        raise _refuse(path, f"holds {_describe(data)}, not a stochgrad state of this kind", hint)
+    return data
+
+
+def _describe(value: Any) -> str:
+    """What a loaded file holds, for a message: ``a list``, ``a dict with keys a, b, ...``."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        keys = summarize_names(list(value), quote=True)
+        return f"a dict with keys {keys}" if value else "an empty dict"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def field(state: Any, key: str, path: str | Path, kind: type | tuple[type, ...] = object) -> Any:
     """``state[key]``, or a :class:`CheckpointError` naming the file when it is missing or of
-    another type (a file from another program or version)."""
+    another type (a file from another program, another command, or another version)."""
     if not isinstance(state, dict) or key not in state:
-        raise _refuse(Path(path), f"not a stochgrad checkpoint (no {key!r} field)")
+        raise _refuse(
+            Path(path),
+            f"not a stochgrad checkpoint of this kind (no {key!r} field; it holds {_describe(state)})",
+        )
     value = state[key]
     if not isinstance(value, kind):
         raise _refuse(Path(path), f"field {key!r} has an unexpected type {type(value).__name__}")
@@ -216,23 +353,50 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+#: Differing settings named in a mismatch message before "... and N more".
+SHOWN_SETTINGS = 6
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_settings(saved: Any, now: Any, path: str | Path) -> None:
-    """Raise :class:`CheckpointMismatch` naming each setting that differs between a checkpoint
-    and the current run (both dataclasses or dicts)."""
+    """Raise :class:`CheckpointMismatch` naming the settings that differ between a checkpoint
+    and the current run (both dataclasses or dicts): the first :data:`SHOWN_SETTINGS`, then how
+    many more. Settings that share fewer than half of their names are those of another command:
+    the file is called a checkpoint of another kind.
+
+    >>> check_settings({"steps": 3, "lr": 0.1}, {"steps": 4, "lr": 0.1}, "c.pt")
+    Traceback (most recent call last):
+    ...
+    stochgrad.checkpoint.CheckpointMismatch: c.pt: made with other settings (steps: 3 saved, 4 now); rerun with the same options, choose another output folder, or pass --restart to start afresh
+    """
     saved, now = _plain(saved), _plain(now)
     if saved == now:
         return
     if isinstance(saved, dict) and isinstance(now, dict):
-        keys = sorted(set(saved) | set(now))
-        diff = ", ".join(
-            f"{k}: {saved.get(k, '(absent)')!r} saved, {now.get(k, '(absent)')!r} now"
+        shared = set(saved) & set(now)
+        if now and 2 * len(shared) < len(now):
+            raise CheckpointMismatch(
+                f"{path}: a checkpoint of another kind (its settings are "
+                f"{summarize_names(sorted(saved, key=str), quote=True)}; this run's "
+                f"{summarize_names(sorted(now, key=str), quote=True)}); choose another output "
+                "folder, or delete it or pass --restart to start afresh"
+            )
+        keys = sorted(set(saved) | set(now), key=str)
+        diff = [
+            f"{k}: {_short(saved.get(k, '(absent)'))} saved, {_short(now.get(k, '(absent)'))} now"
             for k in keys
             if saved.get(k) != now.get(k)
-        )
+        ]
+        more = len(diff) - SHOWN_SETTINGS
+        text = "; ".join(diff[:SHOWN_SETTINGS]) + (f"; ... and {more} more" if more > 0 else "")
     else:
-        diff = f"{saved!r} saved, {now!r} now"
+        text = f"{_short(saved)} saved, {_short(now)} now"
     raise CheckpointMismatch(
-        f"{path}: made with other settings ({diff}); rerun with the same options, "
+        f"{path}: made with other settings ({text}); rerun with the same options, "
         "choose another output folder, or pass --restart to start afresh"
     )
 
@@ -409,7 +573,8 @@ class RunCheckpoint:
             partial = dict(self._entries(field(state, "partial", self.path), self.path))
         except CheckpointError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            # RuntimeError: torch's word for a tensor of the wrong shape or dtype
             raise _refuse(self.path, f"a run could not be read ({_first_line(exc)})") from None
         return runs, partial
 

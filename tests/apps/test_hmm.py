@@ -620,7 +620,7 @@ def test_load_series(tmp_path) -> None:
     with pytest.raises(ValueError, match="one data column"):
         load_series(p)
     p.write_text("a\n1\nx\n")
-    with pytest.raises(ValueError, match="numeric: data row 2 holds 'x'"):
+    with pytest.raises(ValueError, match=r"numeric: data row 2 \(line 3\) holds 'x'"):
         load_series(p)
     p.write_text("a\n1\ninf\n")
     with pytest.raises(ValueError, match="non-finite"):

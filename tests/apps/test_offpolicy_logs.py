@@ -330,7 +330,10 @@ BAD_FILES = {
     ),
     "pi0 with a gap": (GOOD.replace("pi0_1", "pi0_2"), r"missing pi0_1"),
     "repeated column": (GOOD.replace("x_1", "x_0"), r"unique, repeated: x_0"),
-    "ragged row": (GOOD.replace("0.3,0.4,0", "0.3,0,0.4,0"), r"row 2 \(line 3\) has 8 fields"),
+    "ragged row": (
+        GOOD.replace("0.3,0.4,0", "0.3,0,0.4,0"),
+        r"line 3 has 8 fields where the header \(line 1\) has 7",
+    ),
     "empty file": ("", r"empty file"),
     "header only": (GOOD.split("\n")[0] + "\n", r"0 rounds; learning needs at least 2"),
     "no context column": (GOOD.replace("x_", "z_"), r"no context columns: none starts with 'x_'"),

@@ -486,11 +486,11 @@ def test_read_counts_detects_and_forces_the_orientation(tmp_path) -> None:
         ("", "empty counts table"),
         ("\n\n", "empty counts table"),
         ("gene,c1,c2\n", "no counts found"),
-        ("gene,c1,c2\nA,1,x\nB,2,3\n", r"data row 1, column 3: 'x' is not a number"),
+        ("gene,c1,c2\nA,1,x\nB,2,3\n", r"line 2, column 3: 'x' is not a number"),
         ("1,2,3\n4,-1,6\n", "non-negative integers, got -1"),
         ("1,2,3\n4,1.5,6\n", "non-negative integers, got 1.5"),
-        ("1,2,3\n4,5\n", "data row 2 has 2 counts"),
-        ("A,B\n1,2,3\n4,5,6\n", "header names 2 genes"),
+        ("1,2,3\n4,5\n", r"line 2 has 2 fields where the first data row \(line 1\) has 3"),
+        ("A,B\n1,2,3\n4,5,6\n", r"the header \(line 1\) has 2 fields but the data rows have 3"),
     ],
 )
 def test_read_counts_refuses_careless_tables(tmp_path, text: str, match: str) -> None:
@@ -504,7 +504,7 @@ def test_read_counts_refuses_careless_tables(tmp_path, text: str, match: str) ->
 def test_read_counts_refuses_a_binary_file(tmp_path) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes(b"\xff\xfe\x00\x01" * 10)
-    with pytest.raises(ValueError, match="not a text CSV file"):
+    with pytest.raises(ValueError, match=r"not UTF-8 text: byte 0xff at offset 0 \(line 1\)"):
         T.read_counts(path)
 
 

@@ -134,7 +134,7 @@ CARELESS = {
     "empty file": (lambda d: [_write(d / "empty.csv", "")], "header and at least one data row"),
     "text for numbers": (
         lambda d: [_write(d / "t.csv", "year,count\n1,3\n2,three\n")],
-        "must be numeric: data row 2 holds 'three'",
+        "must be numeric: data row 2 (line 3) holds 'three'",
     ),
     "negative counts": (
         lambda d: [_write(d / "n.csv", "year,count\n1,3\n2,-4\n")],

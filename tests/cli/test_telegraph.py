@@ -122,7 +122,7 @@ def test_unwritable_out_fails_at_once_before_reading_or_fitting(
     [
         (None, r"counts table .*missing\.csv: no such file"),
         ("", "empty counts table"),
-        ("gene,c1,c2\nA,1,2\nB,3,many\n", "data row 2, column 3: 'many' is not a number"),
+        ("gene,c1,c2\nA,1,2\nB,3,many\n", "line 3, column 3: 'many' is not a number"),
         ("gene,c1,c2\nA,1,2\nB,3,-4\n", "counts must be non-negative integers, got -4"),
         ("gene,c1\nA,1\nB,3\n", "at least 2 cells"),
     ],

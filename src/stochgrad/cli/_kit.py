@@ -11,6 +11,8 @@
   traceback. See :func:`stochgrad.cli.main`.
 - **Progress**: :func:`progress` is a context manager yielding an ``advance(n=1)`` callback, the
   ``progress=`` argument of the library's trainers and studies.
+- **Parallel jobs**: :func:`add_chunk_timeout_option` gives ``--chunk-timeout SECONDS``;
+  :func:`parallel_errors` turns a job past it, or a dead worker, into one ``error: ...`` line.
 - **Tables and figures**: :func:`table` (rich, fitting :data:`WIDTH` columns), :func:`figure` and
   :func:`save_figure` (matplotlib's Agg backend, chosen once here), :func:`write_json`,
   :func:`write_csv` (cells a spreadsheet would run as formulas are escaped).
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import math
 import os
@@ -42,6 +43,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from stochgrad._csv import csv_cell, csv_text, summarize_names
 from stochgrad.checkpoint import OutputLock, save_json, write_text
 
 __all__ = [
@@ -49,14 +51,18 @@ __all__ = [
     "HelpFormatter",
     "Output",
     "UserError",
+    "add_chunk_timeout_option",
     "add_output_options",
+    "csv_cell",
     "figure",
     "fmt",
     "fmt_rel",
     "make_console",
     "output",
+    "parallel_errors",
     "progress",
     "save_figure",
+    "summarize_names",
     "table",
     "write_csv",
     "write_json",
@@ -243,6 +249,40 @@ def _keep_on_interrupt(out: Output, console: Console) -> Iterator[None]:
         raise
 
 
+def add_chunk_timeout_option(parser: argparse.ArgumentParser, job: str = "chunk") -> None:
+    """``--chunk-timeout SECONDS``: the most one parallel job may run (default: no limit)."""
+    from stochgrad.cli.argtypes import positive_float
+
+    parser.add_argument(
+        "--chunk-timeout",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help=f"stop with an error when one {job} runs longer than this (default: no limit)",
+    )
+
+
+@contextlib.contextmanager
+def parallel_errors(out: Output, size_hint: str = "a smaller --chunk-size") -> Iterator[None]:
+    """A job past ``--chunk-timeout`` or a dead worker as one :class:`UserError` line that
+    names the job, says where the finished work is kept and what to change."""
+    from stochgrad.parallel import ChunkTimeout, WorkerCrashed
+
+    try:
+        yield
+    except (ChunkTimeout, WorkerCrashed) as exc:
+        kept = [str(p) for p in out.checkpoints if p.exists()]
+        keep = f"; finished work is kept in {', '.join(kept)}" if kept else ""
+        resume = " to resume" if kept else ""
+        if isinstance(exc, ChunkTimeout):
+            what = f"{exc} (--chunk-timeout {exc.limit:g}){keep}"
+            fix = f"rerun with a larger --chunk-timeout or {size_hint}{resume}"
+        else:
+            what = f"{exc}{keep}"
+            fix = f"rerun{resume} (with fewer workers if memory ran out)"
+        raise UserError(f"{what}; {fix}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # numbers, tables, files, figures
 # ---------------------------------------------------------------------------------------------
@@ -302,28 +342,10 @@ def _null_nan(value: Any) -> Any:
     return value
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """A text cell that a spreadsheet would run as a formula, quoted with a leading ``'``
-    (OWASP's CSV-injection guidance); numbers are written as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        try:  # a negative number is data, not a formula
-            float(value)
-        except ValueError:
-            return "'" + value
-    return value
-
-
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Write a CSV atomically, text cells escaped by :func:`csv_cell`."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([csv_cell(h) for h in header])
-    for row in rows:
-        writer.writerow([csv_cell(v) for v in row])
-    write_text(path, buf.getvalue())
+    """Write a CSV atomically, text cells a spreadsheet would run as formulas escaped with a
+    leading ``'`` (:func:`stochgrad._csv.csv_cell`, OWASP's CSV-injection guidance)."""
+    write_text(path, csv_text(header, rows))
     return path
 
 

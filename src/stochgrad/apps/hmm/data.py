@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from stochgrad._csv import ragged_row, summarize_names, table_rows
 
 __all__ = ["TIME_COLUMNS", "earthquakes_path", "load_earthquakes", "load_series"]
 
@@ -33,46 +34,65 @@ def load_series(path: str | Path, column: str | None = None) -> tuple[np.ndarray
 
     Raises:
         FileNotFoundError: no such file (or a folder).
-        ValueError: an empty file, a missing or ambiguous column, non-numeric or non-finite
-            data (the message names the file, the column and the row).
+        ValueError: an empty file, a file that is not UTF-8, a row with more or fewer fields
+            than the header, a missing or ambiguous column, non-numeric or non-finite data
+            (the message names the file, the column and the line; a long list of columns is
+            cut to its first few).
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.csv")
+    >>> _ = open(p, "w").write("year,count\\n1900,13\\n1901,14\\n")
+    >>> load_series(p)
+    (array([1900., 1901.]), array([13., 14.]), 'count')
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    rows = [r for r in rows if any(c.strip() for c in r)]
+    rows = list(table_rows(path))
     if len(rows) < 2:
         raise ValueError(f"{path}: expected a header and at least one data row")
-    header = [h.strip() for h in rows[0]]
+    (header_line, header), body = rows[0], rows[1:]
+    header = [h.strip() for h in header]
+    for line, r in body:
+        if len(r) != len(header):
+            raise ragged_row(path, line, len(r), len(header), f"the header (line {header_line})")
     time_cols = [h for h in header if h.lower() in TIME_COLUMNS]
     if column is None:
         rest = [h for h in header if h not in time_cols]
         if len(rest) != 1:
             raise ValueError(
-                f"{path}: expected one data column besides a time column, found {rest}; pass column"
+                f"{path}: expected one data column besides a time column, found {len(rest)} "
+                f"({summarize_names(rest, quote=True)}); pass column"
             )
         column = rest[0]
     if column not in header:
-        raise ValueError(f"column {column!r} not in {path} (columns {header})")
+        raise ValueError(
+            f"column {column!r} not in {path} (its {len(header)} columns: "
+            f"{summarize_names(header, quote=True)})"
+        )
     j = header.index(column)
-    values = np.empty(len(rows) - 1)
-    for i, r in enumerate(rows[1:]):
-        cell = r[j].strip() if j < len(r) else ""
+    values = np.empty(len(body))
+    for i, (line, r) in enumerate(body):
+        cell = r[j].strip()
         try:
             values[i] = float(cell)
         except ValueError:
             raise ValueError(
-                f"column {column!r} of {path} must be numeric: data row {i + 1} holds {cell!r}"
+                f"column {column!r} of {path} must be numeric: data row {i + 1} (line {line}) "
+                f"holds {cell[:40]!r}"
             ) from None
     if not np.all(np.isfinite(values)):
         i = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise ValueError(f"column {column!r} of {path} has non-finite values (data row {i + 1})")
+        raise ValueError(
+            f"column {column!r} of {path} has non-finite values (data row {i + 1}, line "
+            f"{body[i][0]})"
+        )
     x = np.arange(len(values), dtype=float)
     if time_cols and time_cols[0] != column:
+        t = header.index(time_cols[0])
         try:
-            x = np.array([float(r[header.index(time_cols[0])]) for r in rows[1:]])
-        except (ValueError, IndexError):
+            x = np.array([float(r[t]) for _, r in body])
+        except ValueError:
             pass
     return x, values, column
 

@@ -191,7 +191,7 @@ def load_moses(n: int | None = None, *, seed: int = 0, max_tokens: int = 100) ->
         check_int("n", n, minimum=1)
     check_seed("seed", seed)
     check_int("max_tokens", max_tokens, minimum=1)
-    with gzip.open(moses_path(), "rt") as fh:
+    with gzip.open(moses_path(), "rt", encoding="utf-8") as fh:
         lines = fh.read().split("\n")
     smiles = [s for s in lines[1:] if s]
     rng = np.random.default_rng(seed)
@@ -219,7 +219,7 @@ def load_nci(n: int | None = None) -> list[str]:
     RDLogger.DisableLog("rdApp.*")
     path = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
     out: list[str] = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         mol = Chem.MolFromSmiles(line.split()[0])

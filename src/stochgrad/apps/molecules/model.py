@@ -223,7 +223,10 @@ def save_model(model: SmilesGRU, path: str | Path, **extra: Any) -> None:
     save_state(state, path)
 
 
-MODEL_HINT = "pass a model written by 'stochgrad molecules pretrain' (prior_weights.pt)"
+MODEL_HINT = (
+    "pass another --model, one written by 'stochgrad molecules pretrain' (its "
+    "prior_weights.pt), or none for the shipped prior"
+)
 
 
 def _read_model(path: str | Path) -> tuple[SmilesGRU, dict[str, Any]]:
@@ -421,8 +424,14 @@ def pretrain(
     if out_path.exists() and not restart:
         state = load_state(out_path)
         saved = field(state, "settings", out_path, dict)
-        saved_epochs = saved.get("pretrain", {}).get("epochs", 0)
         check_settings(_comparable(saved), _comparable(settings), out_path)
+        pre = saved.get("pretrain")
+        saved_epochs = pre.get("epochs") if isinstance(pre, dict) else None
+        if isinstance(saved_epochs, bool) or not isinstance(saved_epochs, int):
+            raise CheckpointError(
+                f"{out_path}: not a pretraining checkpoint (no number of epochs in its "
+                "settings); delete it, or rerun with --restart, to start afresh"
+            )
         if saved_epochs > config.epochs:
             raise CheckpointMismatch(
                 f"{out_path}: made with other settings (epochs: {saved_epochs} saved, "
@@ -436,14 +445,24 @@ def pretrain(
                 f"{out_path}: made with another vocabulary (other training SMILES); "
                 "pass --restart to start afresh"
             )
-        model.load_state_dict(field(state, "weights", out_path, dict))
-        opt.load_state_dict(field(state, "optimizer", out_path, dict))
-        step = field(state, "step", out_path, int)
-        losses = [float(v) for v in field(state, "losses", out_path, list)]
-        seconds = float(field(state, "seconds", out_path, (int, float)))
-        if saved_epochs == config.epochs:
-            sched.load_state_dict(field(state, "scheduler", out_path, dict))
-        else:
+        try:
+            model.load_state_dict(field(state, "weights", out_path, dict))
+            opt.load_state_dict(field(state, "optimizer", out_path, dict))
+            step = field(state, "step", out_path, int)
+            losses = [float(v) for v in field(state, "losses", out_path, list)]
+            seconds = float(field(state, "seconds", out_path, (int, float)))
+            if saved_epochs == config.epochs:
+                sched.load_state_dict(field(state, "scheduler", out_path, dict))
+        except CheckpointError:
+            raise
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            # RuntimeError: torch's word for weights of another shape
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise CheckpointError(
+                f"{out_path}: its training state could not be read ({first}); delete it, or "
+                "rerun with --restart, to start afresh"
+            ) from None
+        if saved_epochs != config.epochs:
             # more epochs than before: decay from the current rate to lr_final over the rest
             rest = max(total - step, 1)
             lr_now = opt.param_groups[0]["lr"]

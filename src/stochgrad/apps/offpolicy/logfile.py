@@ -19,8 +19,8 @@ for a Parquet file). Only reading: the command line writes files
 
 from __future__ import annotations
 
-import csv
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stochgrad._csv import ragged_row, summarize_names, table_rows
 from stochgrad.apps.offpolicy.logged import LoggedData
 
 __all__ = ["LOG_SUFFIXES", "log_columns", "read_log"]
@@ -78,30 +79,18 @@ class _Table:
 
 
 def _read_csv(path: Path) -> _Table:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows, lines = [], []
-            for r in reader:
-                if r and any(c.strip() for c in r):  # blank lines are not rounds
-                    rows.append(r)
-                    lines.append(reader.line_num)
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text CSV file (not UTF-8)") from None
-    except csv.Error as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
-    if not header:
+    rows, lines = [], []
+    found = table_rows(path)  # blank lines are not rounds
+    first = next(found, None)
+    if first is None:
         raise ValueError(f"{path}: empty file; a log needs a header row naming its columns")
-    header = [h.strip() for h in header]
-    width = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    bad = np.flatnonzero(width != len(header))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"{path}: row {i + 1} (line {lines[i]}) has {width[i]} fields where the header "
-            f"names {len(header)} columns"
-        )
+    header = [h.strip() for h in first[1]]
+    against = f"the header (line {first[0]})"
+    for line, r in found:
+        if len(r) != len(header):
+            raise ragged_row(path, line, len(r), len(header), against)
+        rows.append(r)
+        lines.append(line)
     index = {h: j for j, h in enumerate(header)}
     table = _Table(path, header, lambda name: [r[index[name]].strip() for r in rows], lines)
     table.rows = len(rows)
@@ -146,17 +135,26 @@ def _indexed(header: list[str], prefix: str | None) -> list[str]:
 def _check_indexed(path: Path, prefix: str, cols: list[str]) -> None:
     numbers = sorted(int(c[len(prefix) :]) for c in cols)
     if numbers != list(range(len(numbers))):
-        missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
+        # the first few gaps, without counting up to a number as large as a column's name
+        missing, expect = [], 0
+        for k in sorted(set(numbers)):
+            missing += range(expect, min(k, expect + 5 - len(missing)))
+            expect = k + 1
+            if len(missing) >= 5:
+                break
+        what = (
+            f"missing {', '.join(prefix + str(k) for k in missing)}"
+            if missing
+            else "some numbered twice (such as 1 and 01)"
+        )
         raise ValueError(
-            f"{path}: columns {prefix}0 .. {prefix}{max(numbers)} must name every action "
-            f"0 .. {max(numbers)}, missing {', '.join(prefix + str(k) for k in missing[:5])}"
+            f"{path}: columns {prefix}0 .. {prefix}{numbers[-1]} must name every action "
+            f"0 .. {numbers[-1]} once, {what}"
         )
 
 
 def _columns_text(header: list[str]) -> str:
-    shown = ", ".join(header[:_SHOWN_COLUMNS])
-    more = len(header) - _SHOWN_COLUMNS
-    return shown + (f", ... ({more} more)" if more > 0 else "")
+    return summarize_names(header, _SHOWN_COLUMNS)
 
 
 def read_log(
@@ -194,7 +192,9 @@ def read_log(
     Raises:
         OSError: the file cannot be opened (missing, a folder, no permission).
         ImportError: a Parquet file without ``pyarrow`` installed.
-        ValueError: an unknown suffix, an empty file, missing columns (all named), a cell that
+        ValueError: an unknown suffix, an empty file, a CSV that is not UTF-8 (naming the
+            byte's offset and line) or has a row with more or fewer fields than its header
+            (naming the line), missing columns (the first few named), a cell that
             is empty, NaN or not a number, an action that is not an integer in range, a
             propensity outside (0, 1], logging probabilities that do not sum to 1 or disagree
             with the propensity, fewer than 2 rounds: each naming the file, column and row.
@@ -217,9 +217,11 @@ def read_log(
         raise FileNotFoundError(f"{path}: no such file" + (" (a folder)" if path.exists() else ""))
     table = _read_csv(path) if fmt == "csv" else _read_parquet(path)
     header = table.header
-    dup = sorted({h for h in header if header.count(h) > 1})
+    dup = sorted(h for h, n in Counter(header).items() if n > 1)
     if dup:
-        raise ValueError(f"{path}: column names must be unique, repeated: {', '.join(dup)}")
+        raise ValueError(
+            f"{path}: column names must be unique, repeated: {summarize_names(dup, _SHOWN_COLUMNS)}"
+        )
     if context_cols is not None:
         if isinstance(context_cols, str) or not len(context_cols):
             raise ValueError(
@@ -234,11 +236,13 @@ def read_log(
                 f"{_columns_text(header)}); name them with context_cols (--context-cols)"
             )
     needed = [*ctx, action_col, reward_col, propensity_col]
-    missing = [c for c in dict.fromkeys(needed) if c not in header]
+    present = set(header)
+    missing = [c for c in dict.fromkeys(needed) if c not in present]
     if missing:
         raise ValueError(
             f"{path}: missing column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(map(repr, missing))} (columns: {_columns_text(header)})"
+            f"{summarize_names(missing, _SHOWN_COLUMNS, quote=True)} (columns: "
+            f"{_columns_text(header)})"
         )
     if table.rows < 2:
         raise ValueError(f"{path}: {table.rows} rounds; learning needs at least 2")

@@ -17,6 +17,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import scipy.sparse
 import torch
 from torch import Tensor
 
+from stochgrad._csv import not_utf8, ragged_row, summarize_names, table_rows
 from stochgrad.apps.telegraph.likelihood import DTYPE
 
 __all__ = ["MISSING", "read_counts", "read_kinetics"]
@@ -159,6 +161,20 @@ def _first_bad(values: np.ndarray) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+#: The largest count a text table is read with: float64, the type counts are parsed as, holds
+#: every integer up to 2**53 exactly (a larger one is refused as too large, never wrapped round
+#: to a negative int64).
+MAX_EXACT = 2**53
+
+
+def _first_too_large(values: np.ndarray) -> int | None:
+    """Flat index of the first value above :data:`MAX_EXACT`."""
+    if values.dtype.kind not in "iuf":
+        return None
+    hits = np.flatnonzero((values > MAX_EXACT).reshape(-1))
+    return int(hits[0]) if hits.size else None
+
+
 def _check_matrix(
     m: Any, genes: Sequence[str], cells: Sequence[str], source: str, hint: str = ""
 ) -> None:
@@ -184,8 +200,8 @@ def _check_matrix(
 # ---------------------------------------------------------------------------------------------
 def _open_text(path: Path) -> io.TextIOBase:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _delimiter(path: Path, suffix: str) -> str:
@@ -194,8 +210,13 @@ def _delimiter(path: Path, suffix: str) -> str:
         return ","
     if suffix in (".tsv", ".tab"):
         return "\t"
-    with _open_text(path) as fh:
-        head = fh.read(1 << 16)
+    try:
+        with _open_text(path) as fh:
+            head = fh.read(1 << 16)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable CSV file (broken gzip: {exc})") from None
     try:
         return csv.Sniffer().sniff(head, delimiters=",\t;").delimiter
     except csv.Error:
@@ -204,14 +225,6 @@ def _delimiter(path: Path, suffix: str) -> str:
         raise ValueError(
             f"{path}: cannot tell its delimiter (comma, tab or semicolon); name it .csv or .tsv"
         ) from None
-
-
-def _rows(path: Path, delimiter: str) -> Iterator[list[str]]:
-    """The non-blank rows of a text table."""
-    with _open_text(path) as fh:
-        for r in csv.reader(fh, delimiter=delimiter):
-            if r and any(v.strip() for v in r):
-                yield r
 
 
 def _is_number(s: str) -> bool:
@@ -226,7 +239,7 @@ def _is_value(s: str) -> bool:
     return _is_number(s) or s.strip().lower() in MISSING
 
 
-def _parse_row(fields: list[str], row: int, offset: int, path: Path) -> np.ndarray:
+def _parse_row(fields: list[str], line: int, offset: int, path: Path) -> np.ndarray:
     try:
         return np.array(fields, dtype=np.float64)
     except ValueError:
@@ -239,76 +252,78 @@ def _parse_row(fields: list[str], row: int, offset: int, path: Path) -> np.ndarr
             out[j] = float(v)
         else:
             raise ValueError(
-                f"{path}: data row {row}, column {j + 1 + offset}: {v!r} is not a number; "
+                f"{path}: line {line}, column {j + 1 + offset}: {v[:40]!r} is not a number; "
                 "counts must be non-negative integers (an empty field marks a missing cell)"
             ) from None
     return out
 
 
 def _read_text(path: Path, suffix: str, genes_in: str | None) -> tuple[np.ndarray, list[str], str]:
-    try:
-        rows = _rows(path, _delimiter(path, suffix))
-        first = next(rows, None)
-        if first is None:
-            raise ValueError(f"{path}: empty counts table")
-        second = next(rows, None)
-        if second is None:  # one row: data, or a header alone
-            if not all(_is_value(v) for v in first):
-                raise ValueError(f"{path}: no counts found")
-            header, body, labelled = None, [first], False
-        else:
-            text_header = not all(_is_value(v) for v in first[1:])
-            corner_empty = first[0].strip() == ""
-            # a label column: the data rows start with text, or the header has an empty corner
-            # above names (R's write.csv, pandas' to_csv), whatever the row labels look like
-            labelled = not _is_value(second[0]) or (corner_empty and text_header)
-            is_header = (
-                text_header
-                or (labelled and corner_empty)
-                or (not labelled and not _is_value(first[0]))
+    rows = table_rows(path, _delimiter(path, suffix))
+    first = next(rows, None)
+    if first is None:
+        raise ValueError(f"{path}: empty counts table")
+    second = next(rows, None)
+    if second is None:  # one row: data, or a header alone
+        if not all(_is_value(v) for v in first[1]):
+            raise ValueError(f"{path}: no counts found")
+        header, body, labelled = None, [first], False
+    else:
+        head, data = first[1], second[1]
+        text_header = not all(_is_value(v) for v in head[1:])
+        corner_empty = head[0].strip() == ""
+        # a label column: the data rows start with text, or the header has an empty corner
+        # above names (R's write.csv, pandas' to_csv), whatever the row labels look like
+        labelled = not _is_value(data[0]) or (corner_empty and text_header)
+        is_header = (
+            text_header or (labelled and corner_empty) or (not labelled and not _is_value(head[0]))
+        )
+        header = first if is_header else None
+        body = [second] if is_header else [first, second]
+    values: list[np.ndarray] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    width, against = len(body[0][1]), f"the first data row (line {body[0][0]})"
+    if header is not None and len(header[1]) != width:
+        # a header may leave out the corner above a label column (R's write.table): then its
+        # first cell names a column, not the labels ("gene", "cell")
+        cornerless = labelled and len(header[1]) == width - 1 and not _corner_kind(header[1][0])
+        if not cornerless:
+            raise ValueError(
+                f"{path}: the header (line {header[0]}) has {len(header[1])} fields but the data "
+                f"rows have {width} (line {body[0][0]}: {width - labelled} counts"
+                f"{' after a label' if labelled else ''}); every row needs one field per column"
             )
-            header = first if is_header else None
-            body = [second] if is_header else [first, second]
-        values: list[np.ndarray] = []
-        labels: list[str] = []
-        rest = _chain(body, rows)
-        width = None
-        for i, r in enumerate(rest, start=1):
-            fields = r[1:] if labelled else r
-            if width is None:
-                width = len(fields)
-            elif len(fields) != width:
-                raise ValueError(
-                    f"{path}: data row {i} has {len(fields)} counts where the first data row has "
-                    f"{width}; every row needs the same number of cells"
-                )
-            if labelled:
-                labels.append(r[0].strip())
-            values.append(_parse_row(fields, i, int(labelled), path))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text CSV file (not UTF-8)") from None
-    except (csv.Error, EOFError, gzip.BadGzipFile) as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
-    if not values or width == 0:
+    elif header is not None:
+        against = f"the header (line {header[0]})"
+    for line, r in _chain(body, rows):
+        if len(r) != width:
+            raise ragged_row(path, line, len(r), width, against)
+        if labelled:
+            labels.append(r[0].strip())
+        values.append(_parse_row(r[1:] if labelled else r, line, int(labelled), path))
+        lines.append(line)
+    if not values or width - labelled == 0:
         raise ValueError(f"{path}: no counts found")
     m = np.vstack(values)
     flat = _first_bad(m)
+    if flat is None:
+        flat = _first_too_large(m)
     if flat is not None:
         i, j = divmod(flat, m.shape[1])
-        raise ValueError(
-            f"{path}: counts must be non-negative integers, got {m[i, j]:g} "
-            f"(data row {i + 1}, count {j + 1})"
+        v = m[i, j]
+        what = (
+            f"count {v:.6g} is too large: a count above 2**53 = {MAX_EXACT:,} cannot be read "
+            "exactly"
+            if v > MAX_EXACT
+            else f"counts must be non-negative integers, got {v:g}"
         )
+        raise ValueError(f"{path}: line {lines[i]}, column {j + 1 + labelled}: {what}")
     corner, columns = "", None
     if header is not None:
-        columns = [h.strip() for h in header]
+        columns = [h.strip() for h in header[1]]
         if labelled and len(columns) == m.shape[1] + 1:
             corner, columns = columns[0], columns[1:]
-        elif len(columns) != m.shape[1]:
-            raise ValueError(
-                f"{path}: the header names {len(columns) - labelled} genes or cells but the "
-                f"rows hold {m.shape[1]} counts"
-            )
     axis, how = _orientation(str(path), labels or None, columns, corner, genes_in)
     if axis == "rows":
         names = labels or [f"gene{i}" for i in range(m.shape[0])]
@@ -319,7 +334,9 @@ def _read_text(path: Path, suffix: str, genes_in: str | None) -> tuple[np.ndarra
     return counts, list(names), f"genes in {axis} ({how})"
 
 
-def _chain(first: list[list[str]], rest: Iterator[list[str]]) -> Iterator[list[str]]:
+def _chain(
+    first: list[tuple[int, list[str]]], rest: Iterator[tuple[int, list[str]]]
+) -> Iterator[tuple[int, list[str]]]:
     yield from first
     yield from rest
 
@@ -390,7 +407,9 @@ def _read_lines(path: Path) -> list[list[str]]:
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
             return [line.rstrip("\r\n").split("\t") for line in fh if line.strip()]
-    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise ValueError(f"{path}: not a readable text file ({exc})") from None
 
 
@@ -476,9 +495,12 @@ def read_counts(
     Raises:
         OSError: the file cannot be read (missing, no permission).
         ImportError: an ``.h5ad`` file without ``anndata`` installed.
-        ValueError: an unknown file type, an empty table, text where counts belong, rows of
-            different lengths, a negative or non-integer count, an undecidable orientation, a
-            missing layer, 10x files that do not match, bad ``genes_in``.
+        ValueError: an unknown file type, an empty table, a file that is not UTF-8 (naming
+            the byte's offset and line), text where counts belong, a row with more or fewer
+            fields than the header or the first data row (naming its line and both counts), a
+            negative or non-integer count, a count above ``2**53`` (:data:`MAX_EXACT`: float64
+            cannot hold it exactly), an undecidable orientation, a missing layer, 10x files
+            that do not match, bad ``genes_in``.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "c.csv")
@@ -523,7 +545,9 @@ def read_kinetics(path: str | Path) -> Tensor:
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: no rows, a missing column, a value that is not a finite positive number.
+        ValueError: no rows, a file that is not UTF-8, a missing column, a row with more or
+            fewer fields than the header (naming its line), a value that is not a finite
+            positive number.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "k.csv")
@@ -531,33 +555,31 @@ def read_kinetics(path: str | Path) -> Tensor:
     >>> read_kinetics(p).tolist()
     [[0.5, 2.0, 30.0]]
     """
-    try:
-        rows = list(_rows(Path(path), ","))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text CSV file (not UTF-8)") from None
-    except csv.Error as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
-    if not rows:
+    rows = table_rows(path, ",")
+    first = next(rows, None)
+    if first is None:
         raise ValueError(f"{path}: empty kinetics table")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in first[1]]
     missing = [c for c in KINETICS_COLUMNS if c not in header]
     if missing:
         raise ValueError(
             f"{path}: needs columns {', '.join(KINETICS_COLUMNS)} in its header row "
-            f"(missing {', '.join(missing)})"
+            f"(missing {', '.join(missing)}; it has {summarize_names(header)})"
         )
-    if len(rows) < 2:
-        raise ValueError(f"{path}: no genes below the header row")
     cols = [header.index(c) for c in KINETICS_COLUMNS]
     values = []
-    for line, r in enumerate(rows[1:], start=2):
+    for line, r in rows:
+        if len(r) != len(header):
+            raise ragged_row(path, line, len(r), len(header), f"the header (line {first[0]})")
         row = []
         for c, name in zip(cols, KINETICS_COLUMNS, strict=True):
-            v = r[c] if c < len(r) else ""
+            v = r[c]
             if not _is_number(v) or not (0 < float(v) < float("inf")):
                 raise ValueError(
-                    f"{path}: line {line}: {name} must be a finite number > 0, got {v!r}"
+                    f"{path}: line {line}: {name} must be a finite number > 0, got {v[:40]!r}"
                 )
             row.append(float(v))
         values.append(row)
+    if not values:
+        raise ValueError(f"{path}: no genes below the header row")
     return torch.tensor(values, dtype=DTYPE)
