@@ -1,19 +1,30 @@
-"""Evaluate an expensive black-box objective over chunks of samples in parallel.
+"""Evaluate an expensive black-box objective, or many independent jobs, in parallel.
 
 The score-function estimator needs only values :math:`f(x_i)`, so when ``f`` is an expensive
 simulator (a physics code, a docking score, an environment roll-out) its evaluation dominates and
 parallelises trivially over samples. :class:`ParallelMap` wraps ``f``: called on a batch
 ``[n, ...]`` it splits the batch along axis 0 into chunks, evaluates ``f`` on each chunk in a
 worker and returns the values ``[n]`` in order, equal to ``f(x)`` (bit for bit when ``f`` maps
-each sample independently and deterministically).
+each sample independently and deterministically). :func:`map_items` runs self-contained jobs
+(a chunk of genes to fit, say) and hands each result to a callback as it finishes.
 
 Backends:
 
-- ``"process"``: a persistent pool of local worker processes (started with ``spawn``, never
-  ``fork``: forking a process that holds torch's thread pools can deadlock).
+- ``"process"``: local worker processes (started with ``spawn``, never ``fork``: forking a
+  process that holds torch's thread pools can deadlock).
 - ``"ray"``: Ray tasks, on a Ray cluster (``address`` or ``RAY_ADDRESS``) or on a local Ray
   instance started for you.
 - ``"serial"``: the same chunking in this process; the reference the others are tested against.
+
+Faults end in a clear exception, never in a hang or a leftover process:
+
+- ``timeout=`` seconds per chunk or item: one that runs longer stops every worker and raises
+  :class:`ChunkTimeout` naming it; results already handed to ``callback`` stay delivered.
+- A worker process that dies (a crash in native code, ``os._exit``, the out-of-memory killer)
+  raises :class:`WorkerCrashed` naming the chunk or item it was running.
+- No worker outlives its driver: on Linux, process workers ask the kernel to kill them when the
+  driver dies (``PR_SET_PDEATHSIG``) and watch their parent process besides; a local Ray
+  instance started here is killed with the driver (see :func:`map_items`).
 
 Every estimator that takes ``parallel=`` calls :func:`as_parallel`, e.g.
 ``sg.score_function(f, dist_fn, theta, num_samples=10_000, parallel="process")``.
@@ -22,6 +33,8 @@ Every estimator that takes ``parallel=`` calls :func:`as_parallel`, e.g.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import itertools
 import math
 import multiprocessing
 import os
@@ -29,9 +42,10 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -39,13 +53,42 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "ParallelMap", "as_parallel", "map_items", "parallel_map"]
+from stochgrad._checks import check_float
+from stochgrad._parallel_faults import (
+    ChunkTimeout,
+    WorkerCrashed,
+    _call_timed,
+    _import_ray,
+    _ray_run,
+    _ray_start,
+)
+
+__all__ = [
+    "BACKENDS",
+    "ChunkTimeout",
+    "ParallelMap",
+    "WorkerCrashed",
+    "as_parallel",
+    "map_items",
+    "parallel_map",
+]
 
 BACKENDS = ("process", "ray", "serial")
 
 # ``spawn`` starts each worker as a fresh interpreter: no inherited torch/OpenMP thread state
 # (fork deadlocks), and it behaves the same on Linux, macOS and Windows.
 _START_METHOD = "spawn"
+# How often a timed run looks for new work started, and a worker for a dead parent (seconds).
+_POLL_S = 0.25
+
+
+_RAY_REMOTE = None
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    return check_float("timeout", timeout, minimum=0.0, open_min=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,6 +106,7 @@ def _eval_chunk(f: Callable, chunk: np.ndarray) -> tuple[np.ndarray, bool]:
 
 _WORKER_F_BYTES: bytes | None = None
 _WORKER_F: Callable | None = None
+_WORKER_EVENTS: Any = None  # the write end of the pipe on which a worker says what it starts
 _THREADS_LIMITED = False
 
 
@@ -75,15 +119,36 @@ def _limit_threads() -> None:
         _THREADS_LIMITED = True
 
 
-def _init_process_worker(f_bytes: bytes) -> None:
-    global _WORKER_F_BYTES
+def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """End this worker when the driver ``parent`` dies, however it dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux") and pdeathsig:
+        with contextlib.suppress(Exception):  # PR_SET_PDEATHSIG = 1: the kernel sends SIGKILL
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    if sys.platform == "win32":  # no reparenting to watch for there
+        return
+    if os.getppid() != parent:  # the driver died before we asked
+        os._exit(1)
+
+    def watch() -> None:  # the fallback: a parent that has died leaves us another parent
+        while True:
+            time.sleep(_POLL_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="stochgrad-parent-watch", daemon=True).start()
+
+
+def _init_worker(events: Any, parent: int, pdeathsig: bool, f_bytes: bytes | None) -> None:
+    global _WORKER_F_BYTES, _WORKER_EVENTS
     _limit_threads()
+    _die_with_parent(parent, pdeathsig)
+    _WORKER_EVENTS = events
     # Unpickled lazily in the first task: an error then surfaces as an ordinary exception with a
     # traceback, instead of the opaque BrokenProcessPool a failing initializer gives.
     _WORKER_F_BYTES = f_bytes
 
 
-def _process_task(chunk: np.ndarray) -> tuple[np.ndarray, bool]:
+def _worker_f() -> Callable:
     global _WORKER_F
     if _WORKER_F is None:
         try:
@@ -94,54 +159,269 @@ def _process_task(chunk: np.ndarray) -> tuple[np.ndarray, bool]:
                 "its module path, so f must be defined in an importable module (not in an "
                 f"interactive session or notebook): {exc!r}"
             ) from exc
-    return _eval_chunk(_WORKER_F, chunk)
+    return _WORKER_F
 
 
-def _ray_task(f: Callable, chunk: np.ndarray) -> tuple[np.ndarray, bool]:
+def _noop() -> None:
+    """A job that makes the pool start a worker now (see :class:`_Pool`)."""
+
+
+def _pool_task(call: int, index: int, fn: Callable | None, payload: Any) -> Any:
+    """Job ``index`` of run ``call``: say it starts (one pipe write of a few bytes, atomic with
+    other workers' writes), then ``fn(payload)``, or the pool's ``f`` on a chunk if no ``fn``."""
+    if _WORKER_EVENTS is not None:
+        _WORKER_EVENTS.send((call, index, os.getpid(), time.monotonic()))
+    if fn is None:
+        return _eval_chunk(_worker_f(), payload)
+    return fn(payload)
+
+
+def _ray_task(f: Callable, chunk: np.ndarray, timeout: float | None) -> tuple[np.ndarray, bool]:
     _limit_threads()
-    return _eval_chunk(f, chunk)
+    return _call_timed(lambda c: _eval_chunk(f, c), chunk, timeout, "this chunk", 0)
+
+
+def _item_task(fn: Callable, item: Any, timeout: float | None) -> Any:
+    _limit_threads()
+    return _call_timed(fn, item, timeout, "this item", 0)
 
 
 def _pickle_for_processes(f: Callable) -> bytes:
     """Pickle ``f`` for spawned workers, or raise a ``TypeError`` that says how to fix it."""
-    candidates = [f]
-    error: Exception | None = None
-    for candidate in candidates:
-        try:
-            payload = pickle.dumps(candidate)
-        except Exception as exc:  # PicklingError, AttributeError ("local object"), TypeError
-            error = exc
-            continue
-        # Functions pickle by name; a spawned worker cannot import a name that lives only in an
-        # interactive session's __main__ (a script's __main__ is re-imported and works).
-        fn = getattr(candidate, "__wrapped__", candidate)
-        module = getattr(fn, "__module__", None) or type(fn).__module__
-        main = sys.modules.get("__main__")
-        if module == "__main__" and not hasattr(main, "__file__"):
-            raise TypeError(
-                "f must be importable by worker processes for backend='process', but it is "
-                "defined in an interactive session; move it into a module (a .py file) and "
-                "import it, or use backend='ray' (which ships functions by value)"
-            )
-        return payload
-    raise TypeError(
-        f"f must be picklable for backend='process' (it is sent to worker processes), but "
-        f"pickling {f!r} failed: {error}. Use a function defined at module level (not a lambda, "
-        "a nested function or a closure), or use backend='ray' (which ships functions by value)"
-    ) from error
-
-
-_RAY_REMOTE = None
-
-
-def _import_ray():
     try:
-        import ray
-    except ImportError as exc:
-        raise ImportError(
-            "backend='ray' needs Ray: pip install \"stochgrad[ray]\" (or pip install ray)"
+        payload = pickle.dumps(f)
+    except Exception as exc:  # PicklingError, AttributeError ("local object"), TypeError
+        raise TypeError(
+            f"f must be picklable for backend='process' (it is sent to worker processes), but "
+            f"pickling {f!r} failed: {exc}. Use a function defined at module level (not a "
+            "lambda, a nested function or a closure), or use backend='ray' (which ships "
+            "functions by value)"
         ) from exc
-    return ray
+    # Functions pickle by name; a spawned worker cannot import a name that lives only in an
+    # interactive session's __main__ (a script's __main__ is re-imported and works).
+    fn = getattr(f, "__wrapped__", f)
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    main = sys.modules.get("__main__")
+    if module == "__main__" and not hasattr(main, "__file__"):
+        raise TypeError(
+            "f must be importable by worker processes for backend='process', but it is "
+            "defined in an interactive session; move it into a module (a .py file) and "
+            "import it, or use backend='ray' (which ships functions by value)"
+        )
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver's side: a process pool that can time jobs out and name the job of a dead worker
+# ---------------------------------------------------------------------------------------------
+_CALLS = itertools.count()
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(-code).name
+            oom = " (the out-of-memory killer sends it)" if -code == signal.SIGKILL else ""
+            return f"killed by {name}{oom}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class _Pool:
+    """A ``spawn`` process pool whose workers die with this process and report, on a pipe, each
+    job they start (so that a job can be timed from its start, and a dead worker's job named).
+
+    All workers start here, in the thread that makes the pool: ``PR_SET_PDEATHSIG`` fires when
+    the *thread* that started a worker ends, so it is asked for only from the main thread, which
+    lives as long as the process; the watchdog thread covers the rest.
+    """
+
+    def __init__(self, workers: int, f_bytes: bytes | None = None) -> None:
+        ctx = multiprocessing.get_context(_START_METHOD)
+        self._events, self._writer = ctx.Pipe(duplex=False)
+        main = threading.current_thread() is threading.main_thread()
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self._writer, os.getpid(), main, f_bytes),
+        )
+        with _workers_ignore_sigint():  # each submit to a pool with no idle worker starts one
+            for _ in range(workers):
+                self.executor.submit(_noop)
+        self.processes = dict(self.executor._processes or {})
+        self.stopped = False
+        # start reports read from the pipe, by (run, job): runs of other threads share it
+        self._lock = threading.Lock()
+        self._starts: dict[tuple[int, int], tuple[int, float]] = {}
+        self._active: set[int] = set()
+
+    def run(
+        self,
+        fn: Callable | None,
+        payloads: Sequence[Any],
+        *,
+        timeout: float | None,
+        callback: Callable[[int, Any], None] | None,
+        name: Callable[[int], str],
+        keep_on_error: bool = False,
+    ) -> list[Any]:
+        """``fn(payload)`` for each payload in the workers; see :func:`map_items`."""
+        call = next(_CALLS)
+        results: list[Any] = [None] * len(payloads)
+        futures: dict[Future, int] = {}
+        started: dict[int, tuple[int, float]] = {}  # running job -> (worker pid, start)
+        with self._lock:
+            self._active.add(call)
+        try:
+            for i, payload in enumerate(payloads):
+                futures[self.executor.submit(_pool_task, call, i, fn, payload)] = i
+            pending = set(futures)
+            while pending:
+                wake = None
+                if timeout is not None:  # wake when the first running job is due
+                    now = time.monotonic()
+                    wake = max(
+                        0.0, min([_POLL_S] + [t + timeout - now for _, t in started.values()])
+                    )
+                done, pending = wait(pending, timeout=wake, return_when=FIRST_COMPLETED)
+                self._drain(call, started)
+                for fut in done:
+                    i = futures[fut]
+                    results[i] = fut.result()  # a job's exception, or BrokenProcessPool
+                    started.pop(i, None)
+                    if callback is not None:
+                        callback(i, results[i])
+                if timeout is not None:
+                    now = time.monotonic()
+                    late = [i for i, (_, t) in started.items() if now - t > timeout]
+                    if late:
+                        i = min(late, key=lambda j: started[j][1])
+                        raise ChunkTimeout(
+                            f"{name(i)} ran past the timeout of {timeout:g} s; every worker was "
+                            "stopped",
+                            i,
+                            timeout,
+                        )
+        except BrokenProcessPool:
+            self._drain(call, started)
+            raise self._crashed(started, name) from None
+        except Exception as exc:
+            if keep_on_error and not isinstance(exc, ChunkTimeout):
+                for fut in futures:  # an exception in f: drop the jobs not yet started
+                    fut.cancel()
+            else:
+                self.stop(futures)
+            raise
+        except BaseException:  # Ctrl-C: stop the workers now rather than wait for their jobs
+            self.stop(futures)
+            raise
+        finally:
+            with self._lock:
+                self._active.discard(call)
+                for key in [k for k in self._starts if k[0] == call]:
+                    del self._starts[key]
+        return results
+
+    def _drain(self, call: int, started: dict[int, tuple[int, float]]) -> None:
+        """Read the start reports on the pipe; hand this run's to ``started``."""
+        with self._lock:
+            with contextlib.suppress(EOFError, OSError):
+                while self._events.poll():
+                    c, i, pid, t = self._events.recv()
+                    if c in self._active:  # a job of a run given up may still start
+                        self._starts[c, i] = (pid, min(t, time.monotonic()))
+            for key in [k for k in self._starts if k[0] == call]:
+                started[key[1]] = self._starts.pop(key)
+
+    def _crashed(self, started: dict[int, tuple[int, float]], name: Callable) -> WorkerCrashed:
+        """The error for a broken pool: the job whose worker died first, by its exit status
+        (the pool terminates the others with SIGTERM once it sees one die)."""
+        self.stop(())  # a dead worker keeps its own exit status; the others show SIGTERM
+        codes = {pid: proc.exitcode for pid, proc in self.processes.items()}
+        culprits = [
+            i for i, (pid, _) in started.items() if codes.get(pid) not in (None, -signal.SIGTERM)
+        ] or sorted(started)
+        if not culprits:
+            died = [c for c in codes.values() if c not in (None, 0, -signal.SIGTERM)]
+            code = died[0] if died else None
+            return WorkerCrashed(
+                f"a worker process died ({_exit_text(code)}) before it started any job", None, code
+            )
+        i = culprits[0]
+        code = codes.get(started[i][0])
+        also = f" (or {', '.join(name(j) for j in culprits[1:])})" if len(culprits) > 1 else ""
+        return WorkerCrashed(
+            f"{name(i)}{also}: its worker process died ({_exit_text(code)}): a crash in native "
+            "code, os._exit or the out-of-memory killer; every other worker was stopped",
+            i,
+            code,
+        )
+
+    def stop(self, futures: Iterable[Future] = ()) -> None:
+        """Stop at once: cancel the jobs not started, terminate the workers (their running jobs
+        are lost) and reap them."""
+        self.stopped = True
+        _stop_pool(self.executor, futures)
+        for conn in (self._events, self._writer):
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Let the running jobs finish (``wait``), then end the workers."""
+        self.executor.shutdown(wait=wait, cancel_futures=True)
+        if wait:
+            for conn in (self._events, self._writer):
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+
+def _stop_pool(pool: ProcessPoolExecutor, futures: Iterable[Future]) -> None:
+    """Stop a process pool at once: cancel the jobs not started and terminate the workers,
+    without waiting for the jobs they are running (their work is lost)."""
+    for fut in futures:
+        fut.cancel()
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:  # SIGTERM ends a worker at once; reap it (no zombie left behind)
+        with contextlib.suppress(Exception):
+            proc.join(timeout=1.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=1.0)
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started in this block ignore SIGINT.
+
+    Ctrl-C in a terminal signals the whole process group: the driver stops the pool (see
+    :func:`_stop_pool`), and a worker that also raised KeyboardInterrupt would only print a
+    traceback. An ignored signal stays ignored across ``exec``, and Python then leaves it so.
+    The main thread blocks SIGINT meanwhile, so a Ctrl-C it receives in this short block (the
+    spawns, about 10 ms) is raised when the block ends; one delivered to another thread of the
+    driver in that window is ignored (the disposition is process-wide), and a second Ctrl-C
+    stops the run.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or not hasattr(signal, "pthread_sigmask")
+        or signal.getsignal(signal.SIGINT) is None  # a handler not set from Python: leave it
+    ):
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +450,10 @@ class ParallelMap:
     The worker pool starts on the first call and is reused by later calls; :meth:`close` (or a
     ``with`` block) shuts it down, and a later call starts a new one. The workers receive ``f``
     once, when they start (``"process"``) or on the first call (``"ray"``): later changes to
-    ``f``'s internal state are not seen; make a new ``ParallelMap`` then.
+    ``f``'s internal state are not seen; make a new ``ParallelMap`` then. A chunk past
+    ``timeout`` (:class:`ChunkTimeout`), a dead worker (:class:`WorkerCrashed`) or Ctrl-C stop
+    the pool at once; the next call starts a fresh one. An exception in ``f`` leaves the pool
+    running.
 
     Values come back through numpy, so the wrapped callable is never differentiable: it carries
     ``black_box = True`` (the pathwise estimator refuses it) and keeps ``f`` as ``.f`` and
@@ -195,12 +478,14 @@ class ParallelMap:
         address: Ray cluster address (``backend="ray"`` only); default ``RAY_ADDRESS``. With
             neither, and Ray not yet initialised, a new local Ray instance is started
             (``ray.init(address="local", num_cpus=num_workers, include_dashboard=False,
-            log_to_driver=False)``). Ray is left running by :meth:`close`; ``ray.shutdown()``
-            is yours to call.
+            log_to_driver=False)``) that ends with this process. Ray is left running by
+            :meth:`close`; ``ray.shutdown()`` is yours to call.
+        timeout: seconds a chunk may run (``None``, the default: no limit), timed as in
+            :func:`map_items`.
 
     Raises:
-        ValueError: unknown ``backend``, ``num_workers`` or ``chunk_size`` below 1, or
-            ``address`` with a backend other than ``"ray"``.
+        ValueError: unknown ``backend``, ``num_workers`` or ``chunk_size`` below 1, ``timeout``
+            not positive, or ``address`` with a backend other than ``"ray"``.
         TypeError: ``f`` not callable, or not picklable for ``"process"``.
         ImportError: ``backend="ray"`` without Ray installed.
 
@@ -220,6 +505,7 @@ class ParallelMap:
         num_workers: int | None = None,
         chunk_size: int | None = None,
         address: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not callable(f):
             raise TypeError(f"f must be callable (batch -> values), got {type(f).__name__}")
@@ -235,8 +521,9 @@ class ParallelMap:
         self.num_workers = _check_positive_int(num_workers, "num_workers")
         self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
         self.address = address
+        self.timeout = _check_timeout(timeout)
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: _Pool | None = None
         self._f_bytes: bytes | None = None
         self._ray_f = None  # (ObjectRef of f, the Ray session it belongs to)
         if backend == "process":
@@ -254,7 +541,7 @@ class ParallelMap:
             pool, self._pool = self._pool, None
             self._ray_f = None  # dropping the ObjectRef lets Ray free f
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+            pool.shutdown(wait=wait)
 
     def __enter__(self) -> ParallelMap:
         return self
@@ -284,7 +571,7 @@ class ParallelMap:
         name = getattr(self.f, "__qualname__", None) or repr(self.f)
         return (
             f"ParallelMap({name}, backend={self.backend!r}, num_workers={self.num_workers}, "
-            f"chunk_size={self.chunk_size})"
+            f"chunk_size={self.chunk_size}, timeout={self.timeout})"
         )
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -303,7 +590,11 @@ class ParallelMap:
             chunks, results = self._run_ray(xs)
         else:
             chunks = self._chunks(xs, self.num_workers or 1)
-            results = [_eval_chunk(self.f, c) for c in chunks]
+            name = self._namer(chunks)
+            results = [
+                _call_timed(lambda c: _eval_chunk(self.f, c), c, self.timeout, name(i), i)
+                for i, c in enumerate(chunks)
+            ]
         return self._assemble(results, chunks, x)
 
     def _chunks(self, xs: np.ndarray, default_chunks: int) -> list[np.ndarray]:
@@ -312,59 +603,47 @@ class ParallelMap:
         # Slices are views: pickling one copies only its own rows.
         return [xs[i : i + size] for i in range(0, n, size)] or [xs]
 
+    @staticmethod
+    def _namer(chunks: list[np.ndarray]) -> Callable[[int], str]:
+        starts = np.cumsum([0] + [len(c) for c in chunks])
+
+        def name(i: int) -> str:
+            return (
+                f"chunk {i} of {len(chunks)} (samples {starts[i]} to {starts[i + 1] - 1} of the "
+                "batch)"
+            )
+
+        return name
+
     def _run_process(self, xs: np.ndarray) -> tuple[list[np.ndarray], list]:
         workers = self.num_workers or os.cpu_count() or 1
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=workers,
-                    mp_context=multiprocessing.get_context(_START_METHOD),
-                    initializer=_init_process_worker,
-                    initargs=(self._f_bytes,),
-                )
+                self._pool = _Pool(workers, self._f_bytes)
             pool = self._pool
         chunks = self._chunks(xs, workers)
-        futures: list[Future] = []
         try:
-            futures = [pool.submit(_process_task, c) for c in chunks]
-            return chunks, [fut.result() for fut in futures]
-        except BrokenProcessPool as exc:
-            # A worker died (crash, out of memory): this pool is unusable, the next call starts a
-            # fresh one.
-            self._shutdown(wait=False)
-            raise RuntimeError(
-                "ParallelMap: a worker process died while evaluating f (crash or out of memory)"
-            ) from exc
-        except KeyboardInterrupt:
-            # Ctrl-C: stop the workers now rather than let the pool (and the interpreter's exit)
-            # wait for the chunks they are running; the next call starts a fresh pool.
-            with self._lock:
-                stopping, self._pool = self._pool, None
-            if stopping is not None:
-                _stop_pool(stopping, futures)
-            raise
+            results = pool.run(
+                None,
+                chunks,
+                timeout=self.timeout,
+                callback=None,
+                name=self._namer(chunks),
+                keep_on_error=True,
+            )
         except BaseException:
-            for fut in futures:  # an exception in f: drop the chunks not yet started
-                fut.cancel()
+            if pool.stopped:  # the next call starts a fresh pool
+                with self._lock:
+                    if self._pool is pool:
+                        self._pool = None
             raise
+        return chunks, results
 
     def _run_ray(self, xs: np.ndarray) -> tuple[list[np.ndarray], list]:
         global _RAY_REMOTE
         ray = _import_ray()
         with self._lock:
-            if not ray.is_initialized():
-                address = self.address or os.environ.get("RAY_ADDRESS")
-                if address:
-                    ray.init(address=address)
-                else:
-                    # "local" always starts a new instance, so num_cpus is honoured even when
-                    # some other Ray cluster runs on this machine.
-                    ray.init(
-                        address="local",
-                        num_cpus=self.num_workers,
-                        include_dashboard=False,
-                        log_to_driver=False,
-                    )
+            _ray_start(ray, self.address, self.num_workers)
             ctx = ray.get_runtime_context()
             session = (ctx.get_job_id(), ctx.get_node_id())
             if self._ray_f is None or self._ray_f[1] != session:
@@ -372,17 +651,20 @@ class ParallelMap:
                 self._ray_f = (ray.put(self.f), session)
             f_ref = self._ray_f[0]
             if _RAY_REMOTE is None:
-                _RAY_REMOTE = ray.remote(num_cpus=1)(_ray_task)
+                _RAY_REMOTE = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
             remote = _RAY_REMOTE
         workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         chunks = self._chunks(xs, workers)
-        refs = [remote.remote(f_ref, c) for c in chunks]
-        try:
-            return chunks, ray.get(refs)
-        except BaseException:
-            for ref in refs:
-                ray.cancel(ref)
-            raise
+        results = _ray_run(
+            ray,
+            remote,
+            [(f_ref, c) for c in chunks],
+            slots=workers,
+            timeout=self.timeout,
+            callback=None,
+            name=self._namer(chunks),
+        )
+        return chunks, results
 
     @staticmethod
     def _assemble(
@@ -412,7 +694,7 @@ def as_parallel(f: Callable, spec: str | ParallelMap) -> ParallelMap:
     is closed (it would restart its pool if used again). Because the cache keeps ``f`` alive, an
     ``id`` cannot be reused by another function while its entry exists. A fresh ``f`` per call
     (a new ``functools.partial`` each iteration) defeats the cache: build one
-    :class:`ParallelMap` and pass it instead.
+    :class:`ParallelMap` and pass it instead (with a ``timeout``, say).
 
     Args:
         f: the objective.
@@ -472,6 +754,7 @@ def parallel_map(
     num_workers: int | None = None,
     chunk_size: int | None = None,
     address: str | None = None,
+    timeout: float | None = None,
 ) -> Tensor:
     """Evaluate ``f`` on the batch ``x`` in parallel once: ``ParallelMap(f, ...)(x)``, then close.
 
@@ -483,60 +766,14 @@ def parallel_map(
     tensor([1., 2., 3.])
     """
     with ParallelMap(
-        f, backend=backend, num_workers=num_workers, chunk_size=chunk_size, address=address
+        f,
+        backend=backend,
+        num_workers=num_workers,
+        chunk_size=chunk_size,
+        address=address,
+        timeout=timeout,
     ) as pf:
         return pf(x)
-
-
-@contextlib.contextmanager
-def _workers_ignore_sigint() -> Iterator[None]:
-    """Worker processes started in this block ignore SIGINT.
-
-    Ctrl-C in a terminal signals the whole process group: the driver stops the pool (see
-    :func:`_stop_pool`), and a worker that also raised KeyboardInterrupt would only print a
-    traceback. An ignored signal stays ignored across ``exec``, and Python then leaves it so.
-    The main thread blocks SIGINT meanwhile, so a Ctrl-C it receives in this short block (the
-    spawns, about 10 ms) is raised when the block ends; one delivered to another thread of the
-    driver in that window is ignored (the disposition is process-wide), and a second Ctrl-C
-    stops the run.
-    """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or not hasattr(signal, "pthread_sigmask")
-        or signal.getsignal(signal.SIGINT) is None  # a handler not set from Python: leave it
-    ):
-        yield
-        return
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
-def _stop_pool(pool: ProcessPoolExecutor, futures: Iterable[Future]) -> None:
-    """Stop a process pool at once: cancel the jobs not started and terminate the workers,
-    without waiting for the jobs they are running (their work is lost)."""
-    for fut in futures:
-        fut.cancel()
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    for proc in processes:
-        with contextlib.suppress(Exception):
-            proc.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in processes:  # SIGTERM ends a worker at once; reap it (no zombie left behind)
-        with contextlib.suppress(Exception):
-            proc.join(timeout=1.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=1.0)
-
-
-def _item_task(fn: Callable, item: Any) -> Any:
-    _limit_threads()
-    return fn(item)
 
 
 def map_items(
@@ -547,17 +784,43 @@ def map_items(
     num_workers: int | None = None,
     callback: Callable[[int, Any], None] | None = None,
     address: str | None = None,
+    timeout: float | None = None,
+    labels: Sequence[str] | None = None,
 ) -> list[Any]:
     """``[fn(item) for item in items]`` across processes or Ray, results in the order of ``items``.
 
     Unlike :class:`ParallelMap` (one batch of samples -> one value per sample), each item is a
     self-contained job returning any picklable result, e.g. a chunk of genes to fit.
     ``callback(index, result)`` runs in this process as each job finishes (in completion order):
-    advance a progress bar, save a checkpoint. Workers run torch with one thread each. An
-    exception in a job or in ``callback``, or Ctrl-C, stops the process pool at once: jobs not
-    started are cancelled and the worker processes terminated without waiting for the jobs they
-    are running, so an interrupt takes effect within moments and the results already handed to
-    ``callback`` are what is kept.
+    advance a progress bar, save a checkpoint. Workers run torch with one thread each.
+
+    When something goes wrong every worker is stopped at once (jobs not started are cancelled,
+    running ones terminated without waiting for them) and an exception says what; the results
+    already handed to ``callback`` are what is kept:
+
+    - an exception in a job or in ``callback``, or Ctrl-C: raised as it is;
+    - a job running longer than ``timeout``: :class:`ChunkTimeout` naming it and the limit;
+    - a worker that dies (a crash in native code, ``os._exit``, the out-of-memory killer):
+      :class:`WorkerCrashed` naming the job it was running, never a hang.
+
+    How the ``timeout`` is timed: ``"process"`` from the moment a worker starts the job (each
+    worker reports it). ``"serial"`` runs a job under a ``SIGALRM`` timer that interrupts it,
+    when called on the main thread of a POSIX process that does not use SIGALRM itself; a
+    native routine that does not return to Python (one long C call) is interrupted only when
+    it returns, and elsewhere (another thread, Windows) the time is checked when the job
+    returns: an overdue job then raises after the fact, its result discarded. ``"ray"`` times
+    each job in its worker as ``"serial"`` does; a job stuck in native code is stopped from
+    here 30 s after its time is up counted from its submission (with a ``timeout``, no more
+    jobs are in flight than there are CPU slots, ``num_workers`` or the cluster's CPUs, so a
+    job starts about when it is submitted). A crash on Ray is not retried.
+
+    No worker outlives this process. Process workers ask the kernel to kill them when their
+    parent dies (Linux ``PR_SET_PDEATHSIG``, asked for when the pool starts on the main thread)
+    and, besides, exit within a quarter of a second once their parent is gone (a watchdog
+    thread; not on Windows). A local Ray instance started here dies with this process through
+    Ray's own fate-sharing (GCS, raylet, and task workers within ~3 s) and, on Linux, a small
+    watcher process that kills the raylet's agents at once (left alone they linger ~60 s after
+    a SIGKILL). Ray started elsewhere (``address``, ``RAY_ADDRESS``) is not touched.
 
     Args:
         fn: item -> result; for ``"process"`` a module-level (picklable) function.
@@ -567,12 +830,17 @@ def map_items(
             ``num_cpus``; ignored by ``"serial"``.
         callback: called with ``(index, result)`` as each item finishes.
         address: Ray cluster address (``"ray"`` only); default ``RAY_ADDRESS`` or a local instance.
+        timeout: seconds one item may run (``None``, the default: no limit).
+        labels: how error messages name each item (default ``"item i of n"``).
 
     Returns:
         The results, ``results[i] = fn(items[i])``.
 
     Raises:
-        ValueError: unknown ``backend``, ``num_workers < 1``.
+        ChunkTimeout: an item ran longer than ``timeout``.
+        WorkerCrashed: a worker process died while running an item.
+        ValueError: unknown ``backend``, ``num_workers < 1``, ``timeout`` not positive,
+            ``labels`` of another length than ``items``.
         TypeError: ``fn`` not callable, or not picklable for ``"process"``.
 
     >>> map_items(abs, [-1, 2, -3], backend="serial")
@@ -585,63 +853,44 @@ def map_items(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
         )
     workers = _check_positive_int(num_workers, "num_workers")
+    timeout = _check_timeout(timeout)
     items = list(items)
+    if labels is not None:
+        labels = [str(label) for label in labels]
+        if len(labels) != len(items):
+            raise ValueError(f"labels must name the {len(items)} items, got {len(labels)}")
+
+    def name(i: int) -> str:
+        return labels[i] if labels is not None else f"item {i} of {len(items)}"
+
     results: list[Any] = [None] * len(items)
     if backend == "serial" or not items:
         for i, item in enumerate(items):
-            results[i] = fn(item)
+            results[i] = _call_timed(fn, item, timeout, name(i), i)
             if callback is not None:
                 callback(i, results[i])
         return results
     if backend == "process":
         _pickle_for_processes(fn)  # a clear error now rather than inside a worker
-        from concurrent.futures import as_completed
-
-        pool = ProcessPoolExecutor(
-            max_workers=min(workers or os.cpu_count() or 1, len(items)),
-            mp_context=multiprocessing.get_context(_START_METHOD),
-        )
-        futures: dict[Future, int] = {}
+        pool = _Pool(min(workers or os.cpu_count() or 1, len(items)))
         try:
-            with _workers_ignore_sigint():  # the workers start during the first submits
-                for i, item in enumerate(items):
-                    futures[pool.submit(_item_task, fn, item)] = i
-            for fut in as_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                if callback is not None:
-                    callback(i, results[i])
+            results = pool.run(fn, items, timeout=timeout, callback=callback, name=name)
         except BaseException:
-            # Ctrl-C, an exception in a job or in the callback: stop now. Waiting for the jobs
-            # already running (a `with` block's shutdown) would hold the interrupt for as long
-            # as the slowest of them; their results would be thrown away anyway.
-            _stop_pool(pool, futures)
+            pool.stop()  # Ctrl-C, an exception: do not wait for the jobs still running
             raise
         pool.shutdown(wait=True)
         return results
     ray = _import_ray()
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(
-                address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False
-            )
-    remote = ray.remote(num_cpus=1)(_item_task)
+    _ray_start(ray, address, workers)
+    remote = ray.remote(num_cpus=1, max_retries=0)(_item_task)
     fn_ref = ray.put(fn)
-    refs = {remote.remote(fn_ref, item): i for i, item in enumerate(items)}
-    pending = list(refs)
-    try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                i = refs[ref]
-                results[i] = ray.get(ref)
-                if callback is not None:
-                    callback(i, results[i])
-    except BaseException:
-        for ref in pending:
-            ray.cancel(ref)
-        raise
-    return results
+    slots = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return _ray_run(
+        ray,
+        remote,
+        [(fn_ref, item) for item in items],
+        slots=slots,
+        timeout=timeout,
+        callback=callback,
+        name=name,
+    )

@@ -311,6 +311,7 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
         help="processes scoring each step's molecules in parallel, for an expensive --score "
         "(default: 1, in this process)",
     )
+    _kit.add_chunk_timeout_option(p, "--score call (one worker's share of a step)")
     p.add_argument(
         "--weights",
         type=_weights,
@@ -534,6 +535,8 @@ def run_optimize(args: argparse.Namespace, console: Console) -> int:
         raise _kit.UserError("--score and --objective exclude each other: give one")
     if args.score is None and args.score_workers is not None:
         raise _kit.UserError("--score-workers goes with --score (the built-in scores are fast)")
+    if args.score is None and args.chunk_timeout is not None:
+        raise _kit.UserError("--chunk-timeout goes with --score (the built-in scores are fast)")
     if args.score is None and args.objective is None:
         args.objective = "similarity"
     if (args.objective == "sum") != (args.weights is not None):
@@ -560,7 +563,10 @@ def run_optimize(args: argparse.Namespace, console: Console) -> int:
     if args.score is not None:
         try:
             scorer = BatchScore(
-                _import_score(args.score), workers=args.score_workers or 1, name=args.score
+                _import_score(args.score),
+                workers=args.score_workers or 1,
+                name=args.score,
+                timeout=args.chunk_timeout,
             )
         except TypeError as exc:  # not importable by the worker processes
             raise _kit.UserError(f"--score {args.score!r}: {exc}") from None
@@ -576,7 +582,10 @@ def run_optimize(args: argparse.Namespace, console: Console) -> int:
             stack.callback(scorer.close)  # the worker processes end with the command
         ckpt = out.checkpoint("agent.pt")
         agent = copy.deepcopy(prior)
-        with _kit.progress(console, f"{args.method} {what}: oracle calls", args.budget) as advance:
+        with (
+            _kit.progress(console, f"{args.method} {what}: oracle calls", args.budget) as advance,
+            _kit.parallel_errors(out, "a smaller --batch-size or more --score-workers"),
+        ):
             try:
                 result = optimize(
                     agent,

@@ -69,6 +69,7 @@ def _parallel_options(p: argparse.ArgumentParser, chunk_help: str) -> None:
         default=None,
         help=f"genes per job (default: {chunk_help})",
     )
+    _kit.add_chunk_timeout_option(p, "job (chunk of genes)")
 
 
 def _ratio_option(p: argparse.ArgumentParser) -> None:
@@ -323,7 +324,7 @@ def run_fit(args: argparse.Namespace, console: Console) -> int:
             )
         ckpt = out.checkpoint("fit_checkpoint.pt")
         with _kit.progress(console, "fitting genes", total=fitted) as advance:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _kit.parallel_errors(out):
                 warnings.simplefilter("always", FewCellsWarning)
                 warnings.showwarning = _say_warning(console)
                 fits = fit_counts(
@@ -340,6 +341,7 @@ def run_fit(args: argparse.Namespace, console: Console) -> int:
                         ckpt, f"{done} of {total} chunks of genes finished"
                     ),
                     names=names,
+                    timeout=args.chunk_timeout,
                 )
         write_fits(out.path("kinetics.csv"), names, fits)
         console.print(_fit_table(fits, fitted, not args.no_ci))
@@ -603,7 +605,10 @@ def run_recover(args: argparse.Namespace, console: Console) -> int:
     with _kit.output(args, console) as out:
         ckpt = out.checkpoint("recover_checkpoint.pt")
         total = cells * config.replicates
-        with _kit.progress(console, "recovery: grid cells x replicates", total) as advance:
+        with (
+            _kit.progress(console, "recovery: grid cells x replicates", total) as advance,
+            _kit.parallel_errors(out),
+        ):
             res = telegraph_recovery_study(
                 config,
                 chunk_size=args.chunk_size,
@@ -614,6 +619,7 @@ def run_recover(args: argparse.Namespace, console: Console) -> int:
                 on_resume=lambda done, _: out.resumed(
                     ckpt, f"{done} of {cells} grid cells finished"
                 ),
+                timeout=args.chunk_timeout,
             )
         for q, name in (("bf", "burst frequency"), ("bs", "burst size")):
             console.print(_recovery_table(res, q, name))

@@ -238,6 +238,7 @@ def telegraph_recovery_study(
     resume: bool = True,
     progress: Callable[[int], None] | None = None,
     on_resume: Callable[[int, int], None] | None = None,
+    timeout: float | None = None,
 ) -> RecoveryResult:
     """Simulate every grid cell ``replicates`` times, fit with intervals, summarise the recovery.
 
@@ -259,6 +260,8 @@ def telegraph_recovery_study(
             after it is saved; at once for the cells found finished in ``checkpoint``.
         on_resume: called with the numbers of finished and partly run cells found in
             ``checkpoint``, before any work, when there are any.
+        timeout: seconds one fitting job may run (``None``: no limit); past it,
+            :class:`stochgrad.parallel.ChunkTimeout` stops the study, the finished cells saved.
 
     Returns:
         :class:`RecoveryResult`.
@@ -283,6 +286,7 @@ def telegraph_recovery_study(
             chunk_size=chunk_size,
             backend=backend,
             num_workers=num_workers,
+            timeout=timeout,
         )
         expressing = (x > 0).to(DTYPE).mean(1).numpy()
         return RecoveryCell(a, b, config.k_syn, fits, expressing)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stochgrad._checks import check_callable, check_int
+from stochgrad._checks import check_bool, check_callable, check_float, check_int
 from stochgrad.parallel import ParallelMap
 
 __all__ = [
@@ -126,9 +126,12 @@ def squash_logp(value: float, *, scale: float = 2.0) -> float:
     >>> squash_logp(0.0), squash_logp(float("nan"))
     (0.5, 0.0)
     """
+    scale = check_float("scale", scale, minimum=0.0, open_min=True)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"value must be a number (NaN for invalid), got {type(value).__name__}")
     if math.isnan(value):
         return 0.0
-    return 1.0 / (1.0 + math.exp(-value / scale))
+    return 0.5 * (1.0 + math.tanh(value / (2.0 * scale)))  # the sigmoid, without overflow
 
 
 @lru_cache(maxsize=4096)
@@ -158,6 +161,8 @@ def tanimoto_similarity(smiles: str, target: str) -> float:
     """
     from rdkit import DataStructs
 
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a SMILES str, got {type(target).__name__}")
     ref = _fingerprint(target)
     if ref is None:
         raise ValueError(f"target must be a valid SMILES, got {target!r}")
@@ -188,6 +193,12 @@ def make_objective(
         "qed": qed_score,
         "logp": lambda s: squash_logp(penalized_logp(s)),
     }
+    if target is not None and (not isinstance(target, str) or canonical(target) is None):
+        raise ValueError(f"target must be a valid SMILES, got {target!r}")
+    if weights is not None:
+        if name != "sum" or not isinstance(weights, dict):
+            raise ValueError(f"weights must be a dict and go with name='sum', got {weights!r}")
+        weights = {k: check_float(f"weights[{k!r}]", w) for k, w in weights.items()}
     needs_target = name == "similarity" or (name == "sum" and "similarity" in (weights or {}))
     if needs_target:
         if target is None or canonical(target) is None:
@@ -324,11 +335,15 @@ class BatchScore:
         fn: ``list[str] -> scores``.
         workers: worker processes (1: score in this process).
         name: how messages and checkpoints name the function (default ``module:qualname``).
+        timeout: seconds one chunk of a batch may take (``None``: no limit); past it a call
+            raises :class:`stochgrad.parallel.ChunkTimeout` (the workers stopped; with
+            ``workers=1`` the call is interrupted on the main thread, as in
+            :func:`stochgrad.parallel.map_items`).
 
     Raises:
         TypeError: ``fn`` not callable, ``workers`` not an int, or ``fn`` not importable by
             worker processes when ``workers > 1``.
-        ValueError: ``workers < 1``.
+        ValueError: ``workers < 1``, ``timeout`` not a positive number.
 
     >>> score = BatchScore(lambda smiles: [len(s) for s in smiles], name="length")
     >>> score(["CCO", "c1ccccc1"])
@@ -338,7 +353,12 @@ class BatchScore:
     """
 
     def __init__(
-        self, fn: Callable[[list[str]], Any], *, workers: int = 1, name: str | None = None
+        self,
+        fn: Callable[[list[str]], Any],
+        *,
+        workers: int = 1,
+        name: str | None = None,
+        timeout: float | None = None,
     ):
         check_callable("fn", fn)
         self.fn = fn
@@ -347,12 +367,17 @@ class BatchScore:
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
         self.name = _function_name(fn) if name is None else name
         self._pool: ParallelMap | None = None
+        if timeout is not None and self.workers == 1:  # timed in this process
+            self._pool = ParallelMap(_ChunkScorer(fn, self.name), backend="serial", timeout=timeout)
         if self.workers > 1:
             reason = _not_importable(fn)
             if reason is None:
                 try:
                     self._pool = ParallelMap(
-                        _ChunkScorer(fn, self.name), backend="process", num_workers=self.workers
+                        _ChunkScorer(fn, self.name),
+                        backend="process",
+                        num_workers=self.workers,
+                        timeout=timeout,
                     )
                 except TypeError as exc:
                     reason = str(exc)
@@ -505,9 +530,20 @@ def top_auc(
     check_int("budget", budget, minimum=1)
     check_int("top_n", top_n, minimum=1)
     check_int("freq_log", freq_log, minimum=1)
-    vals = np.asarray(scores, dtype=float)[:budget]
-    if vals.size == 0:
-        raise ValueError("scores must be non-empty")
+    check_bool("finish", finish)
+    if isinstance(scores, (str, bytes)):
+        raise TypeError("scores must be a sequence of numbers, got a str")
+    try:
+        vals = np.asarray(scores, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"scores must be a sequence of numbers, got {type(scores).__name__}"
+        ) from None
+    if vals.ndim != 1 or vals.size == 0:
+        raise ValueError("scores must be a non-empty 1-D sequence")
+    vals = vals[:budget]
+    if not np.isfinite(vals).all():
+        raise ValueError("scores must be finite (the oracle's values of scored molecules)")
     total, prev, called = 0.0, 0.0, 0
     for idx in range(freq_log, min(vals.size, budget), freq_log):
         now = float(np.sort(vals[:idx])[::-1][:top_n].mean())

@@ -292,6 +292,7 @@ def fit_counts(
     progress: Callable[[int], None] | None = None,
     on_resume: Callable[[int, int], None] | None = None,
     names: Sequence[str] | None = None,
+    timeout: float | None = None,
 ) -> GeneFits:
     """:func:`~stochgrad.apps.telegraph.fit.fit_genes` over many genes in chunks, in parallel,
     resumable.
@@ -324,6 +325,8 @@ def fit_counts(
         on_resume: called once, before any work, with the numbers of finished chunks found in
             ``checkpoint`` and of all chunks, when some were found.
         names: gene names for the few-cells warning (default: indices).
+        timeout: seconds one chunk may run (``None``: no limit); a chunk past it stops the fit
+            with :class:`stochgrad.parallel.ChunkTimeout` naming it, the finished chunks saved.
 
     Returns:
         :class:`~stochgrad.apps.telegraph.fit.GeneFits` in the order of the input genes.
@@ -402,6 +405,8 @@ def fit_counts(
         backend=backend,
         num_workers=num_workers,
         callback=finished,
+        timeout=timeout,
+        labels=[f"chunk {i} of {len(chunks)} ({len(chunks[i])} genes)" for i in todo],
     )
     nan = np.full(G, np.nan)
     out = GeneFits(**{c: nan.copy() for c in GeneFits.COLUMNS})
