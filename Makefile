@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_design.py
 	$(PY) benchmarks/bench_offpolicy.py
 	$(PY) benchmarks/bench_molecules.py
+	$(PY) benchmarks/fault_table.py
 
 clean:
 	rm -rf $(VENV) build dist site src/*.egg-info
