@@ -116,6 +116,10 @@ def _limit_threads() -> None:
     global _THREADS_LIMITED
     if not _THREADS_LIMITED:
         torch.set_num_threads(1)
+        # and the BLAS/OpenMP pools numpy and scipy use (a job's scipy.optimize, say)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
         _THREADS_LIMITED = True
 
 
