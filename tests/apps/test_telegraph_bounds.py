@@ -143,3 +143,16 @@ def test_fit_counts_gives_the_same_bits_whatever_the_chunk_size():
     for other in fits[1:]:
         for c in T.GeneFits.COLUMNS:
             np.testing.assert_array_equal(getattr(other, c), getattr(fits[0], c), err_msg=c)
+
+
+def test_the_cli_names_the_gene_of_a_count_too_large_in_one_line(tmp_path, capsys):
+    from stochgrad.cli import main
+    from tests.helpers import one_error_line
+
+    table = tmp_path / "counts.csv"
+    table.write_text("gene,c1,c2,c3\ng1,1,2,3000000\ng2,0,1,2\n")
+    t0 = time.perf_counter()
+    assert main(["telegraph", "fit", str(table), "--out", str(tmp_path / "out")]) == 2
+    assert time.perf_counter() - t0 < 10.0
+    line = one_error_line(capsys)
+    assert "gene 'g1', row 0, cell 2" in line and "MAX_COUNT" in line

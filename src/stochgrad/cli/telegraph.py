@@ -307,7 +307,7 @@ def run_fit(args: argparse.Namespace, console: Console) -> int:
             counts, names, how = read_counts(args.counts, args.genes_in, layer=args.layer)
         except ImportError as exc:
             raise _kit.UserError(str(exc)) from None
-        info = describe_counts(counts)
+        info = describe_counts(counts, names=names)
         genes, cells = info.num_genes, info.num_cells
         fitted = int(info.fitted.sum())
         console.print(f"{genes} genes x {cells} cells: {how}")

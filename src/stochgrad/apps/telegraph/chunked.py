@@ -90,7 +90,7 @@ class CountsInfo:
 class _Table:
     """A validated ``[G, C]`` counts table, dense (numpy) or CSR, NaN marking missing cells."""
 
-    def __init__(self, counts: Any, name: str = "counts"):
+    def __init__(self, counts: Any, name: str = "counts", genes: Sequence[str] | None = None):
         if scipy.sparse.issparse(counts):
             m = scipy.sparse.csr_matrix(counts)
             m.sum_duplicates()
@@ -138,7 +138,10 @@ class _Table:
             gene = int(np.argmax(self.max))
             row = m[gene].toarray() if self.sparse is not None else m[gene][None]
             cell = int(np.nanargmax(np.asarray(row, dtype=np.float64)[0]))
-            raise _too_large(f"{name} (gene {gene}, cell {cell})", float(self.max[gene]))
+            label = (
+                f"{genes[gene]!r}, row {gene}" if genes is not None and len(genes) == G else gene
+            )
+            raise _too_large(f"{name} (gene {label}, cell {cell})", float(self.max[gene]))
 
     def _locate(self, flat: int, values: np.ndarray) -> tuple[int, int, float]:
         if self.sparse is None:
@@ -194,26 +197,30 @@ def auto_chunk_size(num_genes: int, backend: str = "serial", num_workers: int | 
     return max(1, min(CHUNK_SIZE, -(-int(num_genes) // workers)))
 
 
-def describe_counts(counts: Any, min_cells: int = MIN_CELLS) -> CountsInfo:
+def describe_counts(
+    counts: Any, min_cells: int = MIN_CELLS, names: Sequence[str] | None = None
+) -> CountsInfo:
     """Check a counts table and say which genes :func:`fit_counts` fits.
 
     Args:
         counts: ``[G, C]`` non-negative integer counts, genes x cells: a tensor, a numpy array
             or a scipy sparse matrix. NaN marks a missing cell (``txburst``'s convention).
         min_cells: the threshold of :attr:`CountsInfo.few_cells`.
+        names: gene names for error messages (default: row indices).
 
     Returns:
         :class:`CountsInfo`.
 
     Raises:
-        ValueError: not a 2-D table, a negative, non-integer or infinite value.
+        ValueError: not a 2-D table, a negative, non-integer or infinite value, a count above
+            :data:`~stochgrad.apps.telegraph.likelihood.MAX_COUNT`.
         TypeError: not a numeric table.
 
     >>> info = describe_counts(np.array([[0, 3, float("nan")], [0, 0, 0]]))
     >>> info.observed.tolist(), info.fitted.tolist(), info.missing
     ([2, 3], [True, False], 1)
     """
-    return _info(_Table(counts), min_cells)
+    return _info(_Table(counts, genes=names), min_cells)
 
 
 def _info(t: _Table, min_cells: int) -> CountsInfo:
@@ -345,7 +352,7 @@ def fit_counts(
     """
     from stochgrad.parallel import map_items
 
-    table = _Table(counts)
+    table = _Table(counts, genes=names)
     G, C = table.shape
     if C < 2:
         raise ValueError(f"counts needs at least 2 cells per gene, got {C}")
