@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 
@@ -156,3 +157,31 @@ def test_the_cli_names_the_gene_of_a_count_too_large_in_one_line(tmp_path, capsy
     assert time.perf_counter() - t0 < 10.0
     line = one_error_line(capsys)
     assert "gene 'g1', row 0, cell 2" in line and "MAX_COUNT" in line
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "says"),
+    [
+        (lambda g: T.simulate(1.0, 1.0, 1e300, 5, generator=g), ValueError, "k_syn must be at most MAX_RATE"),
+        (lambda g: T.simulate(1.0, 1.0, 10.0, 5, generator=g, t_end=1e300), ValueError, "MAX_EVENTS"),
+        (lambda g: T.sample_stationary(1.0, 1.0, 10.0, 10**30, generator=g), ValueError, "num_cells=1,000"),
+        (lambda g: T.sample_stationary(1.0, 1.0, 10.0, 5, generator=None), TypeError, "generator must be a torch.Generator"),
+        (lambda g: T.fisher_gradient(3, 1.0, 1.0, 10.0, num_samples=10**30, generator=g), ValueError, "num_samples=1,000"),
+        (lambda g: T.log_pmf([1], None, 1.0, 1.0), TypeError, "k_on must be a positive number"),
+        (lambda g: T.log_pmf(torch.ones(2, device="meta").long(), 1.0, 1.0, 1.0), ValueError, "n must hold values"),
+        (lambda g: T.fit_genes(None), TypeError, "counts must be a [genes, cells] table"),
+        (lambda g: T.fit_genes(np.ones((2, 30)), max_ci_ratio=float("inf")), ValueError, "max_ci_ratio must be a finite"),
+        (lambda g: T.fit_counts(np.ones((2, 30)), names=[1, 2]), TypeError, "names must be a sequence of gene names"),
+        (lambda g: T.fit_counts(np.ones((2, 30)), num_workers=10**30), ValueError, "num_workers"),
+        (lambda g: T.histogram_nll(*(torch.ones(1),) * 3, torch.ones(1, 3), order=False), ValueError, "order must be"),
+    ],
+    ids=["rate", "events", "cells-memory", "no-generator", "draws-memory", "none-rate", "meta",
+         "no-counts", "inf-ratio", "int-names", "workers", "bool-order"],
+)  # fmt: skip
+def test_careless_telegraph_input_is_refused_naming_the_argument(call, error, says):
+    # before: hangs (a rate of 1e300, t_end=1e300), raw OverflowError / RuntimeError, or
+    # accepted (generator=None drew from the global stream; infinite ratios; int names)
+    t0 = time.perf_counter()
+    with pytest.raises(error, match=re.escape(says)):
+        call(torch.Generator().manual_seed(0))
+    assert time.perf_counter() - t0 < 5.0

@@ -66,6 +66,7 @@ from stochgrad.apps.telegraph.io import read_counts, read_kinetics
 from stochgrad.apps.telegraph.likelihood import (
     DTYPE,
     MAX_COUNT,
+    MAX_RATE,
     histogram_nll,
     log_kummer_m,
     log_pmf,
@@ -80,6 +81,7 @@ __all__ = [
     "DTYPE",
     "MAX_CI_RATIO",
     "MAX_COUNT",
+    "MAX_RATE",
     "MIN_CELLS",
     "CountsInfo",
     "FewCellsWarning",

@@ -28,6 +28,7 @@ from stochgrad.apps.telegraph.fit import (
     MIN_CELLS,
     FewCellsWarning,
     GeneFits,
+    _check_ratio,
     fit_genes,
     warn_few_cells,
 )
@@ -47,6 +48,9 @@ __all__ = [
 #: fast as 50 (``benchmarks/bench_telegraph_txburst.py``), the batch's fixed costs spread over
 #: more genes.
 CHUNK_SIZE = 250
+
+#: The most worker processes :func:`fit_counts` starts.
+MAX_WORKERS = 1024
 
 
 @dataclass
@@ -97,6 +101,8 @@ class _Table:
             self.sparse, values = m, m.data
         else:
             if isinstance(counts, torch.Tensor):
+                if counts.device.type == "meta":
+                    raise ValueError(f"{name} must hold values, got a tensor on the 'meta' device")
                 counts = counts.detach().cpu().numpy()
             m = np.asarray(counts)
             self.sparse, values = None, m
@@ -361,10 +367,14 @@ def fit_counts(
     max_iter = check_int("max_iter", max_iter, minimum=1)
     if not isinstance(ci, bool):
         raise TypeError(f"ci must be a bool, got {ci!r}")
-    if not (isinstance(max_ci_ratio, (int, float)) and max_ci_ratio > 1):
-        raise ValueError(f"max_ci_ratio must be a number > 1, got {max_ci_ratio!r}")
-    if names is not None and len(names) != G:
-        raise ValueError(f"names must name the {G} genes, got {len(names)} names")
+    _check_ratio(max_ci_ratio)
+    if names is not None:
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise TypeError("names must be a sequence of gene names (str)")
+        if len(names) != G:
+            raise ValueError(f"names must name the {G} genes, got {len(names)} names")
+    if num_workers is not None:  # more workers than this is a typing slip, not a plan
+        check_int("num_workers", num_workers, minimum=1, maximum=MAX_WORKERS)
     info = _info(table, MIN_CELLS)
     fitted = np.flatnonzero(info.fitted)
     if chunk_size is None:  # a resumed fit keeps its chunks, whatever the workers now

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from stochgrad._checks import check_int
+from stochgrad._core import check_memory
 from stochgrad.apps.telegraph.likelihood import DTYPE, _as_counts, _as_param, _series_terms
 from stochgrad.fisher import fisher_gradient as core_fisher_gradient
 from stochgrad.gradient_estimate import GradientEstimate
@@ -167,9 +168,16 @@ def fisher_gradient(
     if method not in ("posterior", "prior"):
         raise ValueError(f"method must be 'posterior' or 'prior', got {method!r}")
     S = check_int("num_samples", num_samples, minimum=2)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator (randomness is explicit), got "
+            f"{type(generator).__name__}"
+        )
     counts, rates = _rates(n, k_on, k_off, k_syn)
     if counts.numel() == 0:
         raise ValueError("n must hold at least one count")
+    # draws, log-terms and the per-draw copies of the rates with their gradients
+    check_memory("telegraph.fisher_gradient", S, {"per-sample terms": 16 * counts.numel()}, rates)
     a, b, k = rates.unbind(-1)
     shape = (S, *a.shape)
     if method == "posterior":

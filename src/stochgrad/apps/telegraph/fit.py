@@ -25,6 +25,7 @@ from stochgrad.apps.telegraph.likelihood import (
     DTYPE,
     MAX_COUNT,
     _as_counts,
+    _on_cpu,
     _too_large,
     histogram_nll,
 )
@@ -108,6 +109,14 @@ def warn_few_cells(
     return int(few.size)
 
 
+def _check_ratio(max_ci_ratio: Any) -> float:
+    if isinstance(max_ci_ratio, bool) or not isinstance(max_ci_ratio, (int, float)):
+        raise TypeError(f"max_ci_ratio must be a number > 1, got {max_ci_ratio!r}")
+    if not (1 < max_ci_ratio < math.inf):
+        raise ValueError(f"max_ci_ratio must be a finite number > 1, got {max_ci_ratio!r}")
+    return float(max_ci_ratio)
+
+
 def _refuse_too_large(t: Tensor, name: str) -> None:
     """A count above MAX_COUNT, named by gene and cell, before anything is allocated for it."""
     if t.numel() == 0 or t.dtype == torch.bool:
@@ -121,7 +130,16 @@ def _refuse_too_large(t: Tensor, name: str) -> None:
 
 def _counts_or_missing(counts: Any, name: str = "counts") -> Tensor:
     """Counts as int64, or as float64 with NaN where a cell is missing (txburst's convention)."""
-    t = torch.as_tensor(counts)
+    try:
+        t = torch.as_tensor(counts)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise TypeError(
+            f"{name} must be a [genes, cells] table of counts (a tensor, numpy array or nested "
+            f"lists), got {type(counts).__name__}"
+        ) from None
+    t = _on_cpu(t, name)
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold non-negative integers, got dtype {t.dtype}")
     if not t.is_floating_point():
         _refuse_too_large(t, name)
     if t.is_floating_point():
@@ -552,8 +570,7 @@ def fit_genes(
     x = _counts_or_missing(counts, "counts")  # float64 with NaN where cells are missing
     if x.dim() != 2:
         raise ValueError(f"counts must be [genes, cells], got shape {list(x.shape)}")
-    if not (isinstance(max_ci_ratio, (int, float)) and max_ci_ratio > 1):
-        raise ValueError(f"max_ci_ratio must be a number > 1, got {max_ci_ratio!r}")
+    _check_ratio(max_ci_ratio)
     max_iter = check_int("max_iter", max_iter, minimum=1)
     if not isinstance(ci, bool):
         raise TypeError(f"ci must be a bool, got {ci!r}")

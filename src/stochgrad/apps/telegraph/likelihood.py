@@ -25,11 +25,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stochgrad.apps.telegraph._counts import DTYPE, MAX_COUNT, _as_counts, _as_param, _too_large
+from stochgrad.apps.telegraph._counts import (
+    DTYPE,
+    MAX_COUNT,
+    MAX_RATE,
+    _as_counts,
+    _as_param,
+    _on_cpu,
+    _too_large,
+)
 
 __all__ = [
     "DTYPE",
     "MAX_COUNT",
+    "MAX_RATE",
     "histogram_nll",
     "log_kummer_m",
     "log_pmf",
@@ -621,9 +630,19 @@ def histogram_nll(
     (True, torch.Size([1, 3]), torch.Size([1, 3, 3]))
     """
     a, b, k = (_as_param(v, n) for v, n in ((k_on, "k_on"), (k_off, "k_off"), (k_syn, "k_syn")))
-    if order not in (0, 2):
-        raise ValueError(f"order must be 0 or 2, got {order!r}")
-    h = torch.as_tensor(hist, dtype=DTYPE)
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order not in (0, 2):
+        raise ValueError(f"order must be the int 0 or 2, got {order!r}")
+    try:
+        h = _on_cpu(torch.as_tensor(hist), "hist")
+        if h.dtype == torch.bool or h.is_complex():
+            raise TypeError(f"hist must hold real non-negative weights, got dtype {h.dtype}")
+        h = h.to(DTYPE)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        if "hist must" in str(exc):
+            raise
+        raise TypeError(
+            f"hist must be a [P, n_max + 1] tensor of weights, got {type(hist).__name__}"
+        ) from None
     if h.dim() != 2 or h.shape[1] == 0 or any(t.shape != (h.shape[0],) for t in (a, b, k)):
         raise ValueError(
             f"hist must be [P, n_max + 1] with k_on, k_off, k_syn of shape [P], got hist "

@@ -16,9 +16,33 @@ import torch
 from torch import Tensor
 
 from stochgrad._checks import check_int
+from stochgrad._core import check_memory
 from stochgrad.apps.telegraph.likelihood import DTYPE, _as_param
 
-__all__ = ["sample_stationary", "simulate", "simulate_table"]
+__all__ = ["MAX_EVENTS", "sample_stationary", "simulate", "simulate_table"]
+
+MAX_EVENTS = 1_000_000
+"""Most events one cell of :func:`simulate` may be expected to go through (the loop runs once
+per event of the busiest cell, about 0.1 ms each): beyond it ``method="exact"`` is the way."""
+
+
+def _check_generator(generator: Any) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "generator must be a torch.Generator (randomness is explicit: "
+            f"torch.Generator().manual_seed(0), say), got {type(generator).__name__}"
+        )
+    return generator
+
+
+def _cells(num_cells: Any, genes: int, like: Tensor) -> int:
+    """``num_cells`` checked, and the draws' memory checked before it is allocated."""
+    num_cells = check_int("num_cells", num_cells, minimum=1)
+    try:  # the core's estimate names num_samples: say num_cells instead
+        check_memory("the telegraph simulation", num_cells, {"draws": 6 * max(genes, 1)}, like)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("num_samples=", "num_cells=", 1)) from None
+    return num_cells
 
 
 def sample_stationary(
@@ -37,6 +61,11 @@ def sample_stationary(
     Returns:
         ``[G, num_cells]`` (``[num_cells]`` for scalar rates) int64 counts.
 
+    Raises:
+        ValueError: bad rates (or above :data:`~stochgrad.apps.telegraph.likelihood.MAX_RATE`),
+            ``num_cells < 1`` or more than memory holds.
+        TypeError: ``generator`` not a :class:`torch.Generator`.
+
     >>> g = torch.Generator().manual_seed(0)
     >>> sample_stationary(1.0, 1.0, 10.0, 4, generator=g).shape
     torch.Size([4])
@@ -44,7 +73,8 @@ def sample_stationary(
     a, b, k = torch.broadcast_tensors(
         _as_param(k_on, "k_on"), _as_param(k_off, "k_off"), _as_param(k_syn, "k_syn")
     )
-    check_int("num_cells", num_cells, minimum=1)
+    _check_generator(generator)
+    num_cells = _cells(num_cells, a.numel(), a)
     shape = (*a.shape, num_cells)
     # Beta via two Gammas with the explicit generator (torch's Beta sampler takes none)
     ga = torch._standard_gamma(a[..., None].expand(shape).contiguous(), generator=generator)
@@ -90,7 +120,10 @@ def simulate(
         ``[G, num_cells]`` (``[num_cells]`` for scalar rates) int64 counts.
 
     Raises:
-        ValueError: bad rates, ``num_cells < 1``, ``t_end <= 0``, unknown ``method``.
+        ValueError: bad rates (or above :data:`~stochgrad.apps.telegraph.likelihood.MAX_RATE`),
+            ``num_cells < 1`` or more than memory holds, ``t_end <= 0``, more than
+            :data:`MAX_EVENTS` expected events per cell, unknown ``method``.
+        TypeError: ``generator`` not a :class:`torch.Generator`.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> simulate(1.0, 1.0, 10.0, 3, generator=g).shape
@@ -103,9 +136,23 @@ def simulate(
     a, b, k = torch.broadcast_tensors(
         _as_param(k_on, "k_on"), _as_param(k_off, "k_off"), _as_param(k_syn, "k_syn")
     )
-    check_int("num_cells", num_cells, minimum=1)
-    if t_end is not None and not (math.isfinite(t_end) and t_end > 0):
+    _check_generator(generator)
+    num_cells = _cells(num_cells, a.numel(), a)
+    if t_end is not None and (
+        isinstance(t_end, bool)
+        or not isinstance(t_end, (int, float))
+        or not (math.isfinite(t_end) and t_end > 0)
+    ):
         raise ValueError(f"t_end must be a positive finite time, got {t_end!r}")
+    # expected events per cell: switches 2ab/(a+b) and synthesis and degradation k a/(a+b) each
+    span = 12.0 / torch.clamp(a + b, max=1.0) if t_end is None else torch.full_like(a, t_end)
+    events = float((span * (2 * a * b + 2 * k * a) / (a + b)).max()) if a.numel() else 0.0
+    if events > MAX_EVENTS:
+        raise ValueError(
+            f"t_end and the rates ask for about {events:.3g} events per cell (most allowed: "
+            f"MAX_EVENTS = {MAX_EVENTS:,}, at ~0.1 ms each); use method='exact' (the stationary "
+            "law, no time steps) or a shorter t_end"
+        )
     shape = (*a.shape, num_cells)
     a_, b_, k_ = (v[..., None].expand(shape) for v in (a, b, k))
     if t_end is None:
