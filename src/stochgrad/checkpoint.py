@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -41,6 +42,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+import numpy as np
 import torch
 
 from stochgrad._csv import summarize_names
@@ -344,6 +346,201 @@ def field(state: Any, key: str, path: str | Path, kind: type | tuple[type, ...] 
     if not isinstance(value, kind):
         raise _refuse(Path(path), f"field {key!r} has an unexpected type {type(value).__name__}")
     return value
+
+
+# What a saved state holds, checked field by field (helpers of the loaders, like ``field``; not in
+# __all__). These raise plain ValueError/TypeError naming the field (a ``from_state`` does not know
+# its file); RunCheckpoint and the study scaffold turn them into one line naming the file. Files
+# of earlier releases carry no digest: only these checks stand between an altered field and
+# wrong numbers.
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in _as_tuple(kind))
+
+
+def saved_value(state: Any, key: str, kind: type | tuple[type, ...] = object) -> Any:
+    """``state[key]`` of a saved state: a :class:`ValueError` naming ``key`` when it is missing,
+    a :class:`TypeError` when ``state`` is not a dict or the value is not a ``kind``.
+
+    >>> saved_value({"steps": 3}, "steps", int)
+    3
+    >>> saved_value({"steps": 3}, "lr", float)
+    Traceback (most recent call last):
+    ...
+    ValueError: no field 'lr'
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"expected a dict holding {key!r}, got {type(state).__name__}")
+    if key not in state:
+        raise ValueError(f"no field {key!r}")
+    value = state[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        name = _kind_name(kind)
+        article = "an" if name[0] in "aeiou" else "a"
+        raise TypeError(f"{key} must be {article} {name}, got {type(value).__name__}")
+    return value
+
+
+_INTS = (int, np.integer)
+_REALS = (int, float, np.integer, np.floating)
+
+
+def _to_float(key: str, value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the floats
+        digits = len(str(abs(int(value))))
+        raise ValueError(f"{key} must be in float range, got an int of {digits} digits") from None
+
+
+def saved_int(
+    state: Any, key: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """``state[key]`` checked to be an int in ``[minimum, maximum]`` (bools refused).
+
+    >>> saved_int({"step": -2}, "step", minimum=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: step must be >= 0, got -2
+    """
+    value = saved_value(state, key)
+    if isinstance(value, bool) or not isinstance(value, _INTS):
+        raise TypeError(f"{key} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{key} must be <= {maximum}, got {value}")
+    return value
+
+
+def saved_float(
+    state: Any, key: str, *, finite: bool = True, minimum: float | None = None
+) -> float:
+    """``state[key]`` checked to be a real number (a float; ints accepted, bools refused),
+    finite unless ``finite=False``, and not below ``minimum``.
+
+    >>> saved_float({"lr": float("nan")}, "lr")
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be finite, got nan
+    """
+    value = saved_value(state, key)
+    if isinstance(value, bool) or not isinstance(value, _REALS):
+        raise TypeError(f"{key} must be a real number, got {type(value).__name__}")
+    value = _to_float(key, value)
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{key} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _shape_text(shape: Any) -> str:
+    return "[" + ", ".join("*" if n is None else str(n) for n in shape) + "]"
+
+
+def saved_tensor(
+    state: Any,
+    key: str,
+    *,
+    shape: tuple[int | None, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    finite: bool = False,
+    minimum: float | None = None,
+) -> torch.Tensor:
+    """``state[key]`` checked to be a dense tensor of ``shape`` and ``dtype``.
+
+    Args:
+        state: the saved dict.
+        key: the field.
+        shape: the expected shape; an int fixes a dimension, ``None`` leaves it free
+            (``(None,)``: any 1-D tensor). ``None``: any shape.
+        dtype: the expected dtype (exactly: a float32 copy of a float64 record is refused).
+        finite: refuse NaN and infinities.
+        minimum: refuse values below it (counts, variances).
+
+    Raises:
+        ValueError: missing, another shape, non-finite or below ``minimum``, naming ``key``.
+        TypeError: not a dense tensor, or another dtype.
+
+    >>> saved_tensor({"grad": torch.zeros(2)}, "grad", shape=(2,), dtype=torch.float32).shape
+    torch.Size([2])
+    >>> saved_tensor({"grad": torch.zeros(1)}, "grad", shape=(2,))
+    Traceback (most recent call last):
+    ...
+    ValueError: grad must have shape [2], got [1]
+    """
+    value = saved_value(state, key)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{key} must be a tensor, got {type(value).__name__}")
+    if value.layout != torch.strided:
+        raise TypeError(f"{key} must be a dense tensor, got a {value.layout} one")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{key} must be a {dtype} tensor, got {value.dtype}")
+    if shape is not None and (
+        value.dim() != len(shape)
+        or any(n is not None and n != m for n, m in zip(shape, value.shape, strict=True))
+    ):
+        raise ValueError(f"{key} must have shape {_shape_text(shape)}, got {list(value.shape)}")
+    if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{key} must be finite, got {bad} non-finite value(s)")
+    if minimum is not None and value.numel() and bool((value < minimum).any()):
+        raise ValueError(f"{key} must be >= {minimum}, got {value.min().item()}")
+    return value
+
+
+def saved_numbers(
+    state: Any,
+    key: str,
+    kind: type = float,
+    *,
+    length: int | None = None,
+    finite: bool = True,
+    minimum: float | None = None,
+) -> list[Any]:
+    """``state[key]`` checked to be a list (or tuple) of real numbers, returned as a list of
+    ``kind`` (``int``: integers only; ``float``: any real number, bools refused).
+
+    Args:
+        state: the saved dict.
+        key: the field.
+        kind: ``int`` or ``float``.
+        length: the expected length (``None``: any).
+        finite: refuse NaN and infinities.
+        minimum: refuse values below it.
+
+    Raises:
+        ValueError: missing, another length, non-finite or below ``minimum``, naming ``key``.
+        TypeError: not a list or tuple of numbers of ``kind``.
+
+    >>> saved_numbers({"steps": [0, 2]}, "steps", int, minimum=0)
+    [0, 2]
+    >>> saved_numbers({"elbo": [1.0, float("nan")]}, "elbo")
+    Traceback (most recent call last):
+    ...
+    ValueError: elbo[1] must be finite, got nan
+    """
+    values = saved_value(state, key, (list, tuple))
+    if length is not None and len(values) != length:
+        raise ValueError(f"{key} must hold {length} value(s), got {len(values)}")
+    allowed = _INTS if kind is int else _REALS
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, allowed):
+            what = "an int" if kind is int else "a real number"
+            raise TypeError(f"{key}[{i}] must be {what}, got {type(v).__name__}")
+        v = int(v) if kind is int else _to_float(f"{key}[{i}]", v)
+        if finite and not math.isfinite(v):
+            raise ValueError(f"{key}[{i}] must be finite, got {v}")
+        if minimum is not None and v < minimum:
+            raise ValueError(f"{key}[{i}] must be >= {minimum}, got {v}")
+        out.append(v)
+    return out
 
 
 def _plain(value: Any) -> Any:

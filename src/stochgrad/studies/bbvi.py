@@ -20,6 +20,7 @@ what is there; a resumed study gives the numbers of an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,10 +42,22 @@ from stochgrad.apps.vi import (
     gradient_variance,
     load_data,
     optimal_elbo,
+    samples_per_step,
     train,
 )
-from stochgrad.checkpoint import RunCheckpoint
-from stochgrad.studies.scaffold import run_grid
+from stochgrad.checkpoint import (
+    RunCheckpoint,
+    saved_float,
+    saved_int,
+    saved_numbers,
+    saved_tensor,
+    saved_value,
+)
+from stochgrad.studies.scaffold import (
+    run_grid,
+    saved_generator_state,
+    saved_optimizer_state,
+)
 
 __all__ = [
     "WHERE",
@@ -236,14 +249,160 @@ class _Cell:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Cell:
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes (:func:`bbvi_study` also checks the sizes against
+        its settings)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"a cell must be a dict, got {type(state).__name__}")
         kind = state.get("kind", "run")
         if kind == "run":
-            return cls("run", BBVIRun.from_state(state))
+            return cls("run", _run_from_state(state))
         if kind == "optimum":
-            return cls("optimum", Optimum(**state["value"]))
+            return cls("optimum", _optimum_from_state(saved_value(state, "value", dict)))
         if kind == "variance":
-            return cls("variance", [list(v) for v in state["value"]])
+            return cls("variance", _variance_from_state(state))
         raise ValueError(f"unknown kind {kind!r}")
+
+
+def _elbo(state: dict[str, Any], key: str, finite: bool = True) -> float:
+    """A saved ELBO: finite, or (``finite=False``: a diverged run's) ``-inf``; never NaN."""
+    value = saved_float(state, key, finite=finite)
+    if math.isnan(value) or value == math.inf:
+        raise ValueError(f"{key} must be finite or -inf, got {value}")
+    return value
+
+
+def _run_from_state(state: dict[str, Any]) -> BBVIRun:
+    diverged = state.get("diverged_at")  # files of earlier releases may lack it
+    if diverged is not None:
+        diverged = saved_int(state, "diverged_at", minimum=1)
+    steps = saved_numbers(state, "curve_steps", int, minimum=0)
+    if (
+        not steps
+        or steps[0] != 0
+        or any(b <= a for a, b in zip(steps[:-1], steps[1:], strict=True))
+    ):
+        raise ValueError("curve_steps must increase from 0")
+    elbo = saved_numbers(state, "curve_elbo", length=len(steps), finite=False)
+    if any(math.isnan(e) or e == math.inf for e in elbo):
+        raise ValueError("curve_elbo must hold finite values or -inf")
+    ok = diverged is None  # a diverged run's q may hold non-finite values, its ELBOs -inf
+    mu, log_sigma = _pair(state, "mu", "log_sigma", finite=ok)
+    return BBVIRun(
+        key=check_choice("key", saved_value(state, "key"), ELBO_ESTIMATORS),
+        seed=check_seed("seed", saved_value(state, "seed")),
+        curve_steps=steps,
+        curve_elbo=elbo,
+        mu=mu,
+        log_sigma=log_sigma,
+        final_elbo=_elbo(state, "final_elbo", ok),
+        mc_elbo=_elbo(state, "mc_elbo", ok),
+        mc_stderr=saved_float(state, "mc_stderr", minimum=0.0),
+        samples_per_step=saved_int(state, "samples_per_step", minimum=1),
+        evaluations_per_step=saved_int(state, "evaluations_per_step", minimum=1),
+        seconds=saved_float(state, "seconds", minimum=0.0),
+        diverged_at=diverged,
+    )
+
+
+def _pair(
+    state: dict[str, Any], a: str, b: str, finite: bool = True, minimum: float | None = None
+) -> tuple[list[float], list[float]]:
+    """Two saved lists of numbers, one per feature each (``mu`` and ``log_sigma``)."""
+    first = saved_numbers(state, a, finite=finite, minimum=minimum)
+    second = saved_numbers(state, b, finite=finite, minimum=minimum)
+    if len(first) != len(second):
+        raise ValueError(
+            f"{a} and {b} must hold as many values, got {len(first)} and {len(second)}"
+        )
+    return first, second
+
+
+def _optimum_from_state(state: dict[str, Any]) -> Optimum:
+    mu, log_sigma = _pair(state, "mu", "log_sigma")
+    return Optimum(
+        elbo=saved_float(state, "elbo"),
+        mu=mu,
+        log_sigma=log_sigma,
+        grad_norm=saved_float(state, "grad_norm", minimum=0.0),
+        nodes=saved_int(state, "nodes", minimum=2),
+        quadrature_change=saved_float(state, "quadrature_change", minimum=0.0),
+        iterations=saved_int(state, "iterations", minimum=0),
+        elbo_at_init=saved_float(state, "elbo_at_init"),
+    )
+
+
+def _variance_from_state(state: dict[str, Any]) -> list[list[float]]:
+    value = saved_value(state, "value", (list, tuple))
+    if len(value) != 2:
+        raise ValueError(f"value must hold 2 lists (mu, log_sigma), got {len(value)}")
+    var_mu, var_log_sigma = _pair(
+        {"var_mu": value[0], "var_log_sigma": value[1]}, "var_mu", "var_log_sigma", minimum=0.0
+    )
+    return [var_mu, var_log_sigma]
+
+
+def _curve_steps(config: BBVIConfig, last: int) -> list[int]:
+    """The steps at which :func:`~stochgrad.apps.vi.train` records the ELBO, up to ``last``."""
+    every = config.eval_every
+    return [s for s in range(last + 1) if s % every == 0 or s == config.steps]
+
+
+def _check_cell(key: tuple, cell: _Cell, config: BBVIConfig, dim: int) -> None:
+    """Raise ``ValueError`` unless ``cell`` is what :func:`bbvi_study` computes under ``key``
+    with training settings ``config`` on ``dim`` features."""
+    kind = {"optimum": "optimum", "variance": "variance"}.get(key[0], "run")
+    if cell.kind != kind:
+        raise ValueError(f"it holds a {cell.kind} cell, not a {kind} cell")
+    value = cell.value
+    if kind == "optimum":
+        if value.nodes != config.nodes or len(value.mu) != dim:
+            raise ValueError(f"its optimum is for {value.nodes} nodes and {len(value.mu)} features")
+    elif kind == "variance":
+        if len(value[0]) != dim:
+            raise ValueError(f"its variances are for {len(value[0])} features, not {dim}")
+    else:
+        estimator, seed = key
+        if (value.key, value.seed) != (estimator, seed):
+            raise ValueError(f"it holds the run {value.key}/{value.seed}")
+        if len(value.mu) != dim:
+            raise ValueError(f"mu holds {len(value.mu)} values, not {dim} (the features)")
+        if value.diverged_at is not None and value.diverged_at > config.steps:
+            raise ValueError(f"diverged_at {value.diverged_at} is past the {config.steps} steps")
+        last = config.steps if value.diverged_at is None else value.diverged_at - 1
+        if value.curve_steps != _curve_steps(config, last):
+            raise ValueError("curve_steps are not those of steps and eval_every")
+        n = samples_per_step(estimator, config.num_samples, dim, config.budget)
+        if (value.samples_per_step, value.evaluations_per_step) != (
+            n,
+            evaluations_per_step(estimator, n, dim),
+        ):
+            raise ValueError("samples_per_step or evaluations_per_step are not this estimator's")
+
+
+def _check_run_state(state: Any, config: BBVIConfig, X: Tensor) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``state`` is a mid-run state of
+    :func:`~stochgrad.apps.vi.train` under ``config`` on data ``X``."""
+    dim = X.shape[1]
+    step = saved_int(state, "step", minimum=1, maximum=config.steps - 1)
+    mu = saved_tensor(state, "mu", shape=(dim,), dtype=X.dtype, finite=True)
+    log_sigma = saved_tensor(state, "log_sigma", shape=(dim,), dtype=X.dtype, finite=True)
+    if bool((log_sigma.abs() > 50.0).any()):  # train stops a run there (diverged)
+        raise ValueError("log_sigma must lie in [-50, 50]")
+    params = [
+        torch.zeros_like(mu, requires_grad=True),
+        torch.zeros_like(log_sigma, requires_grad=True),
+    ]
+    opt_cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam
+    saved_optimizer_state(state, "optimizer", opt_cls(params, lr=config.lr), lr=False)
+    saved_generator_state(state, "rng")
+    steps = saved_numbers(state, "curve_steps", int)
+    if steps != _curve_steps(config, step):
+        raise ValueError(f"curve_steps are not those of eval_every up to step {step}")
+    elbo = saved_numbers(state, "curve_elbo", length=len(steps), finite=False)
+    if any(math.isnan(e) or e == math.inf for e in elbo):
+        raise ValueError("curve_elbo must hold finite values or -inf")
+    saved_float(state, "seconds", minimum=0.0)
 
 
 def study_units(config: BBVIStudyConfig) -> int:
@@ -304,7 +463,14 @@ def bbvi_study(
 
     def grid(keys, run_cell, **kw):
         return run_grid(
-            keys, run_cell, config=tc, result_type=_Cell, checkpoint=checkpoint, **kw
+            keys,
+            run_cell,
+            config=tc,
+            result_type=_Cell,
+            checkpoint=checkpoint,
+            check_result=lambda key, cell: _check_cell(key, cell, tc, X.shape[1]),
+            check_state=lambda key, state: _check_run_state(state, tc, X),
+            **kw,
         ).results
 
     optimum = grid(

@@ -39,6 +39,7 @@ from stochgrad.apps.design import (
     nmc_eig,
     pce_eig,
 )
+from stochgrad.checkpoint import saved_float, saved_int, saved_tensor, saved_value
 from stochgrad.studies.scaffold import cell_generator, run_grid
 
 __all__ = [
@@ -162,12 +163,23 @@ class EIGCell:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EIGCell:
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes."""
+        estimate = saved_tensor(state, "estimate", shape=(None,), dtype=torch.float64, finite=True)
+        stderr = saved_tensor(
+            state,
+            "stderr",
+            shape=tuple(estimate.shape),
+            dtype=torch.float64,
+            finite=True,
+            minimum=0.0,
+        )
         return cls(
-            str(state["estimator"]),
-            int(state["replicate"]),
-            state["estimate"].numpy(),
-            state["stderr"].numpy(),
-            float(state["seconds"]),
+            check_choice("estimator", saved_value(state, "estimator"), EIG_COMPARISON_ESTIMATORS),
+            saved_int(state, "replicate", minimum=0),
+            estimate.numpy(),
+            stderr.numpy(),
+            saved_float(state, "seconds", minimum=0.0),
         )
 
 

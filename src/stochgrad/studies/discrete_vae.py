@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stochgrad._checks import check_seed
+from stochgrad._checks import check_choice, check_seed
 from stochgrad.apps.discrete_vae import (
     VAE_ESTIMATORS,
     BinaryVAE,
@@ -50,8 +50,19 @@ from stochgrad.apps.discrete_vae import (
     load_binary_digits,
     train_step,
 )
-from stochgrad.checkpoint import RunCheckpoint
-from stochgrad.studies.scaffold import run_grid
+from stochgrad.checkpoint import (
+    RunCheckpoint,
+    saved_float,
+    saved_int,
+    saved_numbers,
+    saved_value,
+)
+from stochgrad.studies.scaffold import (
+    run_grid,
+    saved_generator_state,
+    saved_module_state,
+    saved_optimizer_state,
+)
 
 __all__ = [
     "STREAMS",
@@ -126,12 +137,107 @@ class RunResult:
         return asdict(self)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RunResult:
-        return cls(**state)
+    def from_state(cls, state: dict[str, Any], *, finished: bool = True) -> RunResult:
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes (:func:`run_study` also checks the steps against
+        its settings). ``finished=False``: the record of a run in progress, whose final
+        numbers are not there yet (NaN)."""
+        eval_steps = _steps(state, "eval_steps")
+        probe_steps = _steps(state, "probe_steps")
+        test_elbo = saved_numbers(state, "test_elbo")
+        train_elbo = saved_numbers(state, "train_elbo", finite=False)
+        variance = saved_numbers(state, "variance", minimum=0.0)
+        pairs = {
+            ("eval_steps", "test_elbo"): (eval_steps, test_elbo),
+            ("eval_steps", "train_elbo"): (eval_steps, train_elbo),
+            ("probe_steps", "variance"): (probe_steps, variance),
+        }
+        for (a, b), (x, y) in pairs.items():
+            if len(x) != len(y):
+                raise ValueError(f"{a} and {b} must hold as many values, got {len(x)} and {len(y)}")
+        if not all(math.isfinite(v) for v in train_elbo[1:]) or (
+            train_elbo and math.isinf(train_elbo[0])
+        ):  # NaN only at step 0: no training before it
+            raise ValueError("train_elbo must be finite (NaN only at step 0)")
+
+        def final(key: str, minimum: float | None = None) -> float:
+            value = saved_float(state, key, finite=finished, minimum=minimum)
+            if not finished and math.isinf(value):
+                raise ValueError(f"{key} must be finite or NaN, got {value}")
+            return value
+
+        return cls(
+            key=check_choice("key", saved_value(state, "key"), VAE_ESTIMATORS),
+            seed=check_seed("seed", saved_value(state, "seed")),
+            eval_steps=eval_steps,
+            test_elbo=test_elbo,
+            train_elbo=train_elbo,
+            probe_steps=probe_steps,
+            variance=variance,
+            final_elbo=final("final_elbo"),
+            final_elbo_se=final("final_elbo_se", 0.0),
+            final_iwae=final("final_iwae"),
+            final_iwae_se=final("final_iwae_se", 0.0),
+            samples_per_step=saved_int(state, "samples_per_step", minimum=1),
+            evaluations_per_step=saved_int(state, "evaluations_per_step", minimum=1),
+            train_seconds=saved_float(state, "train_seconds", minimum=0.0),
+            seconds=saved_float(state, "seconds", minimum=0.0),
+        )
+
+    def check(self, key: tuple[str, int], config: Config, last: int | None = None) -> None:
+        """Raise ``ValueError`` unless this is the record of run ``key`` under ``config``,
+        finished, or (``last``) in progress after step ``last``."""
+        if (self.key, self.seed) != tuple(key):
+            raise ValueError(f"it holds the run {self.key}/{self.seed}")
+        last = config.steps if last is None else last
+        for name, every in (("eval", config.eval_every), ("probe", config.probe_every)):
+            expected = [s for s in range(last + 1) if _due(s, every, config.steps)]
+            if getattr(self, f"{name}_steps") != expected:
+                raise ValueError(f"{name}_steps are not those of steps and {name}_every")
+        spec = VAE_ESTIMATORS[self.key]
+        n = spec.num_samples(config.samples)
+        if (self.samples_per_step, self.evaluations_per_step) != (
+            n,
+            n * spec.evaluations_per_sample,
+        ):
+            raise ValueError("samples_per_step or evaluations_per_step are not this estimator's")
+
+
+def _steps(state: dict[str, Any], key: str) -> list[int]:
+    steps = saved_numbers(state, key, int, minimum=0)
+    if any(b <= a for a, b in zip(steps[:-1], steps[1:], strict=True)):
+        raise ValueError(f"{key} must increase")
+    return steps
 
 
 def _due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
+
+
+def _check_run_state(
+    state: Any,
+    key: tuple[str, int],
+    config: Config,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the field unless ``state`` is a mid-run state
+    of run ``key`` under ``config`` that ``model`` and ``optimizer`` (fresh) can continue."""
+    step = saved_int(state, "step", minimum=1, maximum=config.steps - 1)
+    if step % config.checkpoint_every:
+        raise ValueError(f"step must be a multiple of checkpoint_every, got {step}")
+    saved_module_state(state, "model", model)
+    saved_optimizer_state(state, "optimizer", optimizer)
+    generators = saved_value(state, "generators", dict)
+    if set(generators) != set(STREAMS):
+        raise ValueError(f"generators must hold the streams {list(STREAMS)}")
+    for name in STREAMS:
+        saved_generator_state(generators, name)
+    result = RunResult.from_state(saved_value(state, "result", dict), finished=False)
+    result.check(key, config, last=step)
+    pending = saved_numbers(state, "train_elbos")
+    if len(pending) != step - result.eval_steps[-1]:
+        raise ValueError("train_elbos must hold one value per step since the last evaluation")
 
 
 def run_one(
@@ -183,11 +289,12 @@ def run_one(
     )
     start_step, train_elbos = 0, []
     if state is not None:
+        _check_run_state(state, (key, seed), config, model, optimizer)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for name, g in gens.items():
             g.set_state(state["generators"][name])
-        result = RunResult.from_state(state["result"])
+        result = RunResult.from_state(state["result"], finished=False)
         start_step, train_elbos = int(state["step"]), list(state["train_elbos"])
     begin = time.perf_counter() - result.seconds
     last = config.steps
@@ -327,6 +434,12 @@ def run_study(
             progress(int(state["step"]))
         return run_one(cell[0], cell[1], config, data, state=state, save=save, progress=progress)
 
+    def check_state(cell: tuple[str, int], state: Any) -> None:
+        model = BinaryVAE(config.latents, config.hidden, seed=cell[1], pixel_mean=data[0].mean(0))
+        model = model.to(data[0].dtype)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        _check_run_state(state, cell, config, model, optimizer)
+
     grid = run_grid(
         [(k, s) for k in keys for s in seeds],
         run_cell,
@@ -338,6 +451,8 @@ def run_study(
         cell_units=lambda cell: config.steps,  # run_one advances the bar itself
         on_result=None if on_run is None else (lambda cell, run: on_run(run)),
         on_resume=on_resume,
+        check_result=lambda cell, run: run.check(cell, config),
+        check_state=check_state,
     )
     return Study(config, keys, seeds, grid.results, grid.resumed, grid.continued, grid.seconds)
 

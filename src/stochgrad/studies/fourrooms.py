@@ -36,7 +36,7 @@ from stochgrad.apps.rl.option_critic import (
     evaluate_greedy,
     train_option_critic,
 )
-from stochgrad.checkpoint import save_json
+from stochgrad.checkpoint import save_json, saved_float, saved_tensor, saved_value
 from stochgrad.studies.scaffold import run_grid
 
 __all__ = [
@@ -109,8 +109,35 @@ class FourRoomsCell:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FourRoomsCell:
-        s = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
-        return cls(**s)
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes (the parameters' shapes agreeing)."""
+        f64 = torch.float64
+        theta = saved_tensor(state, "theta", shape=(None, None, None), dtype=f64, finite=True)
+        states, options, actions = theta.shape
+        return cls(
+            seed=check_seed("seed", saved_value(state, "seed")),
+            steps=saved_tensor(state, "steps", shape=(None,), dtype=torch.int64, minimum=0).numpy(),
+            mean_steps=_mean_steps(state, "mean_steps"),
+            mean_steps_state_policy=_mean_steps(state, "mean_steps_state_policy"),
+            theta=theta.numpy(),
+            vartheta=saved_tensor(
+                state, "vartheta", shape=(states, options), dtype=f64, finite=True
+            ).numpy(),
+            q_u=saved_tensor(
+                state, "q_u", shape=(states, options, actions), dtype=f64, finite=True
+            ).numpy(),
+            q_omega=saved_tensor(
+                state, "q_omega", shape=(states, options), dtype=f64, finite=True
+            ).numpy(),
+        )
+
+
+def _mean_steps(state: dict[str, Any], key: str) -> float:
+    """Exact mean steps to the goal: >= 0, infinite for a policy that never gets there."""
+    value = saved_float(state, key, finite=False, minimum=0.0)
+    if value != value:  # NaN
+        raise ValueError(f"{key} must be a number of steps, got nan")
+    return value
 
 
 @dataclass

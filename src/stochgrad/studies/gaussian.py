@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stochgrad._checks import check_float, check_int, check_seed
+from stochgrad._checks import check_choice, check_float, check_int, check_seed
+from stochgrad.checkpoint import saved_float, saved_numbers, saved_tensor, saved_value
 from stochgrad.studies import variance as V
 from stochgrad.studies.scaffold import cell_generator, relative_difference, run_grid
 
@@ -48,8 +49,20 @@ def _z(measured: float, reference: float, se: float) -> float:
     return (measured - reference) / se
 
 
-def _arrays(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+def _pair(state: dict[str, Any], key: str, minimum: float | None = None) -> np.ndarray:
+    """A saved per-coordinate ``(theta, sigma)`` record: a float64 tensor of 2 finite values."""
+    t = saved_tensor(state, key, shape=(2,), dtype=torch.float64, finite=True, minimum=minimum)
+    return t.numpy()
+
+
+def _floats(state: dict[str, Any], key: str, minimum: float | None = None) -> tuple[float, ...]:
+    return tuple(saved_numbers(state, key, float, length=2, minimum=minimum))
+
+
+def _same(name: str, saved: Any, expected: Any) -> None:
+    """Refuse a saved cell whose grid point is not the one its key stands for."""
+    if saved != expected:
+        raise ValueError(f"{name} is {saved!r}, but this cell's is {expected!r}")
 
 
 def _tensors(obj: Any) -> dict[str, Any]:
@@ -126,8 +139,21 @@ class DemoCell:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> DemoCell:
-        s = _arrays(state)
-        return cls(**{**s, "true_grad": tuple(s["true_grad"]), "closed": tuple(s["closed"])})
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes."""
+        return cls(
+            delta=saved_float(state, "delta"),
+            sigma=saved_float(state, "sigma", minimum=0.0),
+            estimator=check_choice(
+                "estimator", saved_value(state, "estimator"), V.VARIANCE_ESTIMATORS
+            ),
+            true_grad=_floats(state, "true_grad"),
+            grad=_pair(state, "grad"),
+            stderr=_pair(state, "stderr", minimum=0.0),
+            variance=_pair(state, "variance", minimum=0.0),
+            variance_se=_pair(state, "variance_se", minimum=0.0),
+            closed=_floats(state, "closed", minimum=0.0),
+        )
 
 
 @dataclass
@@ -202,6 +228,13 @@ def demo_study(
             V.quadratic_variance(est, d, s, num_samples=config.samples),
         )
 
+    def check_cell(key, cell: DemoCell) -> None:
+        part, gi, ei = key
+        d, s = points[part][gi]
+        _same("delta", cell.delta, d)
+        _same("sigma", cell.sigma, s)
+        _same("estimator", cell.estimator, ests[ei])
+
     out = run_grid(
         keys,
         run_cell,
@@ -211,6 +244,7 @@ def demo_study(
         resume=resume,
         progress=progress,
         on_resume=on_resume,
+        check_result=check_cell,
     )
     cells = [out.results[k] for k in keys if k[0] == 0]
     every = list(out.results.values())
@@ -290,8 +324,18 @@ class CompareCell:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CompareCell:
-        s = _arrays(state)
-        return cls(**{**s, "quad": tuple(s["quad"])})
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes."""
+        return cls(
+            family=check_choice("family", saved_value(state, "family"), V.FAMILIES),
+            k=saved_float(state, "k"),
+            estimator=check_choice(
+                "estimator", saved_value(state, "estimator"), V.COMPARE_ESTIMATORS
+            ),
+            quad=_floats(state, "quad", minimum=0.0),
+            mc=_pair(state, "mc", minimum=0.0),
+            mc_se=_pair(state, "mc_se", minimum=0.0),
+        )
 
 
 @dataclass
@@ -342,6 +386,12 @@ def compare_study(
         )
         return CompareCell(fams[fi].key, k, est, quad, mc.variance, mc.variance_se)
 
+    def check_cell(key, cell: CompareCell) -> None:
+        fi, ki, ei = key
+        _same("family", cell.family, fams[fi].key)
+        _same("k", cell.k, float(grids[fi][ki]))
+        _same("estimator", cell.estimator, ests[ei])
+
     out = run_grid(
         keys,
         run_cell,
@@ -351,5 +401,6 @@ def compare_study(
         resume=resume,
         progress=progress,
         on_resume=on_resume,
+        check_result=check_cell,
     )
     return CompareResult(config, [out.results[k] for k in keys], out.resumed)

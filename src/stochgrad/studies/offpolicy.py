@@ -54,8 +54,15 @@ from stochgrad.apps.offpolicy import (
     policy_probs,
     policy_value,
     read_log,
+    split_rounds,
     train_policy,
     true_gradient,
+)
+from stochgrad.checkpoint import (
+    saved_float,
+    saved_int,
+    saved_tensor,
+    saved_value,
 )
 from stochgrad.studies.scaffold import run_grid
 
@@ -184,7 +191,21 @@ class LearnerRun:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LearnerRun:
-        return cls(**state)
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes."""
+        return cls(
+            key=check_choice("key", saved_value(state, "key"), REFERENCE_POLICIES + LEARNERS),
+            seed=check_seed("seed", saved_value(state, "seed")),
+            value=saved_float(state, "value"),
+            greedy_value=saved_float(state, "greedy_value"),
+            seconds=saved_float(state, "seconds", minimum=0.0),
+        )
+
+
+def _check_key(key: tuple, saved: tuple) -> None:
+    """Refuse a saved cell that is not the one its key stands for."""
+    if tuple(saved) != tuple(key):
+        raise ValueError(f"it holds the cell {'/'.join(map(str, saved))}")
 
 
 def _seed_data(config: LearnersConfig, seed: int) -> tuple[SyntheticBandit, LoggedData, Tensor]:
@@ -307,6 +328,7 @@ def learners_study(
         progress=progress,
         on_result=on_result,
         on_resume=on_resume,
+        check_result=lambda key, run: _check_key(key, (run.key, run.seed)),
     )
     runs = out.results
     optimal = []
@@ -406,7 +428,40 @@ class ConfoundingDemo:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ConfoundingDemo:
-        return cls(**{k: v.numpy() if isinstance(v, Tensor) else v for k, v in state.items()})
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes (every array of ``true``'s ``[A, d + 1]`` shape,
+        finite; :func:`confounding_study` also checks it against the bandit)."""
+        true = saved_tensor(state, "true", shape=(None, None), dtype=_DTYPE, finite=True)
+        shape = tuple(true.shape)
+        cases: dict[str, Any] = {}
+        for case in _CASES:
+            for suffix, minimum in (("", None), ("_stderr", 0.0), ("_z", None)):
+                name = f"{case}{suffix}"
+                cases[name] = saved_tensor(
+                    state, name, shape=shape, dtype=_DTYPE, finite=True, minimum=minimum
+                ).numpy()
+            cases[f"{case}_value"] = saved_float(state, f"{case}_value")
+            cases[f"{case}_value_stderr"] = saved_float(state, f"{case}_value_stderr", minimum=0.0)
+        return cls(
+            rounds=saved_int(state, "rounds", minimum=2),
+            seed=check_seed("seed", saved_value(state, "seed")),
+            action_strength=saved_float(state, "action_strength"),
+            reward_strength=saved_float(state, "reward_strength"),
+            true=true.numpy(),
+            true_value=saved_float(state, "true_value"),
+            **cases,
+        )
+
+    def check(self, seed: int, config: ConfoundingConfig, env: ConfoundedBandit) -> None:
+        """Raise ``ValueError`` unless this is the demonstration of ``seed`` under ``config``
+        on ``env``."""
+        saved = (self.rounds, self.seed, self.action_strength, self.reward_strength)
+        expected = (config.rounds, seed, config.action_strength, config.reward_strength)
+        if saved != expected:
+            raise ValueError(f"it holds rounds, seed and strengths {saved}, not {expected}")
+        shape = (env.base.n_actions, env.base.dim_context + 1)
+        if self.true.shape != shape:
+            raise ValueError(f"its arrays have shape {list(self.true.shape)}, not {list(shape)}")
 
 
 def confounding_demonstration(
@@ -532,6 +587,7 @@ def confounding_study(
         resume=resume,
         progress=progress,
         on_resume=on_resume,
+        check_result=lambda key, demo: demo.check(key[0], config, env),
     )
     return ConfoundingResult(config, [out.results[k] for k in keys], out.resumed)
 
@@ -680,7 +736,80 @@ class LogLearningRun:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LogLearningRun:
-        return cls(**state)
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes (:func:`log_learning` also checks it against the
+        log)."""
+        values = {}
+        for name, value in saved_value(state, "values", dict).items():
+            check_choice("values", name, GRADIENT_LEARNERS)
+            try:
+                values[name] = {
+                    "value": saved_float(value, "value"),
+                    "stderr": saved_float(value, "stderr", minimum=0.0),
+                    "max_weight": saved_float(value, "max_weight", minimum=0.0),
+                    "effective_rounds": saved_float(
+                        value, "effective_rounds", finite=False, minimum=0.0
+                    ),
+                }
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"values[{name!r}]: {exc}") from None
+        return cls(
+            theta=saved_tensor(state, "theta", shape=(None, None), dtype=_DTYPE, finite=True),
+            values=values,
+            logging_value=saved_float(state, "logging_value"),
+            logging_stderr=saved_float(state, "logging_stderr", minimum=0.0),
+            gain=saved_float(state, "gain"),
+            gain_stderr=saved_float(state, "gain_stderr", minimum=0.0),
+            train_rounds=saved_int(state, "train_rounds", minimum=2),
+            eval_rounds=saved_int(state, "eval_rounds", minimum=2),
+            in_sample=saved_value(state, "in_sample", bool),
+            true_value=_true_value(state, "true_value"),
+            true_logging_value=_true_value(state, "true_logging_value"),
+            seconds=saved_float(state, "seconds", minimum=0.0),
+        )
+
+    def check(self, config: LogLearningConfig, data: LoggedData) -> None:
+        """Raise ``ValueError`` unless this run can be one learned from ``data`` under
+        ``config``."""
+        shape = (data.num_actions, data.contexts.shape[1] + 1)
+        if tuple(self.theta.shape) != shape:
+            raise ValueError(f"theta has shape {list(self.theta.shape)}, not {list(shape)}")
+        n = len(data)
+        train, evaluate = split_rounds(n, config.holdout, config.seed)
+        rounds = (len(train), len(evaluate))
+        if (self.train_rounds, self.eval_rounds) != rounds or self.in_sample != (
+            config.holdout == 0
+        ):
+            raise ValueError(
+                f"it learned from {self.train_rounds} and evaluated on {self.eval_rounds} of "
+                f"the log's {n} rounds (holdout {config.holdout}: {rounds[0]} and {rounds[1]})"
+            )
+        if config.estimator not in self.values:
+            raise ValueError(f"values has no {config.estimator!r} entry")
+
+
+def _true_value(state: dict[str, Any], key: str) -> float:
+    """A true value: finite, or NaN when the log does not carry the true expected rewards."""
+    value = saved_float(state, key, finite=False)
+    if math.isinf(value):
+        raise ValueError(f"{key} must be finite or NaN, got {value}")
+    return value
+
+
+def _check_adam_state(state: Any, config: LogLearningConfig, data: LoggedData) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``state`` is a mid-run Adam state of
+    :func:`~stochgrad.apps.offpolicy.train_policy` on ``data`` under ``config``."""
+    shape = (data.num_actions, data.contexts.shape[1] + 1)
+    for name in ("value", "m", "v"):
+        saved_tensor(
+            state,
+            name,
+            shape=shape,
+            dtype=_DTYPE,
+            finite=True,
+            minimum=0.0 if name == "v" else None,
+        )
+    saved_int(state, "k", minimum=1, maximum=config.iterations - 1)
 
 
 @dataclass
@@ -780,6 +909,8 @@ def log_learning(
         progress=progress,
         cell_units=lambda key: config.iterations,  # learn_policy advances the bar itself
         on_resume=lambda done, partial: on_resume("finished") if done and on_resume else None,
+        check_result=lambda key, run: run.check(config, data),
+        check_state=lambda key, state: _check_adam_state(state, config, data),
     )
     return LogLearningResult(
         config=config,

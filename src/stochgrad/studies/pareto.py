@@ -65,7 +65,7 @@ from stochgrad.apps.rl.deep_sea import (
     value_iteration,
 )
 from stochgrad.apps.rl.multi_objective import ReinforceConfig, train_reinforce
-from stochgrad.checkpoint import save_json
+from stochgrad.checkpoint import save_json, saved_float, saved_tensor, saved_value
 from stochgrad.studies.scaffold import run_grid
 
 __all__ = [
@@ -159,7 +159,30 @@ class ParetoCell:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ParetoCell:
-        return cls(**{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()})
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes (the arrays' shapes agreeing on the weights)."""
+        f64 = torch.float64
+        restart_returns = saved_tensor(
+            state, "restart_returns", shape=(None, None, 2), dtype=f64, finite=True
+        )
+        k, restarts = restart_returns.shape[:2]
+        optimal = saved_tensor(state, "restarts_optimal", shape=(k,), dtype=torch.int64, minimum=0)
+        if bool((optimal > restarts).any()):
+            raise ValueError(f"restarts_optimal must be <= {restarts} (the restarts)")
+        logits = None
+        if state.get("policy_logits") is not None:  # None: finished by an earlier release
+            logits = saved_tensor(
+                state, "policy_logits", shape=(k, None, None), dtype=f64, finite=True
+            ).numpy()
+        return cls(
+            seed=check_seed("seed", saved_value(state, "seed")),
+            restart_returns=restart_returns.numpy(),
+            returns=saved_tensor(state, "returns", shape=(k, 2), dtype=f64, finite=True).numpy(),
+            restarts_optimal=optimal.numpy(),
+            recovered=saved_tensor(state, "recovered", shape=(None,), dtype=torch.bool).numpy(),
+            hypervolume=saved_float(state, "hypervolume", minimum=0.0),
+            policy_logits=logits,
+        )
 
 
 @dataclass

@@ -72,9 +72,15 @@ import torch
 from torch.distributions import Bernoulli
 
 from stochgrad import _compat
-from stochgrad._checks import check_float, check_int, check_seed
+from stochgrad._checks import check_choice, check_float, check_int, check_seed
 from stochgrad._optim import Adam
-from stochgrad.checkpoint import RunCheckpoint
+from stochgrad.checkpoint import (
+    RunCheckpoint,
+    saved_float,
+    saved_int,
+    saved_tensor,
+    saved_value,
+)
 from stochgrad.gradient_estimate import GradientEstimate, SingleSampleWarning
 from stochgrad.studies.scaffold import run_grid, stream_generator
 
@@ -408,8 +414,51 @@ class RunResult:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RunResult:
-        kwargs = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
-        return cls(**kwargs)
+        """Inverse of :meth:`to_state`; ``ValueError``/``TypeError`` naming a field that does
+        not hold what :meth:`to_state` writes (:func:`run_study` also checks the lengths
+        against its settings)."""
+        theta = saved_tensor(state, "theta", shape=(None,), dtype=DTYPE, finite=True, minimum=0.0)
+        if theta.numel() < 2 or bool((theta > 1.0).any()):
+            raise ValueError("theta must hold 2 or more probabilities in [0, 1]")
+        n = theta.numel()
+        probes = saved_tensor(state, "probe_iterations", shape=(None,), dtype=torch.int64)
+        if probes.numel() == 0 or bool((probes.diff() <= 0).any()):
+            raise ValueError("probe_iterations must be increasing")
+        if int(probes[0]) != 0 or int(probes[-1]) != n - 1:
+            raise ValueError(f"probe_iterations must run from 0 to {n - 1} (theta's last index)")
+        return cls(
+            key=check_choice("key", saved_value(state, "key"), TOY_ESTIMATORS),
+            seed=check_seed("seed", saved_value(state, "seed")),
+            theta=theta.numpy(),
+            loss=saved_tensor(state, "loss", shape=(n,), dtype=DTYPE, finite=True).numpy(),
+            probe_iterations=probes.numpy(),
+            probe_variance=saved_tensor(
+                state,
+                "probe_variance",
+                shape=(probes.numel(),),
+                dtype=DTYPE,
+                finite=True,
+                minimum=0.0,
+            ).numpy(),
+            variance_half=saved_float(state, "variance_half", minimum=0.0),
+            evaluations=saved_int(state, "evaluations", minimum=0),
+            seconds=saved_float(state, "seconds", minimum=0.0),
+        )
+
+    def check(self, key: tuple[str, int], config: Config) -> None:
+        """Raise ``ValueError`` unless this is the run ``key`` of a study with ``config``."""
+        if (self.key, self.seed) != tuple(key):
+            raise ValueError(f"it holds the run {self.key}/{self.seed}")
+        if self.theta.size != config.iterations + 1:
+            raise ValueError(
+                f"theta holds {self.theta.size} values, not {config.iterations + 1} "
+                "(iterations + 1)"
+            )
+        expected = np.arange(0, config.iterations + 1, config.probe_every)
+        if expected[-1] != config.iterations:
+            expected = np.append(expected, config.iterations)
+        if not np.array_equal(self.probe_iterations, expected):
+            raise ValueError("probe_iterations are not those of probe_every")
 
 
 def step_variance(
@@ -513,7 +562,7 @@ def run_one(
     iters = config.iterations
     theta = np.empty(iters + 1)
     theta[0] = 0.5
-    probe_iterations = np.arange(0, iters + 1, config.probe_every)
+    probe_iterations = np.arange(0, iters + 1, config.probe_every, dtype=np.int64)
     if probe_iterations[-1] != iters:
         probe_iterations = np.append(probe_iterations, iters)
     probe_variance = np.empty(probe_iterations.size)
@@ -651,6 +700,7 @@ def run_study(
         cell_units=lambda cell: config.iterations,  # run_one advances the bar itself
         on_result=None if on_run is None else (lambda cell, run: on_run(run)),
         on_resume=on_resume,
+        check_result=lambda cell, run: run.check(cell, config),
     )
     return Study(config, ready, seeds, grid.results, skipped, grid.resumed, grid.seconds)
 

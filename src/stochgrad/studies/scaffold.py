@@ -34,7 +34,14 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from stochgrad.checkpoint import RunCheckpoint
+from stochgrad.checkpoint import (
+    RESTART_HINT,
+    CheckpointError,
+    RunCheckpoint,
+    saved_float,
+    saved_tensor,
+    saved_value,
+)
 
 __all__ = ["Grid", "cell_generator", "relative_difference", "run_grid", "stream_generator"]
 
@@ -63,6 +70,120 @@ def stream_generator(seed: int, *names: str) -> torch.Generator:
     True
     """
     return cell_generator(seed, *(zlib.crc32(n.encode()) for n in names))
+
+
+#: The size of a CPU ``torch.Generator``'s state (what ``get_state`` returns).
+_GENERATOR_STATE = torch.Generator().get_state().numel()
+
+
+def saved_generator_state(state: Any, key: str) -> torch.Tensor:
+    """``state[key]`` checked to be a CPU ``torch.Generator`` state (``set_state`` takes it).
+
+    >>> saved_generator_state({"rng": torch.Generator().get_state()}, "rng").dtype
+    torch.uint8
+    """
+    return saved_tensor(state, key, shape=(_GENERATOR_STATE,), dtype=torch.uint8)
+
+
+def saved_module_state(state: Any, key: str, module: torch.nn.Module) -> dict[str, Any]:
+    """``state[key]`` checked to be a ``state_dict`` of ``module`` (a fresh one, made as the
+    run makes it): the same entries, each a finite tensor of the same shape and dtype.
+    (``load_state_dict`` refuses another shape, but casts another dtype silently.)
+
+    >>> net = torch.nn.Linear(2, 1)
+    >>> saved = {"weight": torch.zeros(1, 3), "bias": torch.zeros(1)}
+    >>> saved_module_state({"model": saved}, "model", net)
+    Traceback (most recent call last):
+    ...
+    ValueError: model: weight must have shape [1, 2], got [1, 3]
+    """
+    saved = saved_value(state, key, dict)
+    expected = module.state_dict()
+    try:
+        if set(saved) != set(expected):
+            odd = sorted(map(str, set(saved) ^ set(expected)))
+            raise ValueError(f"entries differ from the model's ({', '.join(odd[:3])})")
+        for name, ref in expected.items():
+            saved_tensor(saved, name, shape=tuple(ref.shape), dtype=ref.dtype, finite=True)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{key}: {exc}") from None
+    return saved
+
+
+def saved_optimizer_state(
+    state: Any, key: str, optimizer: torch.optim.Optimizer, *, lr: bool = True
+) -> dict[str, Any]:
+    """``state[key]`` checked to be a state dict that ``optimizer`` (a fresh one, made as the
+    run makes it) can continue from.
+
+    ``load_state_dict`` checks the sizes of the parameter groups only; a moment of another
+    shape or dtype would be taken, and fail or mislead later. Checked here: groups covering each
+    parameter once, with the hyperparameters of ``optimizer`` (the learning rate only when
+    ``lr``: a schedule changes it, and then it must be finite and >= 0), and per-parameter
+    tensors (Adam's moments, SGD's momentum) of the parameter's shape and dtype, finite, the
+    second moments and step counts >= 0.
+
+    Raises:
+        ValueError, TypeError: naming ``key`` and what does not fit.
+
+    >>> w = torch.zeros(3, requires_grad=True)
+    >>> opt = torch.optim.Adam([w])
+    >>> w.grad = torch.ones(3); opt.step()
+    >>> saved = opt.state_dict()
+    >>> saved["state"][0]["exp_avg"] = torch.zeros(2)
+    >>> saved_optimizer_state({"optimizer": saved}, "optimizer", torch.optim.Adam([w]))
+    Traceback (most recent call last):
+    ...
+    ValueError: optimizer: exp_avg of parameter 0 must have shape [3], got [2]
+    """
+    saved = saved_value(state, key, dict)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    expected = optimizer.state_dict()["param_groups"]
+    try:
+        groups = saved_value(saved, "param_groups", list)
+        if len(groups) != len(expected):
+            raise ValueError(f"param_groups must hold {len(expected)} group(s), got {len(groups)}")
+        seen: list[int] = []
+        for g, (group, ref) in enumerate(zip(groups, expected, strict=True)):
+            for i in saved_value(group, "params", list):
+                if isinstance(i, bool) or not isinstance(i, int):
+                    raise TypeError(f"params must hold ints, got {type(i).__name__}")
+                seen.append(i)
+            saved_float(group, "lr", minimum=0.0)
+            for name, value in ref.items():
+                if name == "params" or (name == "lr" and not lr) or name not in group:
+                    continue
+                if group[name] != value:
+                    raise ValueError(f"{name} of group {g} is {group[name]!r}, not {value!r}")
+        if sorted(seen) != list(range(len(params))):
+            raise ValueError(f"param_groups must cover parameters 0..{len(params) - 1} once")
+        for i, per in saved_value(saved, "state", dict).items():
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(params):
+                raise ValueError(f"state of an unknown parameter {i!r}")
+            if not isinstance(per, dict):
+                raise TypeError(f"state of parameter {i} must be a dict, got {type(per).__name__}")
+            for name, value in per.items():
+                if value is None:  # SGD without momentum
+                    continue
+                if name == "step":
+                    if isinstance(value, torch.Tensor):
+                        saved_tensor(per, name, shape=(), finite=True, minimum=0.0)
+                    else:
+                        saved_float(per, name, minimum=0.0)
+                    continue
+                p = params[i]
+                where = f"{name} of parameter {i}"
+                saved_tensor(
+                    {where: value},
+                    where,
+                    shape=tuple(p.shape),
+                    dtype=p.dtype,
+                    finite=True,
+                    minimum=0.0 if name.endswith("_sq") else None,
+                )
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{key}: {exc}") from None
+    return saved
 
 
 def relative_difference(measured: float, reference: float) -> float:
@@ -94,6 +215,37 @@ class Grid(Generic[R]):
     checkpoint: Path | None = field(default=None, repr=False)
 
 
+def _check_loaded(
+    ckpt: RunCheckpoint,
+    keys: Sequence[Key],
+    check_result: Callable[[Key, Any], None] | None,
+    check_state: Callable[[Key, Any], None] | None,
+) -> None:
+    """Run the checks of the cells ``keys`` found in ``ckpt``; a failure is one
+    :class:`~stochgrad.checkpoint.CheckpointError` naming the file, the cell and the field."""
+    for key in keys:
+        if key in ckpt.runs:
+            what, check, found = "finished run", check_result, ckpt.runs[key]
+        elif key in ckpt.partial:
+            what, check, found = "run in progress", check_state, ckpt.partial[key]
+        else:
+            continue
+        if check is None:
+            continue
+        try:
+            check(key, found)
+        except CheckpointError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+            # RuntimeError: torch's word for a tensor of the wrong shape or dtype
+            lines = str(exc).strip().splitlines()
+            why = (lines[0] if lines else type(exc).__name__)[:200]
+            cell = "/".join(map(str, key))
+            raise CheckpointError(
+                f"{ckpt.path}: its {what} {cell} cannot be used ({why}); {RESTART_HINT}"
+            ) from None
+
+
 def run_grid(
     keys: Sequence[Key],
     run_cell: Callable[[Key, dict[str, Any] | None, Callable[[dict[str, Any]], None]], R],
@@ -106,6 +258,8 @@ def run_grid(
     cell_units: Callable[[Key], int] | int = 1,
     on_result: Callable[[Key, R], None] | None = None,
     on_resume: Callable[[int, int], None] | None = None,
+    check_result: Callable[[Key, R], None] | None = None,
+    check_state: Callable[[Key, Any], None] | None = None,
 ) -> Grid[R]:
     """Run every cell not already finished in ``checkpoint``; save each as it finishes.
 
@@ -127,13 +281,19 @@ def run_grid(
         on_result: called with each cell's key and result as it finishes (not resumed ones).
         on_resume: called once, before any work, with the numbers of finished and of
             partly run cells found in the checkpoint, when there are any.
+        check_result: ``check_result(key, result)`` for each finished cell found in the
+            checkpoint, before any work: raises ``ValueError`` or ``TypeError`` when the result
+            does not fit the settings (a curve of another length, another grid point).
+        check_state: ``check_state(key, state)`` likewise for each mid-run state found, before
+            ``run_cell`` gets it: the shapes, dtypes and ranges of what it holds.
 
     Returns:
         :class:`Grid` with every cell's result.
 
     Raises:
         stochgrad.checkpoint.CheckpointMismatch: the checkpoint was made with other settings.
-        stochgrad.checkpoint.CheckpointError: the checkpoint is corrupt or foreign.
+        stochgrad.checkpoint.CheckpointError: the checkpoint is corrupt or foreign, or a cell it
+            holds fails ``check_result`` or ``check_state`` (one line naming the file).
     """
     keys = [tuple(k) for k in keys]
     if len(set(keys)) != len(keys):
@@ -142,6 +302,7 @@ def run_grid(
     if checkpoint is not None:
         if resume:
             ckpt.load()
+            _check_loaded(ckpt, keys, check_result, check_state)
         else:
             ckpt.clear()
     wanted = set(keys)

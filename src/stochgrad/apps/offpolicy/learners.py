@@ -24,6 +24,7 @@ from stochgrad.apps.offpolicy.logged import LoggedData
 from stochgrad.apps.offpolicy.policy import DTYPE as _DTYPE
 from stochgrad.apps.offpolicy.policy import _features, policy_probs, policy_value
 from stochgrad.apps.offpolicy.reward_model import cross_fitted_rewards, fit_reward_model
+from stochgrad.checkpoint import saved_int, saved_tensor
 
 __all__ = [
     "GRADIENT_LEARNERS",
@@ -40,6 +41,10 @@ __all__ = [
 LEARNERS: tuple[str, ...] = ("ips", "snips", "dr", "dm")
 #: The learners that follow an off-policy gradient (:func:`train_policy`).
 GRADIENT_LEARNERS: tuple[str, ...] = OBJECTIVES
+
+
+#: The most optimiser steps of one training run.
+MAX_ITERATIONS = 10**7
 
 
 def train_policy(
@@ -67,7 +72,7 @@ def train_policy(
     Args:
         data: the logged rounds (only contexts, actions, rewards and propensities are used).
         learner: ``"ips"``, ``"snips"`` or ``"dr"``.
-        iterations: Adam steps.
+        iterations: Adam steps (at most :data:`MAX_ITERATIONS`).
         lr: Adam step size.
         reward_estimates: ``[n, A]`` :math:`\\hat q` for ``"dr"`` (cross-fitted).
         progress: called with 1 after every step (with the number of steps already done,
@@ -87,7 +92,7 @@ def train_policy(
     torch.Size([10, 6])
     """
     learner = check_choice("learner", learner, GRADIENT_LEARNERS)
-    iterations = check_int("iterations", iterations, minimum=1)
+    iterations = check_int("iterations", iterations, minimum=1, maximum=MAX_ITERATIONS)
     lr = check_float("lr", lr, minimum=0.0, open_min=True)
     save_every = check_int("save_every", save_every, minimum=1)
     if learner == "dr" and reward_estimates is None:
@@ -116,17 +121,24 @@ def train_policy(
 
 
 def _load_adam(opt: Adam, state: dict[str, Any], iterations: int) -> None:
-    """Restore Adam from a mid-run ``state``, checked against the run it continues."""
+    """Restore Adam from a mid-run ``state``, checked against the run it continues (the point
+    and both moments: the parameters' shape and dtype, finite; the second moment >= 0)."""
     try:
-        value, k = state["value"], int(state["k"])
-        ok = isinstance(value, Tensor) and value.shape == opt.value.shape and 0 <= k <= iterations
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
+        for name in ("value", "m", "v"):
+            saved_tensor(
+                state,
+                name,
+                shape=tuple(opt.value.shape),
+                dtype=opt.value.dtype,
+                finite=True,
+                minimum=0.0 if name == "v" else None,
+            )
+        saved_int(state, "k", minimum=0, maximum=iterations)
+    except (TypeError, ValueError) as exc:
         raise ValueError(
             f"state is not a mid-run state of this training ([{', '.join(map(str, opt.value.shape))}]"
-            f" parameters, at most {iterations} steps)"
-        )
+            f" parameters, at most {iterations} steps): {exc}"
+        ) from None
     opt.load_state_dict(state)
 
 
@@ -182,7 +194,7 @@ def split_rounds(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndar
         >>> [r.tolist() for r in split_rounds(5, 0.4, seed=0)]
         [[0, 1, 3], [2, 4]]
     """
-    n = check_int("n", n, minimum=2)
+    n = check_int("n", n, minimum=2, maximum=2**31)
     holdout = check_float("holdout", holdout, minimum=0.0, maximum=1.0, open_max=True)
     seed = check_seed("seed", seed)
     if holdout == 0:
@@ -237,7 +249,7 @@ def learn_policy(
         reward_model: :data:`REWARD_MODELS` or a ``[n, A]`` tensor of :math:`\hat q`.
         holdout: the fraction of rounds for evaluation, in [0, 1); 0 evaluates on the
             training rounds (optimistic: ``in_sample``).
-        iterations: Adam steps.
+        iterations: Adam steps (at most :data:`MAX_ITERATIONS`).
         lr: Adam step size.
         folds: cross-fitting folds.
         C: inverse L2 penalty of the reward model.
@@ -271,8 +283,9 @@ def learn_policy(
         given, model_name = reward_model.to(_DTYPE), "given"
     else:
         given, model_name = None, check_choice("reward_model", reward_model, REWARD_MODELS)
-    folds = check_int("folds", folds, minimum=2)
+    folds = check_int("folds", folds, minimum=2, maximum=len(data))
     C = check_float("C", C, minimum=0.0, open_min=True)
+    check_int("iterations", iterations, minimum=1, maximum=MAX_ITERATIONS)
     train_rows, eval_rows = split_rounds(len(data), holdout, seed)
     in_sample = eval_rows is train_rows  # holdout 0: split_rounds gives one array for both
     train = data.select(train_rows)
