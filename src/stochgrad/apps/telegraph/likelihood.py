@@ -480,6 +480,11 @@ def _top_series(
     return lse, g, H
 
 
+# the upper triangle of a 3 x 3 matrix, and where each of its 9 entries is in it
+_PAIRS = (torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([0, 1, 2, 1, 2, 2]))
+_SYM = torch.tensor([[0, 1, 2], [1, 3, 4], [2, 4, 5]])
+
+
 def _sum0(x: Tensor) -> Tensor:
     """``x.sum(0)`` with each column summed in the same order whatever the other columns: torch
     vectorises a sum over the first dimension across columns, so a column's rounding would
@@ -566,10 +571,13 @@ def _nll_block(
     v = lb - yp
     lr = lam * r
 
-    def outer(wt: Tensor, x: Tensor) -> Tensor:  # sum_n wt_n x_n x_n^T, [P, 3, 3]
-        return _sum0((wt[..., None] * x)[..., None] * x[..., None, :])
-
-    H2 = -outer(lr, v) - outer(lr, yp) - outer(Hc, y[:N])
+    # sum_n [lr_n (v_n v_n^T + y'_n y'_n^T) + Hc_n y_n y_n^T]: the six distinct entries of the
+    # symmetric sum, all in one sum over n
+    i, j = _PAIRS
+    yn = y[:N]
+    six = lr[..., None] * (v[..., i] * v[..., j] + yp[..., i] * yp[..., j])
+    six = _sum0(six + Hc[..., None] * (yn[..., i] * yn[..., j]))
+    H2 = -six[:, _SYM]
     s2 = _sum0(lr * (ic * ic + ic1 * ic1))
     H2[:, :2, :2] -= s2[:, None, None]
     H2[:, 0, 0] += _sum0(lr * iq * iq)
