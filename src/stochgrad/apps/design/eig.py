@@ -136,6 +136,11 @@ def _terms(
     return _contrast(lp0, lpc, bound), lp0
 
 
+#: The most likelihood values one estimate computes (``num_outer * (num_inner + 1)`` times the
+#: design's size, float64).
+MAX_EVALUATIONS = 2**28
+
+
 def _check_sizes(num_outer: int, num_inner: int) -> tuple[int, int]:
     return (
         check_int("num_outer", num_outer, minimum=2),
@@ -198,8 +203,19 @@ def _estimate(
     gradient_name: str,
 ) -> EIGEstimate:
     """The bound's terms at ``design`` and, with ``gradient``, its design gradient."""
+    if not callable(getattr(model, "check_design", None)) or not hasattr(model, "log_likelihood"):
+        raise TypeError(
+            f"model must be a design model (LinearGaussianModel, LogisticDoseResponse or one "
+            f"with check_design, sample_prior and log_likelihood), got {type(model).__name__}"
+        )
     design = model.check_design(design)
     num_outer, num_inner = _check_sizes(num_outer, num_inner)
+    if num_outer * (num_inner + 1) * design.numel() > MAX_EVALUATIONS:
+        raise ValueError(
+            f"num_outer * (num_inner + 1) = {num_outer} * {num_inner + 1} likelihood terms of a "
+            f"design of {design.numel()} numbers exceed the limit of {MAX_EVALUATIONS}; use "
+            "fewer samples"
+        )
     bound = check_choice("bound", bound, BOUNDS)
     generator = check_torch_generator(generator)
     gradient = _check_gradient(model, gradient, gradient_name)

@@ -49,7 +49,13 @@ PYRO_PRIOR_SD = (1.0, 1.5)
 
 
 def _as_tensor(name: str, value: Any, dtype: torch.dtype) -> Tensor:
-    """``value`` as a finite floating tensor (``dtype`` when it was not a float tensor)."""
+    """``value`` as a finite floating CPU tensor (``dtype`` when it was not a float tensor);
+    the models compute on the CPU."""
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got a tensor of dtype {value.dtype}")
+        if value.device.type != "cpu":
+            raise ValueError(f"{name} must be on the CPU like the model, got {value.device}")
     if not isinstance(value, Tensor):
         try:
             value = torch.as_tensor(value, dtype=dtype)
@@ -118,6 +124,8 @@ class LinearGaussianModel:
 
     def __init__(self, prior_cov: Tensor, noise_sd: float = 1.0) -> None:
         prior_cov = _as_tensor("prior_cov", prior_cov, torch.float64)
+        if prior_cov.dtype not in (torch.float32, torch.float64):  # half: no Cholesky
+            prior_cov = prior_cov.to(torch.float64)
         if prior_cov.ndim != 2 or prior_cov.shape[0] != prior_cov.shape[1]:
             raise ValueError(
                 f"prior_cov must be a square [p, p] matrix, got {tuple(prior_cov.shape)}"
@@ -310,7 +318,7 @@ def uniform_doses(num_doses: int, low: float = -4.0, high: float = 4.0) -> Tenso
     >>> uniform_doses(3).tolist()
     [-4.0, 0.0, 4.0]
     """
-    num_doses = check_int("num_doses", num_doses, minimum=1)
+    num_doses = check_int("num_doses", num_doses, minimum=1, maximum=2**24)
     low, high = check_float("low", low), check_float("high", high)
     if not low < high:
         raise ValueError(f"need low < high, got low={low!r}, high={high!r}")

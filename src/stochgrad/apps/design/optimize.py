@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +69,34 @@ def project(design: Tensor, constraint: str, box: tuple[float, float] = (-4.0, 4
     [0.6000000238418579, 0.800000011920929]
     """
     constraint = check_choice("constraint", constraint, CONSTRAINTS)
+    if not isinstance(design, Tensor) or not design.is_floating_point():
+        raise TypeError(
+            f"design must be a floating-point tensor, got "
+            f"{getattr(design, 'dtype', type(design).__name__)}"
+        )
+    if design.dim() == 0 or design.numel() == 0:
+        raise ValueError(f"design must have at least one number, got shape {list(design.shape)}")
+    if design.device.type == "meta" or not bool(torch.isfinite(design).all()):
+        raise ValueError("design must hold finite numbers")
+    low, high = _check_box(box)
     if constraint == "unit_norm":
         norm = design.norm(dim=-1, keepdim=True)
         if bool((norm == 0).any()):
             raise ValueError("a unit-norm design cannot be projected from the zero vector")
         return design / norm
     if constraint == "box":
-        return design.clamp(box[0], box[1])
+        return design.clamp(low, high)
     return design
+
+
+def _check_box(box: Any) -> tuple[float, float]:
+    """``box`` as ``(low, high)``, finite with ``low < high``; errors name ``box``."""
+    if isinstance(box, (str, bytes)) or not isinstance(box, Sequence) or len(box) != 2:
+        raise TypeError(f"box must be a pair (low, high), got {box!r}")
+    low, high = check_float("box[0]", box[0]), check_float("box[1]", box[1])
+    if not low < high:
+        raise ValueError(f"box must have low < high, got {box!r}")
+    return low, high
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,14 @@ torch.Size([2])
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent
 
-from stochgrad._checks import check_int
+from stochgrad._checks import check_int, check_seed, check_torch_generator
 
 __all__ = [
     "MAX_ENUMERATION_LATENTS",
@@ -61,6 +62,12 @@ PIXELS = 64
 
 MAX_ENUMERATION_LATENTS = 16
 """Largest number of latents :func:`exact_elbo` and :func:`exact_log_likelihood` enumerate."""
+
+MAX_PARAMETERS = 2**28
+"""Most weights of one :class:`BinaryVAE` (1 GB of float32)."""
+
+MAX_DRAWS = 2**28
+"""Most latent values one call draws (``num_samples x B x K``; ``k x B x K`` for the IWAE)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,8 +135,21 @@ class BinaryVAE(nn.Module):
         pixel_mean: Tensor | None = None,
     ):
         super().__init__()
-        latents = check_int("latents", latents, minimum=1)
-        hidden = check_int("hidden", hidden, minimum=0)
+        latents = check_int("latents", latents, minimum=1, maximum=MAX_PARAMETERS)
+        hidden = check_int("hidden", hidden, minimum=0, maximum=MAX_PARAMETERS)
+        pixels = check_int("pixels", pixels, minimum=1, maximum=MAX_PARAMETERS)
+        seed = check_seed("seed", seed)
+        width = hidden if hidden else latents
+        weights = 2 * (pixels + latents) * width
+        if weights > MAX_PARAMETERS:
+            raise ValueError(
+                f"latents, hidden and pixels: {latents}, {hidden} and {pixels} make {weights} "
+                f"weights, more than MAX_PARAMETERS = {MAX_PARAMETERS}"
+            )
+        if pixel_mean is not None:
+            pixel_mean = _check_values(
+                "pixel_mean", pixel_mean, (pixels,), low=0.0, high=1.0, device=torch.device("cpu")
+            )
         self.latents, self.hidden, self.pixels = int(latents), int(hidden), int(pixels)
         self.encoder = _network(pixels, hidden, latents)
         self.decoder = _network(latents, hidden, pixels)
@@ -167,8 +187,84 @@ class BinaryVAE(nn.Module):
         return [*self.decoder.parameters(), self.prior_logits]
 
 
+def check_model(model: Any) -> BinaryVAE:
+    """``model`` if it is a :class:`BinaryVAE`; ``TypeError`` naming it otherwise."""
+    if not isinstance(model, BinaryVAE):
+        raise TypeError(f"model must be a BinaryVAE, got {type(model).__name__}")
+    return model
+
+
+def _check_values(
+    name: str,
+    t: Any,
+    shape: tuple[int | None, ...],
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    binary: bool = False,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``t`` if it is a real tensor of ``shape`` (``None``: any positive size) with values in
+    ``[low, high]`` (0/1 with ``binary``), not NaN, on ``device`` (of ``dtype``); errors name
+    ``name``."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_complex() or t.dtype == torch.bool or not (binary or t.is_floating_point()):
+        raise TypeError(f"{name} must be a real floating-point tensor, got dtype {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on the model's device ({device}), got {t.device}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} must have the model's dtype ({dtype}), got {t.dtype}")
+    if t.dim() != len(shape) or any(
+        (want is None and got < 1) or (want is not None and got != want)
+        for got, want in zip(t.shape, shape, strict=True)
+    ):
+        want_text = ", ".join("n" if w is None else str(w) for w in shape)
+        raise ValueError(f"{name} must have shape [{want_text}], got {list(t.shape)}")
+    if binary:
+        if not bool(((t == 0) | (t == 1)).all()):
+            raise ValueError(f"{name} must hold binary pixels, 0 or 1")
+    elif not bool(((t >= low) & (t <= high)).all()):
+        raise ValueError(f"{name} must hold numbers in [{low}, {high}] (no NaN)")
+    return t
+
+
+def check_pixels(model: BinaryVAE, x: Any) -> Tensor:
+    """``x`` as ``[B, pixels]`` binary data on the model's device (the model's dtype)."""
+    dtype = model.prior_logits.dtype
+    x = _check_values("x", x, (None, model.pixels), binary=True, device=model.prior_logits.device)
+    return x.to(dtype)
+
+
+def check_logits(model: BinaryVAE, logits: Any, batch: int) -> Tensor:
+    """``logits`` as ``[B, K]`` finite encoder logits on the model's device."""
+    shape, p = (batch, model.latents), model.prior_logits
+    big = torch.finfo(p.dtype).max
+    return _check_values(
+        "logits", logits, shape, low=-big, high=big, device=p.device, dtype=p.dtype
+    )
+
+
 def sample_posterior(logits: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
     """``[n, B, K]`` exact samples ``1[u < sigmoid(logits)]`` of :math:`q(z \\mid x)` (no gradient)."""
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(
+            f"logits must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits).__name__)}"
+        )
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    if num_samples * logits.numel() > MAX_DRAWS:
+        raise ValueError(
+            f"num_samples = {num_samples} draws of {logits.numel()} latents exceed the limit of "
+            f"{MAX_DRAWS} values; draw fewer"
+        )
+    check_torch_generator(generator)
+    if logits.device != generator.device:
+        raise ValueError(
+            f"logits must be on the generator's device ({generator.device}), got {logits.device}"
+        )
+    if bool(logits.isnan().any()):
+        raise ValueError("logits must not be NaN (+-inf: a probability of 1 or 0)")
     logits = logits.detach()
     u = torch.rand((num_samples, *logits.shape), generator=generator, dtype=logits.dtype)
     return (u < torch.sigmoid(logits)).to(logits.dtype)
@@ -213,7 +309,16 @@ def iwae_bound(
     Reference: Burda, Grosse, Salakhutdinov (ICLR 2016), "Importance weighted autoencoders",
     Eq. 8 and Theorem 1.
     """
+    check_model(model)
+    x = check_pixels(model, x)
     k = check_int("k", k, minimum=1)
+    chunk = min(check_int("chunk", chunk, minimum=1), x.shape[0])
+    if k * min(chunk, x.shape[0]) * model.latents > MAX_DRAWS:
+        raise ValueError(
+            f"k * chunk * latents = {k} * {min(chunk, x.shape[0])} * {model.latents} latent values "
+            f"exceed the limit of {MAX_DRAWS}; use a smaller k or chunk"
+        )
+    check_torch_generator(generator)
     out = []
     for xs in x.split(chunk):
         f = elbo_samples(model, xs, k, generator)
@@ -250,6 +355,9 @@ def exact_elbo(model: BinaryVAE, x: Tensor, logits: Tensor | None = None) -> Ten
     >>> bool((exact_elbo(model, x) <= exact_log_likelihood(model, x)).all())
     True
     """
+    x = check_pixels(check_model(model), x)
+    if logits is not None:
+        logits = check_logits(model, logits, x.shape[0])
     z = latent_states(model.latents, x.dtype).unsqueeze(1)  # [2^K, 1, K]
     q = model.encode(x) if logits is None else logits
     log_q = _bernoulli_log_prob(z, q)  # [2^K, B]
@@ -259,5 +367,6 @@ def exact_elbo(model: BinaryVAE, x: Tensor, logits: Tensor | None = None) -> Ten
 @torch.no_grad()
 def exact_log_likelihood(model: BinaryVAE, x: Tensor) -> Tensor:
     r""":math:`\log p(x) = \log \sum_z p(x \mid z)\, p(z)` by enumeration, ``[B]`` (``K <= 16``)."""
+    x = check_pixels(check_model(model), x)
     z = latent_states(model.latents, x.dtype).unsqueeze(1)
     return torch.logsumexp(model.log_joint(x, z), 0)

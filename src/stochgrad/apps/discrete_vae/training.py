@@ -36,8 +36,15 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent
 
-from stochgrad._checks import check_float, check_int
-from stochgrad.apps.discrete_vae.model import BinaryVAE, _bernoulli_log_prob, sample_posterior
+from stochgrad._checks import check_float, check_int, check_torch_generator
+from stochgrad.apps.discrete_vae.model import (
+    BinaryVAE,
+    _bernoulli_log_prob,
+    check_logits,
+    check_model,
+    check_pixels,
+    sample_posterior,
+)
 from stochgrad.estimators import disarm, gumbel_softmax, rebar, rloo, score_function
 from stochgrad.gradient_estimate import GradientEstimate
 
@@ -221,9 +228,14 @@ def check_budget(keys: Sequence[str], samples: int) -> None:
     ...
     ValueError: samples: REBAR needs a budget divisible by 3 (3 evaluations per sample), got 4
     """
+    if isinstance(keys, str) or not isinstance(keys, Sequence):
+        raise TypeError(f"keys must be a list of estimator names, got {type(keys).__name__}")
+    samples = check_int("samples", samples, minimum=1)
     unknown = [k for k in keys if k not in VAE_ESTIMATORS]
     if unknown or not keys:
-        raise ValueError(f"estimators: unknown {unknown}; expected some of {list(VAE_ESTIMATORS)}")
+        raise ValueError(
+            f"estimators (keys): unknown {unknown}; expected some of {list(VAE_ESTIMATORS)}"
+        )
     for key in keys:
         spec = VAE_ESTIMATORS[key]
         e = spec.evaluations_per_sample
@@ -258,6 +270,15 @@ def encoder_gradient(
     generator: torch.Generator,
 ) -> GradientEstimate:
     """The estimator's :math:`\\nabla_\\alpha \\sum_b \\mathcal L(x_b)` at ``logits = e(x)``."""
+    x = check_pixels(check_model(model), x)
+    logits = check_logits(model, logits, x.shape[0])
+    if not isinstance(spec, EstimatorSpec):
+        raise TypeError(
+            f"spec must be an EstimatorSpec (see VAE_ESTIMATORS), got {type(spec).__name__}"
+        )
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__}")
+    check_torch_generator(generator)
     return spec.estimate(objective(model, x, logits), logits.detach(), config, generator)
 
 

@@ -27,12 +27,13 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus
 
-from stochgrad._checks import check_int
+from stochgrad._checks import check_int, check_torch_generator
 from stochgrad.apps.ebm.model import (
     DTYPE,
     RBM,
     _check_binary,
     all_binary,
+    check_rbm,
     free_energy,
     visible_probs,
 )
@@ -40,6 +41,9 @@ from stochgrad.apps.ebm.phases import positive_phase
 from stochgrad.fisher import fisher_gradient
 
 __all__ = ["MAX_ENUMERATE", "exact_gradient", "log_likelihood", "log_partition", "sample_model"]
+
+#: The most samples :func:`sample_model` draws in one call (``[num_samples, V]`` float64).
+MAX_SAMPLES = 2**22
 
 #: Largest layer enumerated exactly (2^16 = 65 536 states).
 MAX_ENUMERATE = 16
@@ -74,9 +78,10 @@ def log_partition(rbm: RBM, *, chunk: int = 8192) -> Tensor:
     >>> round(float(log_partition(rbm)) / math.log(2), 12)
     5.0
     """
-    _check_enumerable("H", rbm.num_hidden, MAX_ENUMERATE)
+    _check_enumerable("H", check_rbm(rbm).num_hidden, MAX_ENUMERATE)
     chunk = check_int("chunk", chunk, minimum=1)
     hs = all_binary(rbm.num_hidden)
+    chunk = min(chunk, hs.shape[0])  # one block holds every state
     parts = [block @ rbm.c + softplus(block @ rbm.W.T + rbm.b).sum(-1) for block in hs.split(chunk)]
     log_z = torch.logsumexp(torch.cat(parts), 0)
     if not torch.isfinite(log_z):
@@ -96,7 +101,7 @@ def log_likelihood(rbm: RBM, v: Tensor, *, log_z: Tensor | None = None) -> Tenso
     >>> log_likelihood(rbm, torch.ones(1, 3))  # uniform over 2^3 states
     tensor([-2.0794], dtype=torch.float64)
     """
-    v = _check_binary("v", v, rbm.num_visible)
+    v = _check_binary("v", v, check_rbm(rbm).num_visible, rbm.W.device)
     if log_z is None:
         log_z = log_partition(rbm)
     return -free_energy(rbm, v) - log_z
@@ -132,7 +137,9 @@ def sample_model(rbm: RBM, num_samples: int, *, generator: torch.Generator) -> T
     >>> sample_model(rbm, 3, generator=torch.Generator().manual_seed(1)).shape
     torch.Size([3, 4])
     """
-    num_samples = check_int("num_samples", num_samples, minimum=1)
+    check_rbm(rbm)
+    num_samples = check_int("num_samples", num_samples, minimum=1, maximum=MAX_SAMPLES)
+    check_torch_generator(generator)
     V, H = rbm.num_visible, rbm.num_hidden
     if min(V, H) > MAX_ENUMERATE:
         raise ValueError(
@@ -173,7 +180,7 @@ def exact_gradient(rbm: RBM, data: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     >>> exact_gradient(rbm, torch.ones(4, 2))[1]
     tensor([0.5000, 0.5000], dtype=torch.float64)
     """
-    data = _check_binary("data", data, rbm.num_visible)
+    data = _check_binary("data", data, check_rbm(rbm).num_visible, rbm.W.device)
     _check_enumerable("H", rbm.num_hidden, MAX_ENUMERATE)
     pos = positive_phase(rbm, data).grad
     # log Z = logsumexp_h log p~(h): Fisher's identity over the 2^H hidden states

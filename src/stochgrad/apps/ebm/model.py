@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus
 
-from stochgrad._checks import check_float, check_int
+from stochgrad._checks import check_float, check_int, check_torch_generator
 
 __all__ = [
     "DTYPE",
@@ -66,6 +66,12 @@ class RBM:
             value = getattr(self, name)
             if not isinstance(value, Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+            if value.is_complex() or value.dtype == torch.bool:
+                raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+            if value.device != self.W.device:
+                raise ValueError(
+                    f"{name} must be on the device of W ({self.W.device}), got {value.device}"
+                )
             setattr(self, name, value.to(DTYPE))
         if (
             self.W.ndim != 2
@@ -142,9 +148,20 @@ class RBM:
         )
 
 
-def _check_binary(name: str, x: Any, width: int) -> Tensor:
+def check_rbm(rbm: Any) -> RBM:
+    """``rbm`` if it is an :class:`RBM`; ``TypeError`` naming it otherwise."""
+    if not isinstance(rbm, RBM):
+        raise TypeError(f"rbm must be an RBM, got {type(rbm).__name__}")
+    return rbm
+
+
+def _check_binary(name: str, x: Any, width: int, device: torch.device | None = None) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"{name} must hold 0 and 1, got a complex tensor")
+    if device is not None and x.device != device:
+        raise ValueError(f"{name} must be on the model's device ({device}), got {x.device}")
     if x.ndim != 2 or x.shape[1] != width:
         raise ValueError(f"{name} must be [N, {width}], got {tuple(x.shape)}")
     if x.shape[0] == 0:
@@ -236,6 +253,8 @@ def gibbs_step(rbm: RBM, v: Tensor, *, generator: torch.Generator) -> tuple[Tens
     >>> v.shape, h.shape
     (torch.Size([5, 3]), torch.Size([5, 2]))
     """
+    check_rbm(rbm)
+    check_torch_generator(generator)
     ph = hidden_probs(rbm, v)
     h = (torch.rand(ph.shape, generator=generator, dtype=DTYPE) < ph).to(DTYPE)
     pv = visible_probs(rbm, h)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stochgrad.apps.ebm.model import RBM, _check_binary
+from stochgrad.apps.ebm.model import RBM, _check_binary, check_rbm
 from stochgrad.fisher import fisher_gradient
 from stochgrad.gradient_estimate import GradientEstimate
 
@@ -79,7 +79,7 @@ def positive_phase(rbm: RBM, data: Tensor) -> GradientEstimate:
     tensor([[0.5000],
             [0.5000]], dtype=torch.float64)
     """
-    return _phase_mean(rbm, _check_binary("data", data, rbm.num_visible))
+    return _phase_mean(rbm, _check_binary("data", data, check_rbm(rbm).num_visible, rbm.W.device))
 
 
 def _phase_mean(rbm: RBM, v: Tensor) -> GradientEstimate:
@@ -108,7 +108,9 @@ def negative_phase(rbm: RBM, samples: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     tensor([[[0.5000],
              [0.0000]]], dtype=torch.float64)
     """
-    return _negative_terms(rbm, _check_binary("samples", samples, rbm.num_visible))
+    return _negative_terms(
+        rbm, _check_binary("samples", samples, check_rbm(rbm).num_visible, rbm.W.device)
+    )
 
 
 def _negative_terms(rbm: RBM, samples: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -153,8 +155,8 @@ def two_phase_gradient(
     >>> est.grad[1]
     tensor([0.5000, 0.5000], dtype=torch.float64)
     """
-    data = _check_binary("data", data, rbm.num_visible)
-    samples = _check_binary("samples", samples, rbm.num_visible)
+    data = _check_binary("data", data, check_rbm(rbm).num_visible, rbm.W.device)
+    samples = _check_binary("samples", samples, check_rbm(rbm).num_visible, rbm.W.device)
     pos = _phase_mean(rbm, data).grad
     neg = _negative_terms(rbm, samples)
     terms = [p - n for p, n in zip(pos, neg, strict=True)]

@@ -20,13 +20,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stochgrad._checks import check_choice, check_int
-from stochgrad.apps.ebm.exact import sample_model
-from stochgrad.apps.ebm.model import DTYPE, RBM, _check_binary, gibbs_step
+from stochgrad._checks import check_choice, check_int, check_torch_generator
+from stochgrad.apps.ebm.exact import MAX_SAMPLES, sample_model
+from stochgrad.apps.ebm.model import RBM, _check_binary, check_rbm, gibbs_step
 from stochgrad.apps.ebm.phases import two_phase_gradient
 from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = ["negative_samples", "sampled_gradient"]
+
+
+#: The most Gibbs sweeps of one chain in one call.
+MAX_SWEEPS = 10**6
 
 
 def negative_samples(rbm: RBM, start: Tensor, k: int, *, generator: torch.Generator) -> Tensor:
@@ -36,8 +40,10 @@ def negative_samples(rbm: RBM, start: Tensor, k: int, *, generator: torch.Genera
     >>> negative_samples(RBM.init(3, 2, generator=g), torch.ones(4, 3), 2, generator=g).shape
     torch.Size([4, 3])
     """
-    k = check_int("k", k, minimum=1)
-    v = start.to(DTYPE)
+    check_rbm(rbm)
+    k = check_int("k", k, minimum=1, maximum=MAX_SWEEPS)
+    check_torch_generator(generator)
+    v = _check_binary("start", start, rbm.num_visible, rbm.W.device)
     for _ in range(k):  # a Markov chain: steps are sequential
         v, _ = gibbs_step(rbm, v, generator=generator)
     return v
@@ -82,9 +88,11 @@ def sampled_gradient(
     >>> est.grad[0].shape, est.num_samples
     (torch.Size([4, 2]), 100)
     """
-    data = _check_binary("data", data, rbm.num_visible)
-    num_samples = check_int("num_samples", num_samples, minimum=2)
+    data = _check_binary("data", data, check_rbm(rbm).num_visible, rbm.W.device)
+    num_samples = check_int("num_samples", num_samples, minimum=2, maximum=MAX_SAMPLES)
     check_choice("method", method, ("exact", "cd"))
+    k = check_int("k", k, minimum=1, maximum=MAX_SWEEPS)
+    check_torch_generator(generator)
     if method == "exact":
         v_neg = sample_model(rbm, num_samples, generator=generator)
     else:

@@ -33,7 +33,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stochgrad._checks import check_choice, check_float, check_int, check_probability, check_seed
+from stochgrad._checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_probability,
+    check_seed,
+)
 from stochgrad.apps.ebm.exact import MAX_ENUMERATE, _check_enumerable, log_partition
 from stochgrad.apps.ebm.model import DTYPE, RBM, _check_binary, free_energy
 from stochgrad.apps.ebm.phases import _step
@@ -103,6 +110,7 @@ class TrainConfig:
         check_int("k", self.k, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         check_seed("seed", self.seed)
+        check_bool("data_visible_bias", self.data_visible_bias)
         check_choice("method", self.method, TRAIN_METHODS)
         if self.num_chains is not None:
             check_int("num_chains", self.num_chains, minimum=1)
@@ -217,10 +225,11 @@ def train_rbm(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if not isinstance(train, Tensor) or train.ndim != 2:
         raise ValueError(f"train must be an [N, V] tensor, got {getattr(train, 'shape', train)!r}")
-    train = _check_binary("train", train, train.shape[1])
+    cpu = torch.device("cpu")  # the model is trained on the CPU
+    train = _check_binary("train", train, train.shape[1], cpu)
     V = train.shape[1]
     if test is not None:
-        test = _check_binary("test", test, V)
+        test = _check_binary("test", test, V, cpu)
     _check_enumerable("num_hidden", config.num_hidden, MAX_ENUMERATE)
     start_time = time.perf_counter()
     settings = _settings(config, train, test)

@@ -41,6 +41,7 @@ from stochgrad.gradient_estimate import GradientEstimate, SingleSampleWarning
 __all__ = [
     "ESTIMATORS",
     "GREEKS",
+    "MAX_PATHS",
     "METHODS",
     "GreekEstimate",
     "GreeksResult",
@@ -352,6 +353,9 @@ def _select(
     """The (greek -> methods) to compute, and the refused ones with their reasons."""
     avail = available_methods(option, heston)
     explicit_greeks = greeks is not None
+    for name, given, allowed in (("greeks", greeks, GREEKS), ("methods", methods, METHODS)):
+        if given is not None and (isinstance(given, str) or not list(given)):
+            raise ValueError(f"{name} must be a non-empty list drawn from {allowed}, got {given!r}")
     greeks = list(GREEKS) if greeks is None else list(greeks)
     for g in greeks:
         if g not in GREEKS:
@@ -374,6 +378,11 @@ def _select(
             else:
                 wanted.setdefault(g, []).append(m)
     return wanted, refused
+
+
+MAX_PATHS = 10**10
+"""The most paths :func:`estimate_greeks` takes (about 10 s per 10^8 paths and Greek on a CPU
+core: 10^10 is already hours; a larger number is a typing slip)."""
 
 
 def estimate_greeks(
@@ -443,7 +452,8 @@ def estimate_greeks(
         :class:`GreeksResult`.
 
     Raises:
-        ValueError: bad sizes (``num_paths < 2``, ``chunk_size < 1``), unknown greek or method,
+        ValueError: bad sizes (``num_paths`` below 2 or above :data:`MAX_PATHS`, ``chunk_size < 1``),
+            empty or unknown greeks or methods,
             an invalid method asked for explicitly, a barrier under Heston.
         stochgrad.checkpoint.CheckpointMismatch: ``checkpoint`` (or ``state``) was saved with
             other settings (a ``ValueError``).
@@ -460,6 +470,11 @@ def estimate_greeks(
         )
         progress = callback if progress is None else progress
     n = check_int("num_paths", num_paths)
+    if n > MAX_PATHS:
+        raise ValueError(
+            f"num_paths must be at most MAX_PATHS = {MAX_PATHS:.0e} (about 10 s per 10^8 paths "
+            f"and Greek: more is hours of work), got {n:.3g}"
+        )
     if n < 2:
         raise ValueError(
             f"num_paths must be >= 2 (a price or Greek with a standard error needs at least 2 "
@@ -470,6 +485,10 @@ def estimate_greeks(
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
     if not isinstance(option, (Option, PathPayoff)):
         raise TypeError(f"option must be an Option or a PathPayoff, got {type(option).__name__}")
+    if not isinstance(market, Market):
+        raise TypeError(f"market must be a Market, got {type(market).__name__}")
+    if heston is not None and not isinstance(heston, Heston):
+        raise TypeError(f"heston must be a Heston or None, got {type(heston).__name__}")
     if heston is not None and isinstance(option, Option) and option.payoff == "barrier":
         raise ValueError(
             "payoff='barrier' needs the GBM Brownian-bridge crossing probability; use heston=None"
@@ -524,7 +543,11 @@ def estimate_greeks(
             acc.setdefault(key, _Running()).update(t, scale)
             # a nan or inf anywhere in the chunk makes its mean or spread non-finite
             if not (math.isfinite(acc[key].mean) and math.isfinite(acc[key].m2)):
-                raise ValueError(f"non-finite per-path terms for {key[0]} by {key[1]}")
+                what = option.name if isinstance(option, PathPayoff) else option.payoff
+                raise ValueError(
+                    f"option {what!r} gave non-finite per-path terms for {key[0]} by {key[1]} "
+                    "(a payoff returning NaN or inf on some paths?)"
+                )
         done += b
         if save is not None:
             save(_state(config, done, acc, g))

@@ -138,6 +138,8 @@ class Option:
         check_choice("direction", self.direction, DIRECTIONS)
         check_choice("knock", self.knock, KNOCKS)
         check_choice("kind", self.kind, KINDS)
+        if self.barrier is not None:  # checked whatever the payoff: a NaN level is never meant
+            object.__setattr__(self, "barrier", _positive("barrier", self.barrier))
         if self.payoff != "barrier":
             # a put asked of an Asian, say, would otherwise be priced as a call without a word
             for name, default in (("direction", "up"), ("knock", "out"), ("kind", "call")):

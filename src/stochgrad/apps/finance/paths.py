@@ -30,6 +30,9 @@ from stochgrad.apps.finance.market import Heston, Market
 
 __all__ = ["gbm_law", "gbm_paths", "heston_law", "heston_paths", "make_generator", "normals"]
 
+#: The most normals :func:`gbm_paths` draws in one call (``num_paths * num_steps``).
+MAX_NORMALS = 2**28
+
 
 def gbm_paths(
     market: Market,
@@ -58,8 +61,17 @@ def gbm_paths(
     >>> S.shape, bool(torch.allclose(S[:, 0], 100 * torch.exp(-0.01 + 0.2 * 0.5**0.5 * z[:, 0])))
     (torch.Size([3, 2]), True)
     """
+    if not isinstance(market, Market):
+        raise TypeError(f"market must be a Market, got {type(market).__name__}")
     n = check_int("num_paths", num_paths, minimum=1)
     m = check_int("num_steps", num_steps, minimum=1)
+    if n * m > MAX_NORMALS:
+        raise ValueError(
+            f"num_paths * num_steps = {n} * {m} normals exceed the limit of {MAX_NORMALS} "
+            "(two float64 tables of that size are returned); simulate in chunks"
+        )
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float64 or torch.float32, got {dtype!r}")
     g = make_generator(generator, seed)
     z = normals(g, (n, m), dtype)
     law = gbm_law(market, m, z)

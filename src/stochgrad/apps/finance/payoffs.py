@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from stochgrad._checks import check_choice
+from stochgrad._checks import check_choice, check_float
 from stochgrad.apps.finance.market import DIRECTIONS, Option
 
 __all__ = ["barrier_survival", "path_payoff", "payoff"]
@@ -113,6 +113,33 @@ def payoff(
     >>> payoff(down_in, torch.tensor([[80.0, 90.0], [95.0, 90.0]]), 100.0)
     tensor([10.,  0.])
     """
+    if not isinstance(option, Option):
+        raise TypeError(f"option must be an Option, got {type(option).__name__}")
+    if not isinstance(paths, Tensor) or not paths.is_floating_point():
+        raise TypeError(
+            f"paths must be a floating-point tensor [n, m], got "
+            f"{getattr(paths, 'dtype', type(paths).__name__)}"
+        )
+    if paths.dim() != 2 or paths.shape[1] < 1:
+        raise ValueError(f"paths must be [n, m] with m >= 1, got shape {list(paths.shape)}")
+    if paths.device.type == "meta" or not bool((paths.detach() > 0).all()):
+        raise ValueError("paths must hold prices, positive numbers (no NaN)")
+    if not bool(torch.isfinite(paths.detach()).all()):
+        raise ValueError("paths must be finite")
+    if isinstance(spot, Tensor):
+        if spot.device != paths.device:
+            raise ValueError(
+                f"spot must be on the device of paths ({paths.device}), got {spot.device}"
+            )
+        if not bool((torch.isfinite(spot.detach()) & (spot.detach() > 0)).all()):
+            raise ValueError("spot must be positive and finite")
+    else:
+        check_float("spot", spot, minimum=0.0, open_min=True)
+    return _payoff(option, paths, spot, vol, dt)
+
+
+def _payoff(option: Option, paths: Tensor, spot, vol, dt: float) -> Tensor:
+    """:func:`payoff` without the checks (the estimators' inner loop; their paths are valid)."""
     k = option.strike
     last = paths[:, -1]
     if option.payoff == "call":
@@ -145,4 +172,4 @@ def path_payoff(
     if option.payoff == "call":
         k = option.strike
         return lambda x: (x[:, -1] - k).relu_()
-    return lambda x: payoff(option, x[:, 1:], x[:, 0], vol, dt)
+    return lambda x: _payoff(option, x[:, 1:], x[:, 0], vol, dt)

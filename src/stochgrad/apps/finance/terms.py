@@ -104,8 +104,7 @@ class PathPayoff:
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise TypeError(f"fn must be callable (paths [n, steps + 1] -> [n]), got {self.fn!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {self.steps!r}")
+        object.__setattr__(self, "steps", check_int("steps", self.steps, minimum=1))
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name must be a non-empty str, got {self.name!r}")
         for flag in ("pathwise_ok", "reads_spot"):

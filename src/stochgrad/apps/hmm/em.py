@@ -123,6 +123,8 @@ def baum_welch(
     >>> round(baum_welch(init, y, tol=1e-6).log_likelihood, 2)
     -341.88
     """
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM, got {type(hmm).__name__}")
     return baum_welch_batched([hmm], y, max_iter=max_iter, tol=tol, min_sd=min_sd)[0]
 
 

@@ -23,12 +23,36 @@ from stochgrad.apps.hmm.model import HMM
 __all__ = ["emission_log_prob"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+#: The largest Poisson count accepted.
+MAX_COUNT = 10**9
+
+
+def as_observations(
+    y: Any, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> Tensor:
+    """``y`` as a detached tensor of real numbers, ``TypeError``/``ValueError`` naming ``y``
+    otherwise (strings, complex or boolean values, a tensor on another device).
+
+    >>> as_observations([1, 2])
+    tensor([1., 2.], dtype=torch.float64)
+    """
+    if isinstance(y, Tensor):
+        if y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold real numbers, got a tensor of dtype {y.dtype}")
+        if y.device != torch.device(device):
+            raise ValueError(f"y must be on the model's device ({device}), got {y.device}")
+        y = y.detach()
+    try:
+        return torch.as_tensor(y, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"y must be an array of numbers, got {type(y).__name__}") from exc
 
 
 def _as_batch(hmm: HMM, y: Any) -> Tensor:
     """``[B, T]`` (Poisson) or ``[B, T, D]`` (Gaussian) in the model's dtype, validated."""
-    dtype = hmm.start_logits.dtype
-    y = torch.as_tensor(y, dtype=dtype)
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM, got {type(hmm).__name__}")
+    y = as_observations(y, hmm.start_logits.dtype, hmm.start_logits.device)
     if hmm.emission == "poisson":
         if y.ndim == 1:
             y = y[None]
@@ -38,6 +62,11 @@ def _as_batch(hmm: HMM, y: Any) -> Tensor:
             )
         if not torch.isfinite(y).all() or (y < 0).any() or (y != y.round()).any():
             raise ValueError("y must hold non-negative integer counts for a Poisson HMM")
+        if (y > MAX_COUNT).any():
+            raise ValueError(
+                f"y must hold counts <= {MAX_COUNT:.0e}, got {float(y.max()):.3g} (beyond it the "
+                "log-likelihood, of the order of y log y, loses the precision its posterior needs)"
+            )
     else:
         D = hmm.dim
         if y.ndim == 1 and D == 1:

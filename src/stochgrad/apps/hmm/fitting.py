@@ -20,9 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stochgrad._checks import check_choice, check_int, check_seed
+from stochgrad._checks import (
+    check_choice,
+    check_float,
+    check_int,
+    check_seed,
+    check_torch_generator,
+)
 from stochgrad.apps.hmm.em import EMState, baum_welch_batched
-from stochgrad.apps.hmm.emissions import _as_batch
+from stochgrad.apps.hmm.emissions import _as_batch, as_observations
 from stochgrad.apps.hmm.fit_result import FitResult
 from stochgrad.apps.hmm.gradient_fit import fit_gradient_batched
 from stochgrad.apps.hmm.model import EMISSIONS, HMM
@@ -38,6 +44,10 @@ __all__ = ["FIT_METHODS", "fit_hmm", "information_criteria", "random_hmm"]
 
 #: The fitting methods of :func:`fit_hmm`.
 FIT_METHODS = ("em", "gradient")
+#: The most hidden states a fit takes (transition matrices are K x K, each step K^2 work).
+MAX_STATES = 4096
+#: The most random restarts of one fit.
+MAX_RESTARTS = 100_000
 
 
 def random_hmm(
@@ -54,15 +64,16 @@ def random_hmm(
     >>> hmm.num_states, hmm.emission
     (3, 'poisson')
     """
-    K = check_int("num_states", num_states, minimum=1)
+    K = check_int("num_states", num_states, minimum=1, maximum=MAX_STATES)
     check_choice("emission", emission, EMISSIONS)
+    check_torch_generator(generator)
     probe = HMM.from_probabilities(
         [1.0],
         [[1.0]],
         **({"rates": [1.0]} if emission == "poisson" else {"means": [[0.0]], "sds": [[1.0]]}),
     )
     if emission == "gaussian":
-        yy = torch.as_tensor(y, dtype=torch.float64)
+        yy = as_observations(y)
         D = 1 if yy.ndim == 1 else int(yy.shape[-1])
         probe = HMM.from_probabilities(
             [1.0], [[1.0]], means=torch.zeros(1, D), sds=torch.ones(1, D)
@@ -151,11 +162,11 @@ def fit_hmm(
 
     Args:
         y: observations (see :func:`~stochgrad.apps.hmm.gradient.likelihood_gradient`).
-        num_states: K >= 1.
+        num_states: K >= 1 (at most :data:`MAX_STATES`).
         emission: ``"poisson"`` or ``"gaussian"``.
         method: ``"em"`` (:func:`~stochgrad.apps.hmm.em.baum_welch`) or ``"gradient"``
             (:func:`~stochgrad.apps.hmm.gradient_fit.fit_gradient`).
-        restarts: number of random starts >= 1.
+        restarts: number of random starts >= 1 (at most :data:`MAX_RESTARTS`).
         seed: base seed.
         max_iter: iteration cap per restart.
         checkpoint: ``.pt`` file of the work done (created; reused if its settings match).
@@ -180,14 +191,14 @@ def fit_hmm(
     >>> len(runs), best.hmm.num_states
     (2, 2)
     """
-    K = check_int("num_states", num_states, minimum=1)
-    restarts = check_int("restarts", restarts, minimum=1)
+    K = check_int("num_states", num_states, minimum=1, maximum=MAX_STATES)
+    restarts = check_int("restarts", restarts, minimum=1, maximum=MAX_RESTARTS)
     max_iter = check_int("max_iter", max_iter, minimum=1)
     every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     seed = check_seed("seed", seed)
     check_choice("method", method, FIT_METHODS)
     check_choice("emission", emission, EMISSIONS)
-    y_t = torch.as_tensor(y, dtype=torch.float64)
+    y_t = as_observations(y)
     settings = {
         "num_states": K,
         "emission": emission,
@@ -263,6 +274,7 @@ def information_criteria(log_lik: float, num_params: int, num_obs: int) -> tuple
     >>> information_criteria(-10.0, 2, 100)[0]
     24.0
     """
-    if num_obs < 1 or num_params < 0:
-        raise ValueError("num_obs must be >= 1 and num_params >= 0")
+    log_lik = check_float("log_lik", log_lik)
+    num_params = check_int("num_params", num_params, minimum=0)
+    num_obs = check_int("num_obs", num_obs, minimum=1)
     return -2.0 * log_lik + 2.0 * num_params, -2.0 * log_lik + num_params * math.log(num_obs)

@@ -65,6 +65,8 @@ def fit_gradient(
     >>> res.log_likelihood > float(log_likelihood(init, y)[0])
     True
     """
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM, got {type(hmm).__name__}")
     return fit_gradient_batched([hmm], y, max_iter=max_iter, tol=tol, min_sd=min_sd)[0]
 
 

@@ -35,6 +35,10 @@ from stochgrad.apps.hmm.model import HMM
 __all__ = ["Posterior", "forward_backward", "log_likelihood", "sample_posterior", "viterbi"]
 
 
+#: The most states :func:`sample_posterior` draws in one call (paths x sequences x length).
+MAX_PATH_STATES = 2**27
+
+
 def _log_matmul(log_v: Tensor, M: Tensor) -> Tensor:
     """``log(exp(log_v) @ M)`` for ``log_v`` ``[B, K]``, shifted by the row max for stability.
 
@@ -285,6 +289,11 @@ def sample_posterior(
     """
     num_samples = check_int("num_samples", num_samples, minimum=1)
     yb = _as_batch(hmm, y)
+    if num_samples * yb.shape[0] * yb.shape[1] > MAX_PATH_STATES:
+        raise ValueError(
+            f"num_samples = {num_samples} paths of {yb.shape[0]} x {yb.shape[1]} states exceed "
+            f"the limit of {MAX_PATH_STATES} drawn states (8 bytes each); draw fewer paths"
+        )
     post = forward_backward(hmm, yb) if posterior is None else posterior
     log_alpha = post.log_alpha  # [B, T, K]
     log_P = torch.log_softmax(hmm.trans_logits, -1)

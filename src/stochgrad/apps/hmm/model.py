@@ -57,6 +57,15 @@ class HMM:
 
     def __post_init__(self) -> None:
         check_choice("emission", self.emission, EMISSIONS)
+        for name in ("start_logits", "trans_logits", "log_rates", "means", "log_sds"):
+            value = getattr(self, name)
+            if (value is not None or name == "start_logits") and not isinstance(value, Tensor):
+                raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+            if value is not None and value.device != self.start_logits.device:
+                raise ValueError(
+                    f"{name} must be on the device of start_logits ({self.start_logits.device}), "
+                    f"got {value.device}"
+                )
         a, A = self.start_logits, self.trans_logits
         if not isinstance(a, Tensor) or a.ndim != 1 or a.numel() < 1:
             raise ValueError("start_logits must be a 1-D tensor [K] with K >= 1")

@@ -139,7 +139,10 @@ class AgentConfig:
         check_int("batch_size", self.batch_size, minimum=2)
         check_float("lr", self.lr, minimum=0.0, open_min=True)
         check_int("replay_size", self.replay_size, minimum=0)
-        check_int("replay_batch", self.replay_batch, minimum=0, maximum=self.replay_size)
+        if check_int("replay_batch", self.replay_batch, minimum=0) > self.replay_size:
+            raise ValueError(
+                f"replay_batch must be <= replay_size ({self.replay_size}), got {self.replay_batch}"
+            )
         check_int("max_steps", self.max_steps, minimum=1)
         check_int("patience", self.patience, minimum=0)
         check_int("checkpoint_every", self.checkpoint_every, minimum=1)
@@ -182,6 +185,14 @@ def step_groups(rows: int, batch_size: int, group_size: int | None) -> torch.Ten
 
 
 def _check_inputs(agent_logp, prior_logp, score) -> None:
+    for name, t in (("agent_logp", agent_logp), ("prior_logp", prior_logp), ("score", score)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating-point tensor, got "
+                f"{getattr(t, 'dtype', type(t).__name__)}"
+            )
+        if t.device != agent_logp.device:
+            raise ValueError(f"{name} must be on the device of agent_logp ({agent_logp.device})")
     if agent_logp.shape != prior_logp.shape or agent_logp.shape != score.shape:
         raise ValueError(
             f"agent_logp, prior_logp, score must have one shape, got {tuple(agent_logp.shape)}, "
@@ -192,6 +203,27 @@ def _check_inputs(agent_logp, prior_logp, score) -> None:
     for name, t in (("agent_logp", agent_logp), ("prior_logp", prior_logp), ("score", score)):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} has non-finite entries")
+    for name, t in (("agent_logp", agent_logp), ("prior_logp", prior_logp)):
+        if bool((t > 0).any()):
+            raise ValueError(f"{name} must hold log-probabilities of sequences, <= 0")
+
+
+def _check_groups(groups, n: int, device: torch.device) -> None:
+    if groups is None:
+        return
+    if not isinstance(groups, torch.Tensor) or groups.is_floating_point() or groups.is_complex():
+        raise TypeError(
+            f"groups must be an integer tensor of labels, got "
+            f"{getattr(groups, 'dtype', type(groups).__name__)}"
+        )
+    if groups.dtype == torch.bool or tuple(groups.shape) != (n,):
+        raise ValueError(
+            f"groups must be [{n}] integer labels, got {groups.dtype} {list(groups.shape)}"
+        )
+    if groups.device != device:
+        raise ValueError(
+            f"groups must be on the device of agent_logp ({device}), got {groups.device}"
+        )
 
 
 def reinforce_surrogate(
@@ -230,7 +262,10 @@ def reinforce_surrogate(
     _check_inputs(agent_logp, prior_logp, score)
     check_choice("advantage", advantage, ADVANTAGES)
     beta = check_float("beta", beta, minimum=0.0)
+    _check_groups(groups, agent_logp.shape[0], agent_logp.device)
     reward = score.detach() - beta * (agent_logp.detach() - prior_logp.detach())
+    if not bool(torch.isfinite(reward).all()):
+        raise ValueError("beta and score give non-finite rewards (overflow); use smaller values")
     return surrogate_loss(
         agent_logp, reward, advantage=None if advantage == "none" else advantage,
         groups=groups, maximize=True,
@@ -290,6 +325,11 @@ def policy_loss(
     _check_inputs(agent_logp, prior_logp, score)
     check_choice("method", method, METHODS)
     likelihood_penalty = check_float("likelihood_penalty", likelihood_penalty, minimum=0.0)
+    # every argument is checked, also those the method does not use: a typo is never silent
+    sigma = check_float("sigma", sigma, minimum=0.0)
+    beta = check_float("beta", beta, minimum=0.0)
+    check_choice("advantage", advantage, ADVANTAGES)
+    _check_groups(groups, agent_logp.shape[0], agent_logp.device)
     if method == "reinvent":
         augmented = prior_logp.detach() + sigma * score.detach()
         loss = ((augmented - agent_logp) ** 2).mean()
@@ -300,6 +340,10 @@ def policy_loss(
     if likelihood_penalty:
         # a sequence's log-likelihood is < 0; the clamp only guards a fully collapsed agent
         loss = loss + likelihood_penalty * (-1.0 / agent_logp.clamp(max=-1e-6)).mean()
+    if not bool(torch.isfinite(loss.detach())):
+        raise ValueError(
+            "the loss is not finite: score, sigma or likelihood_penalty too large for the dtype"
+        )
     return loss
 
 

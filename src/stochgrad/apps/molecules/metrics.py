@@ -18,13 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from stochgrad._checks import check_int
+from stochgrad._checks import check_int, check_seed
 from stochgrad.apps.molecules.scoring import _fingerprint, canonical
 
 __all__ = ["MosesMetrics", "fingerprint_matrix", "internal_diversity", "moses_metrics"]
+
+
+def _check_smiles(name: str, smiles: Any) -> Sequence[str]:
+    """``smiles`` if it is a sequence of strings (one str is refused: it is not a list)."""
+    if isinstance(smiles, str) or not isinstance(smiles, Sequence):
+        raise TypeError(f"{name} must be a list of SMILES strings, got {type(smiles).__name__}")
+    bad = next((i for i, s in enumerate(smiles) if not isinstance(s, str)), None)
+    if bad is not None:
+        raise TypeError(f"{name}[{bad}] must be a SMILES str, got {type(smiles[bad]).__name__}")
+    return smiles
 
 
 def fingerprint_matrix(smiles: Sequence[str]) -> np.ndarray:
@@ -55,6 +66,7 @@ def internal_diversity(smiles: Sequence[str], *, chunk: int = 2048) -> float:
     >>> round(internal_diversity(["CCO", "CCO"]), 6), internal_diversity(["CCO", "c1ccccc1"])
     (0.0, 0.5)
     """
+    _check_smiles("smiles", smiles)
     if len(smiles) == 0:
         raise ValueError("smiles must be non-empty")
     chunk = check_int("chunk", chunk, minimum=1)
@@ -107,8 +119,12 @@ def moses_metrics(
     >>> m.validity, round(m.uniqueness, 4), m.novelty
     (0.75, 0.6667, 0.5)
     """
+    _check_smiles("generated", generated)
     if len(generated) == 0:
         raise ValueError("generated must be non-empty")
+    if train is not None:
+        train = _check_smiles("train", list(train) if not isinstance(train, str) else train)
+    seed = check_seed("seed", seed)
     check_int("unique_at", unique_at, minimum=1)
     if diversity_sample is not None:
         check_int("diversity_sample", diversity_sample, minimum=1)

@@ -38,6 +38,7 @@ from stochgrad.apps.offpolicy.policy import (
     _check_actions,
     _check_theta,
     _features,
+    check_real,
     true_gradient,
 )
 from stochgrad.gradient_estimate import GradientEstimate
@@ -64,8 +65,9 @@ def _check_rounds(
     for name, t in (("rewards", rewards), ("propensities", propensities)):
         if not isinstance(t, Tensor) or t.shape != (n,):
             raise ValueError(f"{name} must be a tensor of shape [{n}], got {t!r}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name} must be finite")
+        check_real(
+            name, t, like=actions if isinstance(actions, Tensor) else None, like_name="actions"
+        )
     if not ((propensities > 0) & (propensities <= 1)).all():
         raise ValueError(
             "propensities must lie in (0, 1]: a logged action with propensity 0 breaks overlap"
@@ -79,8 +81,7 @@ def _check_reward_estimates(reward_estimates: Tensor | None, shape: tuple[int, .
             f"reward_estimates must be a tensor of shape {shape}, got "
             f"{getattr(reward_estimates, 'shape', reward_estimates)}"
         )
-    if not torch.isfinite(reward_estimates).all():
-        raise ValueError("reward_estimates must be finite")
+    check_real("reward_estimates", reward_estimates)
 
 
 def importance_weights(probs: Tensor, actions: Tensor, propensities: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ from stochgrad.apps.offpolicy.estimators import (
     _check_rounds,
     importance_weights,
 )
+from stochgrad.apps.offpolicy.policy import check_real
 
 __all__ = ["VALUE_ESTIMATORS", "ValueEstimate", "offpolicy_value", "on_policy_value"]
 
@@ -132,6 +133,12 @@ def offpolicy_value(
             f"probs must be a non-empty [n, A] tensor, got {getattr(probs, 'shape', probs)}"
         )
     n, A = probs.shape
+    check_real("probs", probs)
+    if not probs.is_floating_point():
+        raise TypeError(f"probs must be a floating-point tensor, got {probs.dtype}")
+    ones = torch.ones((), dtype=probs.dtype, device=probs.device)
+    if bool((probs < 0).any()) or not torch.allclose(probs.sum(-1), ones, atol=1e-6):
+        raise ValueError("probs must hold probabilities: rows of numbers >= 0 that sum to 1")
     _check_rounds(n, actions, rewards, propensities, A)
     probs = probs.detach()
     w = importance_weights(probs, actions, propensities)

@@ -16,6 +16,10 @@ _DTYPE = torch.float64
 _SUM_TOL = 1e-6
 
 
+#: The most actions of a log (tables of ``[n, num_actions]`` probabilities are built).
+MAX_ACTIONS = 2**20
+
+
 def _float_tensor(name: str, value: object, shape: tuple[int, ...]) -> Tensor:
     """``value`` as a float64 tensor of ``shape`` with finite entries, else ``ValueError``."""
     if not isinstance(value, Tensor):
@@ -24,6 +28,10 @@ def _float_tensor(name: str, value: object, shape: tuple[int, ...]) -> Tensor:
         raise ValueError(f"{name} must have shape {list(shape)}, got {list(value.shape)}")
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got {value.dtype}")
+    if value.device.type != "cpu":
+        raise ValueError(
+            f"{name} must be on the CPU (logged data are kept there), got {value.device}"
+        )
     value = value.to(_DTYPE)
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} must be finite (NaN or infinity at index {_first_bad(value)})")
@@ -87,10 +95,19 @@ class LoggedData:
         set_ = object.__setattr__  # frozen: the checked, converted tensors replace the given
         set_(self, "contexts", _float_tensor("contexts", x, tuple(x.shape)))
         a = self.actions
-        if not isinstance(a, Tensor) or a.dtype.is_floating_point or a.dtype == torch.bool:
+        if (
+            not isinstance(a, Tensor)
+            or a.dtype.is_floating_point
+            or a.is_complex()
+            or a.dtype == torch.bool
+        ):
             raise TypeError(f"actions must be an integer tensor, got {getattr(a, 'dtype', a)!r}")
         if tuple(a.shape) != (n,):
             raise ValueError(f"actions must have shape [{n}], got {list(a.shape)}")
+        if a.device.type != "cpu":
+            raise ValueError(
+                f"actions must be on the CPU (logged data are kept there), got {a.device}"
+            )
         set_(self, "actions", a.to(torch.int64))
         set_(self, "rewards", _float_tensor("rewards", self.rewards, (n,)))
         p = _float_tensor("propensities", self.propensities, (n,))
@@ -114,8 +131,8 @@ class LoggedData:
         A = self.num_actions
         if A is None:
             A = next(iter(widths.values()), int(self.actions.max()) + 1)
-        if isinstance(A, bool) or not isinstance(A, (int, np.integer)) or A < 2:
-            raise ValueError(f"num_actions must be an int >= 2, got {A!r}")
+        if isinstance(A, bool) or not isinstance(A, (int, np.integer)) or not 2 <= A <= MAX_ACTIONS:
+            raise ValueError(f"num_actions must be an int in [2, {MAX_ACTIONS}], got {A!r}")
         set_(self, "num_actions", int(A))
         for name, width in widths.items():
             if width != A:

@@ -22,9 +22,39 @@ def _features(contexts: Tensor) -> Tensor:
     return torch.cat([torch.ones_like(contexts[:, :1]), contexts], 1)
 
 
+def check_real(
+    name: str, value: object, *, like: Tensor | None = None, like_name: str = ""
+) -> Tensor:
+    """``value`` if it is a finite tensor of real numbers (on the device of ``like``, named
+    ``like_name``); ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got {value.dtype}")
+    if like is not None and value.device != like.device:
+        raise ValueError(
+            f"{name} must be on the device of {like_name} ({like.device}), got {value.device}"
+        )
+    if value.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor: it holds no values")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite")
+    return value
+
+
 def _check_theta(theta: Tensor, contexts: Tensor) -> None:
+    contexts = check_real("contexts", contexts)
+    if not contexts.is_floating_point():
+        raise TypeError(f"contexts must be a floating-point tensor, got {contexts.dtype}")
+    if contexts.ndim != 2:
+        raise ValueError(f"contexts must be an [n, d] tensor, got shape {list(contexts.shape)}")
     if not isinstance(theta, Tensor) or theta.ndim != 2:
         raise ValueError(f"theta must be a [A, d + 1] tensor, got {getattr(theta, 'shape', theta)}")
+    check_real("theta", theta, like=contexts, like_name="contexts")
+    if theta.dtype != contexts.dtype:
+        raise TypeError(
+            f"theta must have the dtype of contexts ({contexts.dtype}), got {theta.dtype}"
+        )
     if contexts.ndim != 2 or theta.shape[1] != contexts.shape[1] + 1:
         raise ValueError(
             f"theta has shape {tuple(theta.shape)}: it needs d + 1 = {contexts.shape[-1] + 1} "

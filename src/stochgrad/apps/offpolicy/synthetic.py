@@ -86,8 +86,8 @@ class SyntheticBandit:
         beta: float = -3.0,
         random_state: int = 12345,
     ) -> None:
-        self.n_actions = check_int("n_actions", n_actions, minimum=2)
-        self.dim_context = check_int("dim_context", dim_context, minimum=1)
+        self.n_actions = check_int("n_actions", n_actions, minimum=2, maximum=2**16)
+        self.dim_context = check_int("dim_context", dim_context, minimum=1, maximum=2**16)
         self.beta = check_float("beta", beta)
         self.random_state = check_int("random_state", random_state, minimum=0, maximum=2**32 - 1)
         rs = np.random.RandomState(self.random_state)

@@ -22,14 +22,19 @@ import torch
 
 from stochgrad._checks import check_int
 
+#: The most threads asked for (torch takes a 32-bit count; more threads than this on one
+#: machine only contend).
+MAX_THREADS = 4096
+
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` torch threads (``None``: leave the setting alone)."""
+    """Run the block with ``threads`` torch threads (``None``: leave the setting alone; at most
+    :data:`MAX_THREADS`)."""
     if threads is None:
         yield
         return
-    threads = check_int("threads", threads, minimum=1)
+    threads = check_int("threads", threads, minimum=1, maximum=MAX_THREADS)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -75,6 +75,31 @@ REFERENCE_POINT = (0.0, -25.0)
 # ---------------------------------------------------------------------------------------------
 
 
+def real_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array; ``TypeError`` naming ``name`` for anything that is not real
+    numbers (strings, complex or boolean values, tensors off the CPU).
+
+    >>> real_array("ref", (0.0, -25.0))
+    array([  0., -25.])
+    """
+    device = getattr(value, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        raise TypeError(f"{name} must be numbers on the CPU, got a tensor on {device}")
+    if hasattr(value, "detach"):  # a tensor: its values, whatever its autograd graph
+        value = value.detach()
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"{name} must be an array of real numbers, got {type(value).__name__}"
+        ) from exc
+    if a.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must be an array of real numbers, got {type(value).__name__} of dtype {a.dtype}"
+        )
+    return a.astype(np.float64)
+
+
 def hypervolume_2d(points: Any, ref: Sequence[float] = REFERENCE_POINT) -> float:
     r"""Hypervolume (area) dominated by a set of 2-D points, both objectives maximised.
 
@@ -104,12 +129,12 @@ def hypervolume_2d(points: Any, ref: Sequence[float] = REFERENCE_POINT) -> float
     Reference: Zitzler & Thiele, "Multiobjective optimization using evolutionary algorithms: a
     comparative case study", PPSN 1998.
     """
-    p = np.asarray(points, dtype=np.float64)
+    p = real_array("points", points)
+    r = real_array("ref", ref)
     if p.size == 0:
         return 0.0
     if p.ndim != 2 or p.shape[1] != 2:
         raise ValueError(f"points: expected shape [n, 2], got {p.shape}")
-    r = np.asarray(ref, dtype=np.float64)
     if r.shape != (2,):
         raise ValueError(f"ref: expected two numbers, got shape {r.shape}")
     if not (np.isfinite(p).all() and np.isfinite(r).all()):
@@ -233,12 +258,16 @@ def check_gamma(gamma: Any) -> float:
     return check_float("gamma", gamma, minimum=0.0, maximum=1.0, open_min=True)
 
 
+def check_mdp(mdp: Any) -> DeepSeaMDP:
+    """``mdp`` if it is a :class:`DeepSeaMDP`; ``TypeError`` naming it otherwise."""
+    if not isinstance(mdp, DeepSeaMDP):
+        raise TypeError(f"mdp must be a DeepSeaMDP (see tabulate()), got {type(mdp).__name__}")
+    return mdp
+
+
 def check_weights(weights: Any) -> np.ndarray:
     """``weights`` as a non-empty 1-D float array of numbers in ``[0, 1]``."""
-    try:
-        w = np.atleast_1d(np.asarray(weights, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise TypeError(f"weights must be numbers in [0, 1], got {weights!r}") from None
+    w = np.atleast_1d(real_array("weights", weights))
     if w.ndim != 1 or w.size == 0:
         raise ValueError(f"weights must be a non-empty 1-D list, got shape {w.shape}")
     for x in w:
@@ -260,8 +289,8 @@ def value_iteration(
         mdp: the tabular model (:func:`tabulate`).
         weights: ``K`` weights in ``[0, 1]`` on the treasure objective.
         gamma: discount in ``(0, 1]``.
-        tol: stop when the largest change of a value is below this.
-        max_iter: iteration cap.
+        tol: stop when the largest change of a value is below this (> 0).
+        max_iter: iteration cap (>= 1).
 
     Returns:
         ``(V, policy)``: ``[K, S]`` optimal values and ``[K, S]`` greedy actions (lowest index
@@ -272,8 +301,11 @@ def value_iteration(
     >>> round(float(V[0, mdp.start]), 6)  # the nearest treasure, one step away
     -1.0
     """
+    check_mdp(mdp)
     w = check_weights(weights)
-    check_gamma(gamma)
+    gamma = check_gamma(gamma)
+    tol = check_float("tol", tol, minimum=0.0, open_min=True)
+    max_iter = check_int("max_iter", max_iter, minimum=1)
     r = w[:, None, None] * mdp.treasure[None] - (1.0 - w)[:, None, None]  # [K, S, A]
     cont = gamma * (~mdp.terminal)[None].astype(np.float64)
     V = np.zeros((w.size, mdp.num_states))

@@ -49,6 +49,7 @@ from stochgrad.apps.rl.deep_sea import (
     REFERENCE_POINT,
     DeepSeaMDP,
     check_gamma,
+    check_mdp,
     check_weights,
     evaluate_in_env,
     front_matches,
@@ -196,6 +197,7 @@ def train_reinforce(
     >>> tuple(logits.shape), curve.shape
     ((2, 62, 4), (2, 2))
     """
+    check_mdp(mdp)
     w = check_weights(weights)
     gamma = check_gamma(gamma)
     cfg = ReinforceConfig() if config is None else config

@@ -89,6 +89,8 @@ __all__ = [
 STATE_FORMAT = "stochgrad.rl.option_critic/2"
 #: Rows of uniforms drawn at once from an agent's generator (the stream does not depend on it).
 _BLOCK = 256
+#: The most episodes per agent (the lengths of all of them are kept: 8 bytes each).
+MAX_EPISODES = 10**8
 
 
 @dataclass
@@ -411,7 +413,7 @@ def train_option_critic(
 
     Args:
         env: the environment.
-        episodes: episodes per agent (>= 1).
+        episodes: episodes per agent (>= 1, at most :data:`MAX_EPISODES`).
         seeds: one seed per agent (a list of distinct ints), or the number of agents (seeds
             ``0..n-1``); agent ``r``'s generator is ``numpy.random.default_rng(seeds[r])``.
         config: hyper-parameters (default: :class:`OptionCriticConfig`).
@@ -460,7 +462,7 @@ def train_option_critic(
     config.validate()
     if not isinstance(env, FourRooms):
         raise TypeError(f"env must be a FourRooms, got {type(env).__name__}")
-    episodes = check_int("episodes", episodes, minimum=1)
+    episodes = check_int("episodes", episodes, minimum=1, maximum=MAX_EPISODES)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     seeds = _seed_list(seeds)
     runs = len(seeds)

@@ -48,7 +48,7 @@ from stochgrad._core import make_generator
 from stochgrad.baselines import Baseline, OptimalBaseline, resolve_baseline
 from stochgrad.baselines import gae as _gae
 from stochgrad.baselines import reward_to_go as _reward_to_go
-from stochgrad.gradient_estimate import GradientEstimate
+from stochgrad.gradient_estimate import GradientEstimate, warn_single_sample
 from stochgrad.surrogate import per_sample_gradients, surrogate_loss
 
 __all__ = [
@@ -99,9 +99,9 @@ class TabularMDP:
     gamma: float
 
     def __post_init__(self) -> None:
-        P = torch.as_tensor(self.transitions, dtype=DTYPE)
-        R = torch.as_tensor(self.rewards, dtype=DTYPE)
-        rho = torch.as_tensor(self.initial, dtype=DTYPE)
+        P = _as_table("transitions", self.transitions)
+        R = _as_table("rewards", self.rewards)
+        rho = _as_table("initial", self.initial)
         if P.dim() != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
             raise ValueError(f"transitions must have shape [S, A, S], got {list(P.shape)}")
         S, A = P.shape[0], P.shape[1]
@@ -140,12 +140,34 @@ class TabularMDP:
         return cls(P / P.sum(-1, keepdim=True), R, rho / rho.sum(), gamma)
 
 
+def _as_table(name: str, value) -> Tensor:
+    """``value`` as a float64 CPU tensor; ``TypeError`` naming ``name`` for anything but real
+    numbers on the CPU (the MDP is simulated with numpy)."""
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got a tensor of dtype {value.dtype}")
+        if value.device.type != "cpu":
+            raise ValueError(f"{name} must be on the CPU, got a tensor on {value.device}")
+    try:
+        out = torch.as_tensor(value, dtype=DTYPE)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"{name} must be a tensor of real numbers, got {type(value).__name__}"
+        ) from exc
+    return out
+
+
 def _is_distribution(p: Tensor) -> bool:
     return bool(
         torch.isfinite(p).all()
         and (p >= 0).all()
         and torch.allclose(p.sum(-1), torch.ones((), dtype=p.dtype), atol=1e-8)
     )
+
+
+#: The most steps :func:`reinforce` simulates in one call (``num_trajectories * horizon``):
+#: states, actions, rewards and returns take about 100 bytes per step.
+MAX_STEPS = 2**25
 
 
 def _check_theta(mdp: TabularMDP, theta) -> Tensor:
@@ -157,6 +179,8 @@ def _check_theta(mdp: TabularMDP, theta) -> Tensor:
         raise ValueError(
             f"theta must be a floating-point tensor of logits [S, A], got {theta.dtype}"
         )
+    if theta.device.type != "cpu":
+        raise ValueError(f"theta must be on the CPU like the MDP, got a tensor on {theta.device}")
     if theta.shape != (mdp.num_states, mdp.num_actions):
         raise ValueError(
             f"theta must have shape [{mdp.num_states}, {mdp.num_actions}] ([S, A]), got "
@@ -376,8 +400,10 @@ def reinforce(
         mdp: the MDP.
         theta: policy logits ``[S, A]``.
         num_trajectories: :math:`N \ge 1` (``>= 2`` per group for the leave-one-out and group
-            rules).
-        horizon: :math:`H \ge 1`; default :func:`default_horizon`.
+            rules; with 1, ``variance`` and ``stderr`` are NaN and a
+            :class:`~stochgrad.SingleSampleWarning` says so).
+        horizon: :math:`H \ge 1`; default :func:`default_horizon`. At most
+            :data:`MAX_STEPS` steps in all (``num_trajectories * horizon``).
         baseline: a name of :data:`REINFORCE_BASELINES`, a number, or a
             :class:`~stochgrad.baselines.Baseline` object.
         reward_to_go: credit each action with the rewards after it only (default), or the
@@ -432,7 +458,13 @@ def reinforce(
     if group_size is not None and rule is not None and not rule.grouped:
         raise ValueError(f"baseline {name!r} does not work within groups; drop group_size")
     H = default_horizon(mdp) if horizon is None else check_int("horizon", horizon, minimum=1)
+    if N * H > MAX_STEPS:
+        raise ValueError(
+            f"num_trajectories * horizon = {N} * {H} steps exceeds the limit of {MAX_STEPS} "
+            "simulated steps (about 100 bytes each); use fewer trajectories or a shorter horizon"
+        )
     gen = make_generator(generator, seed)
+    warn_single_sample("reinforce", N)  # one trajectory: no spread, variance and stderr NaN
 
     S, A, gamma = mdp.num_states, mdp.num_actions, mdp.gamma
     pi = softmax_policy(th)

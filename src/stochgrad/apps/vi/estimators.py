@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 import stochgrad as sg
-from stochgrad._checks import check_choice, check_int
+from stochgrad._checks import check_choice, check_int, check_torch_generator
 from stochgrad.apps.vi.model import (
+    MAX_SAMPLES,
     _check_data,
     _check_params,
     load_data,  # noqa: F401  (the doctests use it)
@@ -85,6 +86,21 @@ def evaluations_per_step(estimator: str, num_samples: int, dim: int) -> int:
     _check_estimator(estimator)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     return 4 * dim * num_samples if estimator == "mvd" else num_samples
+
+
+def _check_batch(batch, n: int, device: torch.device) -> Tensor:
+    """``batch`` as a non-empty 1-D index tensor into ``n`` rows; errors name ``batch``."""
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"batch must be a tensor of row indices, got {type(batch).__name__}")
+    if batch.dtype in (torch.bool, torch.uint8) or batch.is_floating_point() or batch.is_complex():
+        raise TypeError(f"batch must be an integer tensor of row indices, got dtype {batch.dtype}")
+    if batch.device != device:
+        raise ValueError(f"batch must be on the data's device ({device}), got {batch.device}")
+    if batch.dim() != 1 or batch.numel() == 0:
+        raise ValueError(f"batch must be a non-empty 1-D tensor, got shape {tuple(batch.shape)}")
+    if bool(((batch < 0) | (batch >= n)).any()):
+        raise ValueError(f"batch must index rows 0..{n - 1}, got values outside")
+    return batch
 
 
 def _estimate(
@@ -152,11 +168,13 @@ def expected_loglik_gradient(
     """
     _check_estimator(estimator)
     mu, log_sigma = _check_params(mu, log_sigma)
-    _check_data(X, y, mu.numel())
-    num_samples = check_int("num_samples", num_samples, minimum=1)
+    _check_data(X, y, mu.numel(), mu)
+    num_samples = check_int("num_samples", num_samples, minimum=1, maximum=MAX_SAMPLES)
+    check_torch_generator(generator)
     if batch is None:
         Xb, yb, scale = X, y, 1.0
     else:
+        batch = _check_batch(batch, X.shape[0], X.device)
         Xb, yb = X[batch], y[batch]
         scale = X.shape[0] / Xb.shape[0]
 

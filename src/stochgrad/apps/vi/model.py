@@ -11,6 +11,7 @@ Labels :math:`y_n \in \{-1, +1\}`, prior :math:`w \sim \mathcal N(0, I_D)`, like
 from __future__ import annotations
 
 import math  # noqa: F401  (the doctests use it)
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,22 +20,60 @@ from torch import Tensor
 __all__ = ["DTYPE", "kl_to_prior", "load_data", "log_likelihood", "variational"]
 
 DTYPE = torch.float64
+#: The most samples of q drawn in one call (``[num_samples, D]`` weights).
+MAX_SAMPLES = 2**24
+
+
+#: The largest ``|log_sigma|`` taken: beyond it ``sigma^2`` overflows float32 (and a run
+#: whose parameters leave this range has diverged).
+MAX_LOG_SIGMA = 40.0
+
+
+def _check_real(
+    name: str, t: Any, like: tuple[str, Tensor] | None = None, *, integer: bool = False
+) -> Tensor:
+    """``t`` if it is a floating-point tensor (integers too with ``integer``) on the device and
+    of the dtype of ``like = (its name, tensor)``; ``TypeError``/``ValueError`` naming ``name``
+    otherwise."""
+    if not isinstance(t, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor (mu, log_sigma, X and y are tensors), got "
+            f"{type(t).__name__}"
+        )
+    real = t.is_floating_point() or (integer and not t.is_complex() and t.dtype != torch.bool)
+    if not real:
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if like is not None:
+        other, ref = like
+        if t.device != ref.device:
+            raise ValueError(
+                f"{name} must be on the device of {other} ({ref.device}), got {t.device}"
+            )
+        if t.is_floating_point() and t.dtype != ref.dtype:
+            raise TypeError(f"{name} must have the dtype of {other} ({ref.dtype}), got {t.dtype}")
+    return t
 
 
 def _check_params(mu: Tensor, log_sigma: Tensor) -> tuple[Tensor, Tensor]:
-    if not isinstance(mu, Tensor) or not isinstance(log_sigma, Tensor):
-        raise TypeError("mu and log_sigma must be torch tensors")
+    mu = _check_real("mu", mu)
+    log_sigma = _check_real("log_sigma", log_sigma, ("mu", mu))
     if mu.dim() != 1 or mu.shape != log_sigma.shape:
         raise ValueError(
             f"mu and log_sigma must be 1-D of equal length, got {tuple(mu.shape)} and "
             f"{tuple(log_sigma.shape)}"
         )
-    if not (torch.isfinite(mu).all() and torch.isfinite(log_sigma).all()):
-        raise ValueError("mu and log_sigma must be finite")
+    if not torch.isfinite(mu).all():
+        raise ValueError("mu must be finite")
+    if not (log_sigma.abs() <= MAX_LOG_SIGMA).all():
+        raise ValueError(f"log_sigma must be finite, in [-{MAX_LOG_SIGMA}, {MAX_LOG_SIGMA}]")
     return mu, log_sigma
 
 
-def _check_data(X: Tensor, y: Tensor, dim: int | None = None) -> None:
+def _check_data(X: Tensor, y: Tensor, dim: int | None = None, mu: Tensor | None = None) -> None:
+    X = _check_real("X", X, None if mu is None else ("mu", mu))
+    y = _check_real("y", y, ("X", X), integer=True)
+    if not torch.isfinite(X).all():
+        raise ValueError("X must be finite")
     if X.dim() != 2 or y.shape != (X.shape[0],):
         raise ValueError(f"X must be [N, D] and y [N], got {tuple(X.shape)} and {tuple(y.shape)}")
     if dim is not None and X.shape[1] != dim:
@@ -95,4 +134,5 @@ def kl_to_prior(mu: Tensor, log_sigma: Tensor) -> Tensor:
     >>> float(kl_to_prior(torch.zeros(3), torch.zeros(3)))
     0.0
     """
+    mu, log_sigma = _check_params(mu, log_sigma)
     return 0.5 * ((2.0 * log_sigma).exp() + mu**2 - 1.0 - 2.0 * log_sigma).sum()

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from stochgrad._checks import check_int, check_torch_generator
 from stochgrad.apps.vi.model import (
+    MAX_SAMPLES,
     _check_data,
     _check_params,
     kl_to_prior,
@@ -86,7 +87,7 @@ def quadrature_elbo(
     True
     """
     mu, log_sigma = _check_params(mu, log_sigma)
-    _check_data(X, y, mu.numel())
+    _check_data(X, y, mu.numel(), mu)
     nodes = check_int("nodes", nodes, minimum=2)
     z, wts = _hermite(nodes, mu.dtype)
     m = X @ mu
@@ -121,8 +122,8 @@ def mc_elbo(
     True
     """
     mu, log_sigma = _check_params(mu, log_sigma)
-    _check_data(X, y, mu.numel())
-    num_samples = check_int("num_samples", num_samples, minimum=2)
+    _check_data(X, y, mu.numel(), mu)
+    num_samples = check_int("num_samples", num_samples, minimum=2, maximum=MAX_SAMPLES)
     check_torch_generator(generator)
     with torch.no_grad():
         eps = torch.randn(num_samples, mu.numel(), generator=generator, dtype=mu.dtype)
