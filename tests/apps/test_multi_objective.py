@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from stochgrad.checkpoint import CheckpointError
+
 pytest.importorskip("mo_gymnasium")
 
 from stochgrad.apps.rl import deep_sea  # noqa: E402
@@ -238,6 +240,28 @@ def test_state_and_save_hooks_continue_exactly(mdp):
     assert torch.equal(logits, full) and np.array_equal(curve, full_curve)
     with pytest.raises(ValueError, match="not both"):
         mo.train_reinforce(mdp, [0.2], GAMMA, cfg, checkpoint="x.pt", save=states.append)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("theta", lambda t: t.float(), "theta must"),
+        ("theta", lambda t: t[..., :1], "theta must have shape"),
+        ("base", lambda t: t * float("nan"), "base must"),
+        ("done", lambda d: 99, "done must be"),
+        ("curve", lambda c: c[:1], "curve holds 1 iterations"),
+        ("generator", lambda g: [1, 2], "generator must"),
+    ],
+)
+def test_a_state_with_wrong_contents_is_refused_naming_the_field(mdp, field, value, says):
+    # before: copy_ cast a float32 theta and broadcast a short one without a word
+    cfg = mo.ReinforceConfig(iterations=8, batch=2)
+    states = []
+    mo.train_reinforce(mdp, [0.5], GAMMA, cfg, seed=1, save=states.append, checkpoint_every=4)
+    state = dict(states[0])
+    state[field] = value(state[field])
+    with pytest.raises(CheckpointError, match=says):
+        mo.train_reinforce(mdp, [0.5], GAMMA, cfg, seed=1, state=state)
 
 
 def test_training_runs_with_one_thread_and_restores_the_callers(mdp):

@@ -332,18 +332,29 @@ def _load(state, where, settings, theta, base, opt, g, curve) -> int:
             f"{where}: not a multi-objective REINFORCE state; {_ckpt.RESTART_HINT}"
         )
     _ckpt.check_settings(state["settings"], settings, where)
-    try:
+    try:  # every field checked before anything is restored: copy_ would cast and broadcast
+        t = _ckpt.saved_tensor(
+            state, "theta", shape=tuple(theta.shape), dtype=theta.dtype, finite=True
+        )
+        b = _ckpt.saved_tensor(
+            state, "base", shape=tuple(base.shape), dtype=base.dtype, finite=True
+        )
+        done = _ckpt.saved_int(state, "done", minimum=0, maximum=len(curve))
+        c = _ckpt.saved_tensor(state, "curve", shape=(None, *curve.shape[1:]), finite=True)
+        if c.shape[0] < done:
+            raise ValueError(f"curve holds {c.shape[0]} iterations, not the {done} done")
+        gen = _ckpt.saved_tensor(state, "generator", dtype=torch.uint8)
+        adam = _ckpt.saved_value(state, "adam", dict)
         with torch.no_grad():
-            theta.copy_(state["theta"])
-        base.copy_(state["base"])
-        opt.load_state_dict(state["adam"])
-        g.set_state(state["generator"])
-        done = int(state["done"])
-        curve[:done] = state["curve"].numpy()
+            theta.copy_(t)
+        base.copy_(b)
+        opt.load_state_dict(adam)
+        g.set_state(gen)
+        curve[:done] = c[:done].numpy()
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise _ckpt.CheckpointError(
-            f"{where}: a REINFORCE state that cannot be read ({type(exc).__name__}); "
-            f"{_ckpt.RESTART_HINT}"
+            f"{where}: a REINFORCE state that cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); {_ckpt.RESTART_HINT}"
         ) from None
     return done
 
