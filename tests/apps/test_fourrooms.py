@@ -23,7 +23,7 @@ from stochgrad.apps.rl.fourrooms import (
     transition_matrix,
     value_iteration,
 )
-from stochgrad.checkpoint import CheckpointMismatch
+from stochgrad.checkpoint import CheckpointError, CheckpointMismatch
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +310,33 @@ def test_state_and_save_continue_exactly(env: FourRooms) -> None:
     kept = torch.load(_roundtrip(states[0]), weights_only=True)  # tensors and plain values only
     _, steps = train_option_critic(env, 20, [2, 3], config, state=kept)
     np.testing.assert_array_equal(steps, ref)
+
+
+@pytest.mark.parametrize(
+    ("path", "alter", "says"),
+    [
+        (("theta",), lambda t: t.float(), "theta must"),
+        (("q_u",), lambda t: t * float("nan"), "q_u must"),
+        (("ep",), lambda t: t[:1], "ep must have shape"),
+        (("streams", "buffer"), lambda t: t[:1], "buffer must have shape"),
+        (("streams", "position"), lambda t: t - 10**6, "position must lie in"),
+        (("streams", "generators"), lambda g: g[:1], "generators must be"),
+    ],
+)
+def test_a_state_with_wrong_contents_is_refused_naming_the_field(
+    env: FourRooms, path, alter, says
+) -> None:
+    # before: arrays were copied in whatever their shape or dtype (numpy cast or broadcast)
+    config = OptionCriticConfig(temperature=0.3)
+    states = []
+    train_option_critic(env, 8, [2, 3], config, save=states.append, checkpoint_every=5)
+    state = torch.load(_roundtrip(states[0]), weights_only=True)
+    inner = state
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = alter(inner[path[-1]])
+    with pytest.raises(CheckpointError, match=says):
+        train_option_critic(env, 20, [2, 3], config, state=state)
 
 
 def _roundtrip(state):

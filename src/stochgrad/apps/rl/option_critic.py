@@ -240,10 +240,26 @@ class _Streams:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        for g, s in zip(self.gens, state["generators"], strict=True):
-            g.bit_generator.state = json.loads(s)
-        self.buf = state["buffer"].numpy().copy()
-        self.pos = state["position"].numpy().copy()
+        gens = _ckpt.saved_value(state, "generators", list)
+        if len(gens) != len(self.gens) or not all(isinstance(s, str) for s in gens):
+            raise ValueError(f"generators must be {len(self.gens)} JSON strings")
+        buf = _saved_like(state, "buffer", self.buf, finite=True)
+        pos = _saved_like(state, "position", self.pos)
+        if ((pos < 0) | (pos > _BLOCK)).any():
+            raise ValueError(f"position must lie in [0, {_BLOCK}]")
+        states = [json.loads(s) for s in gens]
+        for g, st in zip(self.gens, states, strict=True):
+            g.bit_generator.state = st  # numpy checks the bit generator's own fields
+        self.buf, self.pos = buf, pos
+
+
+def _saved_like(
+    state: dict[str, Any], key: str, like: np.ndarray, *, finite: bool = False
+) -> np.ndarray:
+    """``state[key]`` as a numpy array of ``like``'s shape and dtype, checked."""
+    dtype = torch.from_numpy(np.zeros(0, dtype=like.dtype)).dtype
+    t = _ckpt.saved_tensor(state, key, shape=tuple(like.shape), dtype=dtype, finite=finite)
+    return t.numpy().copy()
 
 
 def _seed_list(seeds: Sequence[int] | int) -> list[int]:
@@ -308,24 +324,37 @@ class _Training:
                 f"{where}: not an option-critic training state; {_ckpt.RESTART_HINT}"
             )
         _ckpt.check_settings(st["settings"], self.settings(), where)
-        saved = int(st["steps"].shape[1])
-        if saved > self.episodes:
-            raise ValueError(
-                f"episodes must be >= the {saved} episodes already trained in {where}, "
-                f"got {self.episodes}"
-            )
-        shape = self.agent.theta.shape
-        if tuple(st["theta"].shape) != shape:
-            got = tuple(st["theta"].shape)
-            raise _ckpt.CheckpointError(f"{where}: parameters of shape {got}, expected {shape}")
-        for name in ("theta", "vartheta", "q_u", "q_omega"):
-            getattr(self.agent, name)[...] = st[name].numpy()
-        self.steps[:, :saved] = st["steps"].numpy()
-        self.ep = st["ep"].numpy().copy()
-        self.t_ep = st["t_ep"].numpy().copy()
-        self.state = st["state"].numpy().copy()
-        self.option = st["option"].numpy().copy()
-        self.streams.load(st["streams"])
+        try:  # every field checked before anything is restored
+            steps = _ckpt.saved_tensor(st, "steps", shape=(self.steps.shape[0], None))
+            saved = int(steps.shape[1])
+            if saved > self.episodes:
+                raise _ckpt.CheckpointError(
+                    f"episodes must be >= the {saved} episodes already trained in {where}, "
+                    f"got {self.episodes}"
+                )
+            params = {
+                name: _saved_like(st, name, getattr(self.agent, name), finite=True)
+                for name in ("theta", "vartheta", "q_u", "q_omega")
+            }
+            steps = steps.numpy()
+            if steps.dtype != self.steps.dtype or (steps < 0).any():
+                raise ValueError(f"steps must be non-negative {self.steps.dtype} counts")
+            rest = {
+                n: _saved_like(st, n, getattr(self, n)) for n in ("ep", "t_ep", "state", "option")
+            }
+            self.streams.load(_ckpt.saved_value(st, "streams", dict))
+        except _ckpt.CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise _ckpt.CheckpointError(
+                f"{where}: an option-critic state that cannot be read ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); {_ckpt.RESTART_HINT}"
+            ) from None
+        for name, value in params.items():
+            getattr(self.agent, name)[...] = value
+        self.steps[:, :saved] = steps
+        for name, value in rest.items():
+            setattr(self, name, value)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, progress, save, save_every: int) -> None:
