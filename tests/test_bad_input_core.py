@@ -11,6 +11,7 @@ truth (the estimator is exact there) against the closed form.
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 
@@ -570,7 +571,7 @@ def test_relax_options():
 
 
 def test_baseline_options():
-    with pytest.raises(TypeError, match="constant baseline must be a real number, got str"):
+    with pytest.raises(TypeError, match="^value must be a real number, got str"):
         sg.ConstantBaseline("a")
     with pytest.raises(TypeError, match="decay must be a real number"):
         sg.EMABaseline(decay=True)
@@ -592,7 +593,7 @@ def test_surrogate_arguments():
         sg.surrogate_loss(p.sum() + torch.tensor([0.0, math.nan, 1.0]), torch.ones(3))
     with pytest.raises(TypeError, match="values must be a tensor of"):
         sg.surrogate_loss(p.sum() + torch.zeros(3), "abc")
-    with pytest.raises(ValueError, match=r"log_probs must be a tensor \[n >= 1\]"):
+    with pytest.raises(ValueError, match=r"log_probs must hold one log-probability per sample"):
         sg.per_sample_gradients(p.sum() + torch.zeros(0), p)
 
 
@@ -606,3 +607,282 @@ def test_fisher_and_graph_arguments():
         sg.magic_box(3)
     with pytest.raises(ValueError, match="per_sample must hold at least one row"):
         sg.GradientEstimate.from_per_sample(torch.zeros(0, 2), method="demo")
+
+
+# ---------------------------------------------------------------------------------------------
+# every public function of the core: the message names the argument (the property suite's rule)
+# ---------------------------------------------------------------------------------------------
+def names(message: str, name: str) -> bool:
+    """Whether ``message`` names ``name`` as a word (``params[1]`` names ``params``)."""
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message) is not None
+
+
+def m(t):
+    """``t`` on the 'meta' device: a shape without data, standing for a foreign device."""
+    return t.to("meta")
+
+
+LP = torch.zeros(4, dtype=DT, requires_grad=True)
+R5, Z5, C64 = torch.tensor([1.0, 0.0, 2.0, -1.0, 0.5]), torch.zeros(5), torch.complex64
+NAN, INF = math.nan, math.inf
+
+
+def lp():
+    """Log-probabilities [4] that depend on LP."""
+    return torch.log_softmax(LP, 0)
+
+
+def sl(log_probs=None, values=None, **kw):
+    log_probs = lp() if log_probs is None else log_probs
+    return sg.surrogate_loss(log_probs, torch.ones(4) if values is None else values, **kw)
+
+
+def fg(log_joint=None, params=LP, **kw):
+    return sg.fisher_gradient(lp() if log_joint is None else log_joint, params, **kw)
+
+
+def adv(values=R5, groups=None):
+    return sg.LeaveOneOutBaseline().advantages(values, groups)
+
+
+def run_gae(rewards=R5, values=Z5, **kw):
+    return sg.gae(rewards, values, **kw)
+
+
+def cost(value):
+    with sg.StochasticGraph(num_samples=4, seed=0) as g:
+        g.sample("x", D.Bernoulli(logits=torch.tensor(0.3, requires_grad=True)))
+        g.cost("c", value)
+
+
+def node(dist=None, **kwargs):
+    with sg.StochasticGraph(num_samples=4, seed=0) as g:
+        return g.sample(
+            "x", D.Bernoulli(logits=torch.tensor(0.3)) if dist is None else dist, **kwargs
+        )
+
+
+def per(per_sample=None, **kwargs):
+    per_sample = torch.ones(3, 2) if per_sample is None else per_sample
+    return sg.GradientEstimate.from_per_sample(per_sample, method="demo", **kwargs)
+
+
+def sums(sums=None, sizes=None, **kwargs):
+    sums = torch.ones(2, 2) if sums is None else sums
+    sizes = torch.tensor([2, 2]) if sizes is None else sizes
+    return sg.GradientEstimate.from_batch_sums(sums, sizes, method="demo", **kwargs)
+
+
+def quad_at(params):
+    return sg.exact_gradient(lambda x: (x - 1.0) ** 2, normal, params)
+
+
+# argument -> call. Before: a raw RuntimeError ("Tensor.item() cannot be called on meta
+# tensors", "Tensor on device cpu is not on the expected device meta!") or an accepted value
+FOREIGN_DEVICE = {
+    "params": lambda: sg.score_function(quad, normal, m(THETA), num_samples=4),
+    "params[1]": lambda: sg.score_function(
+        lambda x: x, lambda a, b: D.Normal(a, b), (THETA[0], m(THETA[1])), num_samples=4
+    ),
+    "f": lambda: sg.score_function(lambda x: m(quad(x)), normal, THETA, num_samples=4, seed=0),
+    "f (exact)": lambda: sg.exact_gradient(lambda b: m(toy(b)), bern, torch.tensor(0.3)),
+    "logits": lambda: sg.gumbel_max(m(torch.zeros(3)), 2, seed=0),
+    "probs": lambda: sg.straight_through_bernoulli(m(torch.full((2,), 0.5)), 2, seed=0),
+    "temperature": lambda: sg.concrete_sample(torch.zeros(3), m(torch.tensor(0.5)), 2, seed=0),
+    "value": lambda: sg.ConstantBaseline(m(torch.tensor(1.0))),
+    "decay": lambda: sg.EMABaseline(decay=m(torch.tensor(0.5))),
+    "epsrel": lambda: sg.exact_gradient(quad, normal, THETA, epsrel=m(torch.tensor(1e-6))),
+    "values": lambda: adv(m(R5)),
+    "groups": lambda: adv(R5, m(torch.tensor([0, 0, 1, 1, 1]))),
+    "rewards": lambda: sg.reward_to_go(m(R5)),
+    "dones": lambda: sg.reward_to_go(R5, dones=m(Z5)),
+    "values (gae)": lambda: run_gae(values=m(Z5)),
+    "last_value": lambda: run_gae(last_value=m(torch.tensor(1.0))),
+    "log_probs": lambda: sl(m(lp())),
+    "values (surrogate)": lambda: sl(values=m(torch.ones(4))),
+    "weights": lambda: sl(weights=m(torch.ones(4))),
+    "params (per_sample_gradients)": lambda: sg.per_sample_gradients(
+        lp(), torch.zeros(4, device="meta", requires_grad=True)
+    ),
+    "log_joint": lambda: fg(m(lp())),
+    "posterior": lambda: fg(posterior=m(torch.full((4,), 0.25, dtype=DT))),
+    "log_measure": lambda: fg(log_measure=m(torch.zeros(4, dtype=DT))),
+    "per_sample": lambda: per(m(torch.ones(3, 2))),
+    "extra_variance_of_mean": lambda: per(extra_variance_of_mean=m(torch.ones(2))),
+    "sizes": lambda: sums(sizes=m(torch.tensor([2, 2]))),
+    "value (cost)": lambda: cost(m(torch.ones(4))),
+    "dist": lambda: node(D.Normal(m(torch.zeros(())), m(torch.ones(())), validate_args=False)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN_DEVICE))
+def test_foreign_device_refused_naming_the_argument(case):
+    """A tensor on another device than the call's (here 'meta', a shape without data): a
+    ValueError naming the argument, not torch's RuntimeError from deep inside."""
+    with pytest.raises(ValueError) as info:
+        FOREIGN_DEVICE[case]()
+    assert names(str(info.value), case.split(" ")[0].split("[")[0]), str(info.value)
+
+
+# Before: accepted (a bool tensor read as numbers, 'no' read as True, 2.5 evaluations), a raw
+# error ('int' object is not iterable, "unique" not implemented for complex), or a message
+# naming another argument ('baseline: a constant baseline must be ...')
+WRONG_TYPE = {
+    "values bool": lambda: adv(R5 > 0),
+    "groups complex": lambda: adv(R5, torch.zeros(5, dtype=C64)),
+    "groups str": lambda: adv(R5, "ab"),
+    "rewards bool": lambda: sg.reward_to_go(R5 > 0),
+    "rewards complex": lambda: run_gae(R5.to(C64)),
+    "dones complex": lambda: run_gae(dones=torch.zeros(5, dtype=C64)),
+    "last_value str": lambda: run_gae(last_value="3"),
+    "last_value True": lambda: run_gae(last_value=True),
+    "tau bool": lambda: sg.magic_box(torch.tensor([True, False])),
+    "log_probs bool": lambda: sl(lp() > -2),
+    "values complex": lambda: sl(values=torch.ones(4, dtype=C64)),
+    "weights bool": lambda: sl(weights=torch.ones(4) > 0),
+    "params int": lambda: sl(params=3),
+    "advantage class": lambda: sl(advantage=sg.LeaveOneOutBaseline),
+    "maximize 1": lambda: sl(maximize=1),
+    "log_probs int": lambda: sg.per_sample_gradients(torch.zeros(4, dtype=torch.long), LP),
+    "params None": lambda: sg.per_sample_gradients(lp(), None),
+    "log_joint int": lambda: fg(torch.zeros(4, dtype=torch.long)),
+    "params float": lambda: fg(params=1.5),
+    "posterior bool": lambda: fg(posterior=torch.ones(4) > 0),
+    "log_measure float": lambda: fg(log_measure=1.5),
+    "per_sample int": lambda: per(torch.ones(3, 2, dtype=torch.long)),
+    "per_sample str": lambda: per("tensor"),
+    "biased 'no'": lambda: per(biased="no"),
+    "evaluations 2.5": lambda: per(evaluations=2.5),
+    "extra_variance_of_mean str": lambda: per(extra_variance_of_mean="tensor"),
+    "sums complex": lambda: sums(torch.ones(2, 2, dtype=C64)),
+    "sizes float": lambda: sums(sizes=torch.tensor([2.5, 2.0])),
+    "sizes number": lambda: sums(sizes=1.5),
+    "value None": lambda: sg.ConstantBaseline(None),
+    "eps str": lambda: sg.GroupNormalizedBaseline(eps="3"),
+    "eps True": lambda: sg.GroupNormalizedBaseline(eps=True),
+    "fn int": lambda: sg.black_box(3),
+    "max_configurations 2.5": lambda: sg.StochasticGraph.enumerate(
+        lambda g: None, max_configurations=2.5
+    ),
+    "reparam None": lambda: node(reparam=None),
+    "per_sample 0": lambda: node(per_sample=0),
+    "value complex": lambda: cost(torch.ones(4, dtype=C64)),
+    "value float": lambda: cost(1.5),
+    "params (estimate) int": lambda: sl().estimate(3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_TYPE))
+def test_wrong_type_refused_naming_the_argument(case):
+    with pytest.raises(TypeError) as info:
+        WRONG_TYPE[case]()
+    assert names(str(info.value), case.split(" ")[0]), str(info.value)
+
+
+# Before: accepted (NaN results, a posterior above 1, eps=inf), a raw error, or a message
+# naming another argument
+OFF_SUPPORT = {
+    "value nan": lambda: sg.ConstantBaseline(NAN),
+    "eps inf": lambda: sg.GroupNormalizedBaseline(eps=INF),
+    "advantage nan": lambda: sl(advantage=NAN),
+    "advantage 'nonsense'": lambda: sl(advantage="nonsense"),
+    "params without grad": lambda: sl(params=torch.zeros(4)),
+    "log_probs inf": lambda: sg.per_sample_gradients(lp() + torch.tensor([0, INF, 0, 0]), LP),
+    "log_probs without graph": lambda: sg.per_sample_gradients(lp().detach(), LP),
+    "log_joint without graph": lambda: fg(lp().detach()),
+    "posterior above 1": lambda: fg(posterior=torch.tensor([1.5, 0.0, 0.0, 0.0], dtype=DT)),
+    "log_measure nan": lambda: fg(log_measure=torch.tensor([0.0, NAN, 0.0, 0.0])),
+    "log_measure empty": lambda: fg(log_measure=torch.zeros(0)),
+    "dones 2": lambda: sg.reward_to_go(R5, dones=torch.tensor([0.0, 2.0, 0.0, 0.0, 1.0])),
+    "dones nan": lambda: run_gae(dones=torch.full((5,), NAN)),
+    "last_value nan": lambda: run_gae(last_value=NAN),
+    "last_value 1e300": lambda: run_gae(last_value=1e300),
+    "last_value [3]": lambda: run_gae(last_value=torch.ones(3)),
+    "tau -inf": lambda: sg.magic_box(torch.tensor([0.3, -INF])),
+    "evaluations -1": lambda: per(evaluations=-1),
+    "per_sample nan": lambda: per(torch.tensor([[NAN], [1.0]])),
+    "per_sample overflowing variance": lambda: per(torch.tensor([[1e30], [1.0], [2.0]])),
+    "extra_variance_of_mean negative": lambda: per(extra_variance_of_mean=torch.tensor([-1e-6, 0])),
+    "extra_variance_of_mean shape": lambda: per(extra_variance_of_mean=torch.zeros(1, 2)),
+    "sums 0-d": lambda: sums(torch.tensor(4.0)),
+    "sums one batch": lambda: sums(torch.ones(1, 2, 2)),
+    "sizes zero": lambda: sums(sizes=torch.tensor([2, 0])),
+    "num_samples 2**63": lambda: sg.StochasticGraph(num_samples=2**63),
+    "value nan (cost)": lambda: cost(torch.full((4,), NAN)),
+    "hidden 2**63": lambda: sg.Relax(hidden=2**63),
+    "eta 1e300": lambda: sg.rebar(toy, bern, torch.tensor(0.3), num_samples=8, eta=1e300, seed=0),
+    "params 1e30": lambda: quad_at(torch.tensor([0.5, 1e30])),
+    "params below resolution": lambda: quad_at(torch.tensor([1e15, 1e-3], dtype=DT)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OFF_SUPPORT))
+def test_value_off_its_support_refused_naming_the_argument(case):
+    with pytest.raises(ValueError) as info:
+        OFF_SUPPORT[case]()
+    assert names(str(info.value), case.split(" ")[0]), str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# the answers that changed: checked against their formulas
+# ---------------------------------------------------------------------------------------------
+def test_from_per_sample_of_one_row_warns_at_the_caller():
+    """Before: NaN variance and stderr without a word when built directly from one row."""
+    with pytest.warns(sg.SingleSampleWarning, match="demo: num_samples=1") as caught:
+        est = sg.GradientEstimate.from_per_sample(torch.tensor([[1.0, 2.0]]), method="demo")
+    assert caught[0].filename == __file__
+    torch.testing.assert_close(est.grad, torch.tensor([1.0, 2.0]))
+    assert bool(est.stderr.isnan().all())
+
+
+def test_estimators_warn_once_for_one_sample():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sg.score_function(quad, normal, THETA, num_samples=1, seed=0)
+    assert [w.category for w in caught] == [sg.SingleSampleWarning]
+    assert caught[0].filename == __file__
+
+
+def test_reward_to_go_of_integer_rewards_is_not_truncated():
+    """Before: integer rewards gave integer returns, [1, 0, 1, -1, 0] for the returns
+    [1.891, 0.99, 1.1, -1, 0] of G_t = r_t + 0.9 G_{t+1}."""
+    rewards = torch.tensor([1, 0, 2, -1, 0])
+    got = sg.reward_to_go(rewards, gamma=0.9)
+    want = [
+        1 + 0.9 * (0 + 0.9 * (2 + 0.9 * (-1 + 0.9 * 0))),
+        0 + 0.9 * (2 - 0.9),
+        2 - 0.9,
+        -1.0,
+        0.0,
+    ]
+    assert got.is_floating_point()
+    torch.testing.assert_close(got.double(), torch.tensor(want, dtype=DT), rtol=1e-6, atol=1e-6)
+
+
+def test_exact_gradient_of_float32_params_is_computed_in_float64():
+    """Before: float32 params with a standard deviation of 1e10 gave d/dmu E (x - 1)^2 =
+    0.298 instead of 2 (mu - 1) = -1 (float32 roundings of f swamped the quadrature)."""
+    got = sg.exact_gradient(lambda x: (x - 1.0) ** 2, normal, torch.tensor([0.5, 1e10]))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, torch.tensor([-1.0, 2e10]), rtol=1e-5, atol=1e-4)
+
+
+def test_surrogate_estimate_takes_numpy_batches():
+    """Before: batches=np.int64(2) was refused ("must be an int")."""
+    p = torch.zeros(3, dtype=DT, requires_grad=True)
+    x = torch.tensor([0, 2, 1, 2, 0, 1, 2, 2])
+    s = sg.surrogate_loss(D.Categorical(logits=p).log_prob(x), (x == 2).double())
+    est = s.estimate(p, batches=np.int64(2))
+    assert est.info["batch_means"] == 2
+    torch.testing.assert_close(est.grad, s.estimate(p, batches=2).grad)
+
+
+def test_estimate_auto_passes_on_the_score_functions_refusal():
+    """Before: "estimate: no estimator applies: {...}", a report not naming params; the score
+    function applies to every input, so its refusal is the answer."""
+
+    def unchecked(th):
+        return D.Normal(th[0], th[1], validate_args=False)
+
+    with pytest.raises(ValueError, match=r"^params: Normal.scale must satisfy GreaterThan"):
+        sg.estimate(quad, unchecked, torch.tensor([0.5, -1.0]), num_samples=10, seed=0)

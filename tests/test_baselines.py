@@ -109,7 +109,7 @@ def test_baselines_reduce_variance(baseline):
 
 
 def test_resolve_errors():
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match=r"^baseline must be one of \[.*got 'Optimal-ish'"):
         sg.score_function(quad, _normal, THETA, num_samples=4, baseline="Optimal-ish")
     with pytest.raises(TypeError):
         sg.score_function(quad, _normal, THETA, num_samples=4, baseline=True)
@@ -190,7 +190,7 @@ def test_advantage_bad_input():
     bl = resolve_baseline("loo")
     with pytest.raises(ValueError, match="values must be one value per sample"):
         bl.advantages(torch.ones(2, 2))
-    with pytest.raises(TypeError, match="values must be a torch.Tensor"):
+    with pytest.raises(TypeError, match="values must be a tensor of real numbers"):
         bl.advantages([1.0, 2.0])
     with pytest.raises(ValueError, match="at least 2 samples per group"):
         bl.advantages(torch.ones(3), torch.tensor([0, 1, 1]))

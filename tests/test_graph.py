@@ -411,7 +411,7 @@ def test_cost_with_wrong_shape():
             graph.cost("c", z.mean())
         with pytest.raises(ValueError, match=r"got shape \[4\]"):
             graph.cost("c", torch.ones(4))
-        with pytest.raises(ValueError, match="non-finite"):
+        with pytest.raises(ValueError, match="value must be finite"):
             graph.cost("c", z / 0.0 - z / 0.0)
         with pytest.raises(TypeError, match="must be a tensor"):
             graph.cost("c", object())

@@ -25,14 +25,17 @@ import numpy as np
 import torch
 
 __all__ = [
+    "all_finite",
     "check_bool",
     "check_callable",
     "check_choice",
+    "check_device",
     "check_float",
     "check_int",
     "check_numpy_generator",
     "check_probability",
     "check_seed",
+    "check_tensor",
     "check_torch_generator",
 ]
 
@@ -90,7 +93,7 @@ def check_float(
         ValueError: NaN, infinite, or out of bounds.
     """
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
+        value = check_device(name, value).item()
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {_type_name(value)} {value!r}")
     value = float(value)
@@ -177,5 +180,109 @@ def check_numpy_generator(value: Any, name: str = "generator") -> np.random.Gene
         raise TypeError(
             f"{name} must be a numpy.random.Generator (randomness is explicit), "
             f"got {_type_name(value)}"
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors
+# ---------------------------------------------------------------------------------------------
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite: one reduction and one synchronisation, the
+    elementwise check only when the sum is not finite (an overflow of finite entries)."""
+    total = float(t.detach().sum()) if t.numel() else 0.0
+    if math.isfinite(total):
+        return True
+    return bool(torch.isfinite(t.detach()).all())
+
+
+def check_device(
+    name: str, value: torch.Tensor, device: torch.device | None = None, *, of: str = ""
+) -> torch.Tensor:
+    """``value`` if it holds data on ``device`` (on any real device when ``None``).
+
+    A tensor on the ``meta`` device holds a shape and no values; a tensor on another device than
+    the call's other tensors would fail deep inside torch. Both are refused naming the argument.
+
+    Args:
+        name: the argument's name.
+        value: a tensor.
+        device: the device of the call (that of its other tensors), or ``None``.
+        of: what ``device`` belongs to, for the message (``"params"``).
+
+    Raises:
+        ValueError: a meta tensor, or a tensor on another device.
+
+    >>> check_device("x", torch.zeros(2, device="meta"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: x must hold values on a real device, got a tensor on the 'meta' device ...
+    """
+    where = value.device
+    if where.type == "meta":
+        raise ValueError(
+            f"{name} must hold values on a real device, got a tensor on the 'meta' device "
+            "(a shape without data)"
+        )
+    if device is not None and where != device:
+        owner = f" (the device of {of})" if of else ""
+        raise ValueError(f"{name} must be on {device}{owner}, got a tensor on {where}")
+    return value
+
+
+_KINDS = {
+    "float": "a floating-point tensor",
+    "real": "a tensor of real numbers (floating-point or integer)",
+    "integer": "an integer tensor",
+}
+
+
+def check_tensor(
+    name: str,
+    value: Any,
+    *,
+    kind: str = "float",
+    device: torch.device | None = None,
+    of: str = "",
+    finite: bool = True,
+) -> torch.Tensor:
+    """``value`` if it is a tensor of the right kind, with values, on the call's device.
+
+    Args:
+        name: the argument's name.
+        value: what the caller passed.
+        kind: ``"float"`` (floating point), ``"real"`` (floating point or integer; never bool or
+            complex) or ``"integer"`` (integer, not bool).
+        device: the device of the call's other tensors (see :func:`check_device`).
+        of: what ``device`` belongs to, for the message.
+        finite: refuse NaN and infinite entries (one reduction, one synchronisation).
+
+    Raises:
+        TypeError: not a tensor, or of another dtype.
+        ValueError: a meta tensor, another device, a non-finite entry.
+
+    >>> check_tensor("rewards", torch.tensor([1.0, 2.0]))
+    tensor([1., 2.])
+    >>> check_tensor("rewards", torch.tensor([True]))
+    Traceback (most recent call last):
+    ...
+    TypeError: rewards must be a floating-point tensor, got dtype torch.bool
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be {_KINDS[kind]}, got {_type_name(value)}")
+    dtype = value.dtype
+    floating = dtype.is_floating_point
+    if kind == "float":
+        ok = floating
+    else:
+        integer = not floating and not dtype.is_complex and dtype != torch.bool
+        ok = integer or (kind == "real" and floating)
+    if not ok:
+        raise TypeError(f"{name} must be {_KINDS[kind]}, got dtype {dtype}")
+    check_device(name, value, device, of=of)
+    if finite and floating and not all_finite(value):
+        bad = int((~torch.isfinite(value.detach())).sum())
+        raise ValueError(
+            f"{name} must be finite, got {bad} non-finite value(s) out of {value.numel()}"
         )
     return value

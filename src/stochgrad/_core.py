@@ -19,20 +19,15 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from stochgrad._checks import check_seed
+from stochgrad._checks import all_finite as _all_finite
+from stochgrad._checks import check_device, check_seed
 
 # Above this many distribution-parameter elements the Jacobian d(phi)/d(params) is not formed;
 # per-sample vector-Jacobian products are batched instead (memory O(n * num_params) either way).
 _MAX_JACOBIAN_ROWS = 64
 _VJP_CHUNK = 4096
-
-
-def _all_finite(t: Tensor) -> bool:
-    """Cheap finiteness check: one reduction; the elementwise check only if the sum is not finite."""
-    total = float(t.detach().sum()) if t.numel() else 0.0
-    if math.isfinite(total):
-        return True
-    return bool(torch.isfinite(t.detach()).all())
+#: torch sizes are signed 64-bit integers.
+MAX_SIZE = 2**63 - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,11 +45,16 @@ def as_params(params: Any) -> tuple[tuple[Tensor, ...], bool]:
         raise TypeError(
             f"params must be a tensor or a non-empty tuple of tensors, got {type(params).__name__}"
         )
+    device = None
     for i, p in enumerate(tensors):
         if not isinstance(p, Tensor):
             raise TypeError(f"params[{i}] must be a torch.Tensor, got {type(p).__name__}")
         if not p.is_floating_point():
             raise TypeError(f"params[{i}] must be a floating-point tensor, got dtype {p.dtype}")
+        # one device for all: a meta tensor (no data) or a mixture fails deep inside torch
+        if p.is_meta or (device is not None and p.device != device):
+            check_device(f"params[{i}]", p, device, of="params[0]")
+        device = p.device
         if p.numel() == 0:
             raise ValueError(
                 f"params[{i}] is empty (shape {list(p.shape)}): there is no parameter to "
@@ -93,6 +93,11 @@ def check_num_samples(num_samples: Any, minimum: int = 1, why: str = "") -> int:
     if num_samples < minimum:
         extra = f" ({why})" if why else ""
         raise ValueError(f"num_samples must be >= {minimum}{extra}, got {num_samples}")
+    if num_samples > MAX_SIZE:
+        raise ValueError(
+            f"num_samples must be <= 2**63 - 1 (the largest size of a torch tensor), got "
+            f"{num_samples}"
+        )
     return int(num_samples)
 
 
@@ -376,6 +381,11 @@ def evaluate_f(
         )
     if out.is_complex():
         raise TypeError(f"f must return real values, got dtype {out.dtype}")
+    if out.device != x.device:  # a meta result has a shape and no values
+        raise ValueError(
+            f"f must return its values on the device of the samples it received ({x.device}), "
+            f"got a tensor on {out.device}"
+        )
     if not out.is_floating_point():
         out = out.to(torch.get_default_dtype())
     if not keep_graph:
@@ -422,7 +432,10 @@ class BlackBox:
 
     def __init__(self, fn: Callable[[np.ndarray], Any]):
         if not callable(fn):
-            raise TypeError(f"black_box needs a callable, got {type(fn).__name__}")
+            raise TypeError(
+                f"fn must be callable (a numpy function: array in, array out), got "
+                f"{type(fn).__name__} {fn!r:.80}"
+            )
         self.__wrapped__ = fn
 
     def __call__(self, x: Tensor) -> Tensor:

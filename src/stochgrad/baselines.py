@@ -50,11 +50,13 @@ tensor([-2.,  2., -4.,  4.])
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stochgrad._checks import check_float, check_int
+from stochgrad._checks import check_bool, check_device, check_float, check_int, check_tensor
 
 __all__ = [
     "BASELINE_NAMES",
@@ -77,8 +79,8 @@ __all__ = [
 # value tensors and groups
 # ---------------------------------------------------------------------------------------------
 def _values(values: Tensor) -> Tensor:
-    if not isinstance(values, Tensor):
-        raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
+    """``values`` as a detached floating-point ``[n]`` tensor of finite numbers."""
+    check_tensor("values", values, kind="real", finite=False)
     if values.dim() != 1 or values.shape[0] == 0:
         raise ValueError(
             f"values must be one value per sample, [n] with n >= 1, got {tuple(values.shape)}"
@@ -108,13 +110,20 @@ class Groups:
             return
         else:
             if not isinstance(groups, Tensor):
-                groups = torch.as_tensor(groups)
-            if groups.shape != (n,) or groups.is_floating_point() or groups.dtype == torch.bool:
+                try:
+                    groups = torch.as_tensor(groups, device=device)
+                except (TypeError, ValueError, RuntimeError) as exc:
+                    raise TypeError(
+                        f"groups must be [n] = [{n}] integer labels, one per sample, got "
+                        f"{type(groups).__name__}"
+                    ) from exc
+            check_tensor("groups", groups, kind="integer", device=device, of="values")
+            if groups.shape != (n,):
                 raise ValueError(
-                    f"groups must be [n] = [{n}] integer labels, one per sample, got "
-                    f"{groups.dtype} {tuple(groups.shape)}"
+                    f"groups must be [n] = [{n}] integer labels, one per sample, got shape "
+                    f"{tuple(groups.shape)}"
                 )
-            _, self.index = torch.unique(groups.to(device), return_inverse=True)
+            _, self.index = torch.unique(groups, return_inverse=True)
             self.count = int(self.index.max()) + 1
         self.sizes = torch.bincount(self.index, minlength=self.count)
 
@@ -246,17 +255,7 @@ class ConstantBaseline(Baseline):
     name = "constant"
 
     def __init__(self, value: float):
-        if isinstance(value, bool) or not isinstance(
-            value, (int, float, np.integer, np.floating, Tensor)
-        ):
-            raise TypeError(
-                f"baseline: a constant baseline must be a real number, got "
-                f"{type(value).__name__} {value!r}"
-            )
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"baseline: a constant baseline must be finite, got {value}")
-        self.value = value
+        self.value = check_float("value", value)
 
     def __call__(self, fx, scores, params):
         return torch.tensor(self.value, dtype=fx.dtype, device=fx.device)
@@ -407,12 +406,8 @@ class GroupNormalizedBaseline(Baseline):
     unbiased = False
 
     def __init__(self, scale: bool = True, eps: float = 1e-4):
-        if not isinstance(scale, bool):
-            raise TypeError(f"scale must be a bool, got {type(scale).__name__}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        self.scale = scale
-        self.eps = float(eps)
+        self.scale = check_bool("scale", scale)
+        self.eps = check_float("eps", eps, minimum=0.0)
         self.name = "grpo" if scale else "grpo_unscaled"
 
     def __call__(self, fx, scores, params):
@@ -602,53 +597,66 @@ _NAMED = {
 BASELINE_NAMES = tuple(_NAMED)
 
 
-def resolve_baseline(spec) -> Baseline:
+def resolve_baseline(spec, name: str = "baseline") -> Baseline:
     """``None``, a name, a number or a :class:`Baseline` -> a :class:`Baseline`.
+
+    Args:
+        spec: the rule.
+        name: the caller's argument, for the messages (``"advantage"`` in the surrogate layer).
 
     >>> resolve_baseline("loo").name
     'loo'
+    >>> resolve_baseline(float("nan"), "advantage")
+    Traceback (most recent call last):
+    ...
+    ValueError: advantage must be finite, got nan
     """
     if spec is None:
         return NoBaseline()
     if isinstance(spec, Baseline):
         return spec
-    if isinstance(spec, bool):
-        raise TypeError("baseline must be None, a name, a number or a Baseline, got a bool")
-    if isinstance(spec, (int, float)):
-        return ConstantBaseline(spec)
     if isinstance(spec, str):
         key = spec.lower()
         if key == "ema":
             raise ValueError(
-                "baseline='ema' keeps state across calls: create it once with "
+                f"{name}='ema' keeps state across calls: create it once with "
                 "sg.EMABaseline(decay=0.9) and pass the same object to every call"
             )
         if key == "learned":
             raise ValueError(
-                "baseline='learned' is fitted across calls: create it once with "
+                f"{name}='learned' is fitted across calls: create it once with "
                 "sg.LearnedBaseline() and pass the same object to every call"
             )
         if key in _NAMED:
             return _NAMED[key]()
         raise ValueError(
-            f"baseline: unknown option {spec!r}; expected one of {sorted(set(_NAMED))}, a number, "
-            "or a Baseline object (EMABaseline, LearnedBaseline, ...)"
+            f"{name} must be one of {sorted(set(_NAMED))}, a number, or a Baseline object "
+            f"(EMABaseline, LearnedBaseline, ...), got {spec!r}"
         )
+    if isinstance(spec, type) and issubclass(spec, Baseline):
+        raise TypeError(
+            f"{name} must be a Baseline object, got the class {spec.__name__}: pass an "
+            f"instance, {spec.__name__}()"
+        )
+    if not isinstance(spec, bool) and isinstance(spec, (int, float, np.integer, np.floating)):
+        return ConstantBaseline(check_float(name, spec))
     raise TypeError(
-        f"baseline must be None, a name, a number or a Baseline, got {type(spec).__name__}"
+        f"{name} must be None, a name, a number or a Baseline, got {type(spec).__name__} "
+        f"{spec!r:.80}"
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # trajectories: reward-to-go and generalised advantage estimation
 # ---------------------------------------------------------------------------------------------
-def _time_major(name: str, t: Tensor) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+def _time_major(name: str, t: Tensor, like: Tensor | None = None) -> Tensor:
+    """``t`` as a floating-point ``[T]`` or ``[T, B]`` tensor of finite numbers (integers are
+    converted to ``like``'s floating dtype, else the default one), on ``like``'s device."""
+    check_tensor(name, t, kind="real", device=None if like is None else like.device, of="rewards")
     if t.dim() not in (1, 2) or t.shape[0] == 0:
         raise ValueError(f"{name} must be [T] or [T, B] (time first), got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite")
+    if not t.is_floating_point():  # integer rewards: the discounted sums are not integers
+        t = t.to(like.dtype if like is not None else torch.get_default_dtype())
     return t
 
 
@@ -691,11 +699,46 @@ def reward_to_go(rewards: Tensor, gamma: float = 1.0, dones: Tensor | None = Non
 
 
 def _continues(dones: Tensor | None, like: Tensor) -> Tensor:
+    """``1 - dones`` in ``like``'s dtype; ``dones`` must be booleans or 0/1 shaped like it."""
     if dones is None:
         return torch.ones_like(like)
-    if not isinstance(dones, Tensor) or dones.shape != like.shape:
-        raise ValueError(f"dones must be shaped like rewards {tuple(like.shape)}")
+    if not isinstance(dones, Tensor):
+        raise TypeError(f"dones must be a tensor of booleans or 0/1, got {type(dones).__name__}")
+    if dones.dtype == torch.bool:
+        check_device("dones", dones, like.device, of="rewards")
+    else:
+        check_tensor("dones", dones, kind="real", device=like.device, of="rewards", finite=False)
+    if dones.shape != like.shape:
+        raise ValueError(
+            f"dones must be shaped like rewards {tuple(like.shape)}, got {tuple(dones.shape)}"
+        )
+    if dones.dtype != torch.bool and not bool(((dones == 0) | (dones == 1)).all()):
+        raise ValueError(f"dones must hold booleans or 0/1 (1 where an episode ends), got {dones}")
     return 1.0 - dones.to(like.dtype)
+
+
+def _last_value(last_value: Any, rewards: Tensor) -> Tensor:
+    """``last_value`` (a number or a tensor broadcastable to ``rewards[0]``) as a tensor like
+    ``rewards[0]``; finite in ``rewards``' dtype."""
+    dtype = rewards.dtype
+    if isinstance(last_value, Tensor):
+        check_tensor("last_value", last_value, kind="real", device=rewards.device, of="rewards")
+        try:
+            nxt = last_value.detach().to(dtype).expand_as(rewards[0]).clone()
+        except RuntimeError as exc:
+            shape = tuple(rewards[0].shape)
+            raise ValueError(
+                f"last_value must be a number or a tensor broadcastable to {shape} (one value "
+                f"per trajectory), got shape {tuple(last_value.shape)}"
+            ) from exc
+    else:
+        value = check_float("last_value", last_value)
+        if abs(value) > torch.finfo(dtype).max:
+            raise ValueError(f"last_value must be finite in {dtype}, got {value}")
+        nxt = torch.full_like(rewards[0], value)
+    if not bool(torch.isfinite(nxt).all()):
+        raise ValueError(f"last_value must be finite in {dtype}, got {last_value}")
+    return nxt
 
 
 def gae(
@@ -733,15 +776,17 @@ def gae(
     >>> adv
     tensor([2., 1.])
     """
+    integer = isinstance(rewards, Tensor) and not rewards.is_floating_point()
     rewards = _time_major("rewards", rewards)
-    values = _time_major("values", values).detach()
+    values = _time_major("values", values, rewards).detach()
+    if integer:  # integer rewards take the values' floating dtype
+        rewards = rewards.to(values.dtype)
     if values.shape != rewards.shape:
         raise ValueError(f"values must be shaped like rewards {tuple(rewards.shape)}")
     gamma = _check_discount("gamma", gamma)
     lam = _check_discount("lam", lam)
     keep = _continues(dones, rewards)
-    nxt = torch.as_tensor(last_value, dtype=rewards.dtype, device=rewards.device)
-    nxt = nxt.expand_as(rewards[0]).clone()
+    nxt = _last_value(last_value, rewards)
     adv = torch.empty_like(rewards)
     running = torch.zeros_like(rewards[0])
     # the TD errors at once; only the discounted sum runs backwards in time

@@ -108,14 +108,24 @@ def _interval(d: Distribution) -> tuple[float, float]:
     raise ValueError(f"exact_gradient: cannot integrate over the support {support}")
 
 
-def _transform(lo: float, hi: float):
-    """Map t in a finite interval to x in (lo, hi): returns (t_lo, t_hi, x(t), dx/dt)."""
+def _transform(lo: float, hi: float, scale: float = 1.0):
+    """Map t in a finite interval to x in (lo, hi): returns (t_lo, t_hi, x(t), dx/dt).
+
+    An infinite end is reached as ``scale * t / (1 - t)``: ``scale`` (the distribution's
+    standard deviation) keeps its tail at t of order one, away from 1 where float64 runs out.
+    """
+    c = scale
     if math.isinf(lo) and math.isinf(hi):
-        return -1.0, 1.0, lambda t: t / (1 - t * t), lambda t: (1 + t * t) / (1 - t * t) ** 2
+        return (
+            -1.0,
+            1.0,
+            lambda t: c * t / (1 - t * t),
+            lambda t: c * (1 + t * t) / (1 - t * t) ** 2,
+        )
     if math.isinf(hi):
-        return 0.0, 1.0, lambda t: lo + t / (1 - t), lambda t: 1 / (1 - t) ** 2
+        return 0.0, 1.0, lambda t: lo + c * t / (1 - t), lambda t: c / (1 - t) ** 2
     if math.isinf(lo):
-        return 0.0, 1.0, lambda t: hi - t / (1 - t), lambda t: 1 / (1 - t) ** 2
+        return 0.0, 1.0, lambda t: hi - c * t / (1 - t), lambda t: c / (1 - t) ** 2
     return lo, hi, lambda t: t, lambda t: np.ones_like(t)
 
 
@@ -144,6 +154,11 @@ def _adaptive_gauss(
     edges = np.stack([edges[:-1], edges[1:]], 1)
     values, errors = rules(edges)
     while True:
+        if not (np.isfinite(values).all() and np.isfinite(errors).all()):
+            raise ValueError(
+                "exact_gradient: the quadrature met a non-finite value of f p grad log p; params "
+                "may put the distribution where f or its density overflows"
+            )
         total = values.sum(0)
         # Every component to its own relative accuracy (a small component of the gradient
         # next to a large one must not inherit the large one's tolerance).
@@ -164,6 +179,28 @@ def _adaptive_gauss(
         errors = np.concatenate([errors[~split], new_errors])
 
 
+#: The quadrature refuses a distribution whose bulk (12 standard deviations about the mean)
+#: reaches beyond this magnitude, where float64 no longer resolves unit steps of x.
+MAX_ABS_X = 2.0**53
+
+
+def _check_resolution(mean: float, sd: float) -> None:
+    """Refuse a distribution the float64 grid of the quadrature cannot resolve."""
+    reach = abs(mean) + 12 * sd
+    if reach > MAX_ABS_X:
+        raise ValueError(
+            f"params: exact_gradient integrates on float64 points, which resolve |x| up to "
+            f"2**53 (about 9.0e15); this distribution reaches {reach:.3g} (mean {mean:.3g}, "
+            f"standard deviation {sd:.3g}): rescale x"
+        )
+    if sd < 1e-12 * abs(mean):
+        raise ValueError(
+            f"params: a standard deviation of {sd:.3g} about a mean of {mean:.3g} is below the "
+            "resolution of float64 there (relative 1e-12): exact_gradient cannot integrate it; "
+            "centre x"
+        )
+
+
 def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
     from stochgrad.estimators.score import scores_per_sample
 
@@ -173,8 +210,11 @@ def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
     width = sum(sizes) + 1
     shape = (*d.batch_shape, *d.event_shape)
 
+    shift = 0.0  # f - f(mean) in the integrand: the same gradient (E grad log p = 0), less
+    # cancellation between the two sides of the mean when f is large there
+
     def at(x_np: np.ndarray) -> np.ndarray:
-        """[M] points -> [M, 1 + P] values of (f p, f p grad log p)."""
+        """[M] points -> [M, 1 + P] values of ((f - shift) p, (f - shift) p grad log p)."""
         m = len(x_np)
         x = torch.as_tensor(x_np, dtype=dtype, device=device).reshape(m, *shape)
         with torch.no_grad():
@@ -186,7 +226,7 @@ def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
         xk = x[keep]
         k = xk.shape[0]
         fx = _core.evaluate_f(f, xk, k).to(dtype)
-        weight = fx * lp[keep].exp()
+        weight = (fx - shift) * lp[keep].exp()
         s = scores_per_sample(dist_fn, d, leaves, xk)
         flat = torch.cat([si.reshape(k, -1) for si in s], 1).detach()
         vals = torch.cat([weight.unsqueeze(1), weight.unsqueeze(1) * flat], 1)
@@ -203,17 +243,28 @@ def _quadrature(f, d: Distribution, dist_fn, leaves, epsrel: float):
         finite = False
     edges = [lo, hi]
     if finite:
+        _check_resolution(mean, sd)
+        if lo < mean < hi:
+            centre = torch.full((1, *shape), mean, dtype=dtype, device=device)
+            shift = float(_core.evaluate_f(f, centre, 1)[0])
         inner = [c for c in (mean - 12 * sd, mean + 12 * sd) if lo < c < hi]
         edges = [lo, *inner, hi]
     total = np.zeros(width)
     for a, b in zip(edges[:-1], edges[1:], strict=True):
-        t_lo, t_hi, x_of, dx_dt = _transform(a, b)
+        t_lo, t_hi, x_of, dx_dt = _transform(a, b, sd if finite else 1.0)
 
         def integrand(t: np.ndarray, x_of=x_of, dx_dt=dx_dt) -> np.ndarray:
-            return at(x_of(t)) * dx_dt(t)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x, dx = x_of(t), dx_dt(t)
+            # a node rounded onto an infinite end of the support: the density vanishes there
+            inside = np.isfinite(x) & np.isfinite(dx)
+            out = np.zeros((len(t), width))
+            if inside.any():
+                out[inside] = at(x[inside]) * dx[inside][:, None]
+            return out
 
         total += _adaptive_gauss(integrand, t_lo, t_hi, epsrel)
-    value = total[0]
+    value = float(total[0] + shift)
     grads = np.split(total[1:], np.cumsum(sizes)[:-1])
     return value, [
         torch.as_tensor(g, dtype=dtype, device=device).reshape(leaf.shape)
@@ -236,7 +287,11 @@ def exact_gradient(
     ``Independent`` products or batch shapes of them, up to ``max_configurations`` joint
     configurations) is enumerated and differentiated by autograd; a one-dimensional continuous
     distribution is integrated by globally adaptive Gauss-Legendre quadrature (20 points, error
-    against 10, at most 20,000 intervals per piece) of :math:`f\,p\,\nabla_\theta \log p`.
+    against 10, at most 20,000 intervals per piece) of :math:`(f - f(\mu))\,p\,\nabla_\theta
+    \log p` (the shift by ``f`` at the mean changes nothing but the roundings). The quadrature
+    runs in float64 whatever the dtype of ``params`` (``f`` receives float64 points; the
+    gradient comes back in ``params``' dtype) and refuses a distribution reaching beyond
+    :data:`MAX_ABS_X` (:math:`2^{53}`), where float64 no longer resolves unit steps of x.
 
     Args:
         f: batch ``[n, ...]`` -> ``[n]``; may be a black box.
@@ -253,7 +308,8 @@ def exact_gradient(
 
     Raises:
         ValueError: no exact reference exists for this distribution (continuous and more than
-            one-dimensional, or an unsupported discrete family), the support is too large,
+            one-dimensional, or an unsupported discrete family), the support is too large or
+            beyond the resolution of float64,
             ``epsrel`` outside ``(0, 1)``, ``max_configurations < 1``, ``f`` of the wrong
             shape, non-finite or changing its input in place.
         TypeError: ``f`` not callable, an argument of the wrong type.
@@ -289,7 +345,11 @@ def exact_gradient(
                 "needs a finite-support family (Bernoulli, Categorical, OneHotCategorical, "
                 "Binomial), quadrature a one-dimensional continuous distribution"
             )
-        value, grads = _quadrature(f, d, dist_fn, leaves, epsrel)
+        # in float64 whatever params' dtype: f p grad log p cancels between the tails, and
+        # float32 roundings of f alone can swamp the result (a scale of 1e10)
+        wide = tuple(leaf.detach().double().requires_grad_(True) for leaf in leaves)
+        value, grads = _quadrature(f, _core.build_dist(dist_fn, wide), dist_fn, wide, epsrel)
+        grads = [g.to(leaf.dtype) for g, leaf in zip(grads, leaves, strict=True)]
     grads = [g.detach() for g in grads]
     out = _core.pack(grads, is_tuple)
     return (value, out) if return_value else out

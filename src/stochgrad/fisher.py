@@ -51,7 +51,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from stochgrad._checks import check_int
+from stochgrad._checks import check_bool, check_int, check_tensor
 from stochgrad.gradient_estimate import GradientEstimate, SingleSampleWarning, warn_single_sample
 from stochgrad.surrogate import _as_params, surrogate_loss
 
@@ -98,18 +98,24 @@ def fisher_gradient(
         :class:`~stochgrad.SingleSampleWarning`).
 
     Raises:
-        ValueError: shapes that do not match, a posterior that is negative or not finite,
+        TypeError: ``log_joint``, ``posterior`` or ``log_measure`` not a floating-point
+            tensor, ``params`` not tensors, a flag not a bool.
+        ValueError: shapes that do not match, a posterior outside ``[0, 1]`` or not finite, a
+            ``log_measure`` holding NaN or ``+inf``, a ``log_joint`` that does not depend on
+            ``params``, tensors on another device than ``log_joint`` (or ``meta``),
             ``weights`` without ``samples``.
     """
-    if not isinstance(log_joint, Tensor):
-        raise TypeError(f"log_joint must be a torch.Tensor, got {type(log_joint).__name__}")
-    if not isinstance(samples, bool):
-        raise TypeError(f"samples must be a bool, got {type(samples).__name__}")
-    if not isinstance(copies, bool):
-        raise TypeError(f"copies must be a bool, got {type(copies).__name__}")
+    check_tensor("log_joint", log_joint, finite=False)
+    samples = check_bool("samples", samples)
+    copies = check_bool("copies", copies)
     if copies and not samples:
         raise ValueError("copies=True goes with samples=True (one parameter copy per draw)")
     leaves, is_tuple = _as_params(params)
+    if not log_joint.requires_grad:
+        raise ValueError(
+            "log_joint must depend on params (computed from them, with autograd on), got a "
+            "tensor without a gradient graph"
+        )
     if samples:
         if posterior is not None or log_measure is not None:
             raise ValueError("samples=True takes log_joint at draws; drop posterior/log_measure")
@@ -118,15 +124,12 @@ def fisher_gradient(
                 f"log_joint must be [n] with samples=True (n >= 1 draws), got "
                 f"{tuple(log_joint.shape)}"
             )
-        warn_single_sample("fisher_gradient", log_joint.shape[0])
-        if copies:
-            return _from_copies(log_joint, leaves, is_tuple, weights)
-        ones = torch.ones_like(log_joint, requires_grad=False).detach()
-        s = surrogate_loss(log_joint, ones, weights=weights, self_normalize=weights is not None)
+        if log_joint.shape[0] > 1:
+            return _sampled(log_joint, params, leaves, is_tuple, weights, copies)
+        warn_single_sample("fisher_gradient", 1)
         with warnings.catch_warnings():  # warned above, under this function's name
             warnings.simplefilter("ignore", SingleSampleWarning)
-            est = s.estimate(params)
-        return dataclasses.replace(est, method="fisher_sampled", biased=weights is not None)
+            return _sampled(log_joint, params, leaves, is_tuple, weights, copies)
     if weights is not None:
         raise ValueError("weights go with samples=True (importance draws of the latents)")
     if log_joint.dim() > 0:
@@ -137,28 +140,35 @@ def fisher_gradient(
             raise ValueError("log_joint must hold the configurations along dim, got a scalar")
         logits = log_joint.detach()
         if log_measure is not None:
-            logits = logits + torch.as_tensor(log_measure, dtype=logits.dtype, device=logits.device)
+            logits = logits + _log_measure(log_measure, log_joint)
         if not bool(torch.isfinite(logits.logsumexp(dim)).all()):
             raise ValueError("log_joint: every configuration has probability 0 (or a NaN)")
         posterior = torch.softmax(logits, dim)
+        top = 1.0
     else:
-        if not isinstance(posterior, Tensor) or posterior.shape != log_joint.shape:
+        check_tensor("posterior", posterior, device=log_joint.device, of="log_joint", finite=False)
+        if posterior.shape != log_joint.shape:
             raise ValueError(
                 f"posterior must be shaped like log_joint {tuple(log_joint.shape)}, got "
-                f"{tuple(posterior.shape) if isinstance(posterior, Tensor) else type(posterior)}"
+                f"{tuple(posterior.shape)}"
             )
         posterior = posterior.detach()
-    # the checks in one synchronisation: a posterior that is negative, NaN (fails >= 0) or
+        # marginals computed by a forward-backward pass may pass 1 by a few roundings
+        top = 1.0 + 64 * torch.finfo(posterior.dtype).eps
+    # the checks in one synchronisation: a posterior outside [0, 1], NaN (fails >= 0) or
     # infinite (its sum), and a log-joint that is not finite somewhere
     joint_sum = log_joint.detach().sum()
     flags = torch.stack(
         (
-            (posterior < 0).any() | (posterior != posterior).any() | ~posterior.sum().isfinite(),
+            (posterior < 0).any()
+            | (posterior > top).any()
+            | (posterior != posterior).any()
+            | ~posterior.sum().isfinite(),
             ~joint_sum.isfinite(),
         )
     ).tolist()
     if flags[0]:
-        raise ValueError("posterior must hold finite probabilities >= 0")
+        raise ValueError("posterior must hold finite probabilities in [0, 1]")
     # configurations of probability 0 contribute nothing, even where log_joint is -inf (the
     # mask only when needed: it doubles the backward pass of a training step's small graph)
     terms = log_joint
@@ -179,6 +189,39 @@ def fisher_gradient(
         method="fisher_exact",
         info={"mode": mode},
     )
+
+
+def _sampled(
+    log_joint: Tensor,
+    params,
+    leaves: list[Tensor],
+    is_tuple: bool,
+    weights: Tensor | None,
+    copies: bool,
+) -> GradientEstimate:
+    """The sampled mode: the surrogate layer's estimate, or one backward pass with copies."""
+    if copies:
+        return _from_copies(log_joint, leaves, is_tuple, weights)
+    ones = torch.ones_like(log_joint, requires_grad=False).detach()
+    s = surrogate_loss(log_joint, ones, weights=weights, self_normalize=weights is not None)
+    est = s.estimate(params)
+    return dataclasses.replace(est, method="fisher_sampled", biased=weights is not None)
+
+
+def _log_measure(log_measure: object, log_joint: Tensor) -> Tensor:
+    """``log_measure`` checked: real log-weights broadcastable to ``log_joint`` (``-inf``, a
+    weight of 0, allowed; NaN and ``+inf`` not), in its dtype."""
+    check_tensor("log_measure", log_measure, device=log_joint.device, of="log_joint", finite=False)
+    try:
+        torch.broadcast_shapes(log_measure.shape, log_joint.shape)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"log_measure must broadcast to log_joint {tuple(log_joint.shape)}, got "
+            f"{tuple(log_measure.shape)}"
+        ) from exc
+    if bool((log_measure.isnan() | (log_measure == float("inf"))).any()):
+        raise ValueError("log_measure must hold log-weights < +inf without NaN (-inf: weight 0)")
+    return log_measure.detach().to(log_joint.dtype)
 
 
 def _from_copies(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stochgrad._checks import check_bool, check_device, check_int
 from stochgrad._core import _all_finite
 
 Params = Tensor | tuple[Tensor, ...]
@@ -36,25 +40,32 @@ class SingleSampleWarning(UserWarning):
     """
 
 
-def warn_single_sample(method: str, num_samples: int, stacklevel: int = 3) -> None:
-    """Warn (:class:`SingleSampleWarning`) when an estimator runs on one sample.
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-    ``stacklevel`` counts from this function: 3 points at the caller of an estimator that calls
-    this directly.
+
+def _outside_level() -> int:
+    """The ``stacklevel`` (counted from the caller of this function) of the first frame
+    outside this package: the user's line, however deep inside the library the warning is."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_single_sample(method: str, num_samples: int, stacklevel: int | None = None) -> None:
+    """Warn (:class:`SingleSampleWarning`) when an estimate rests on one sample.
+
+    :meth:`GradientEstimate.from_per_sample` warns by itself for one row; functions that build
+    their estimate otherwise call this. ``stacklevel`` counts from this function; ``None``
+    points at the first caller outside the library.
     """
     if num_samples == 1:
         warnings.warn(
             f"{method}: num_samples=1 gives a gradient estimate without a spread: variance and "
             "stderr are undefined (NaN); use num_samples >= 2 for a standard error",
             SingleSampleWarning,
-            stacklevel=stacklevel,
+            stacklevel=_outside_level() if stacklevel is None else stacklevel,
         )
-
-
-def _map(fn, value):
-    if isinstance(value, tuple):
-        return tuple(fn(v) for v in value)
-    return fn(value)
 
 
 def _var_mean(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,21 +113,146 @@ def batch_variance(sums: Tensor, sizes: Tensor) -> Tensor:
     return spread.sub_(grad).square_().mul_(count).sum(0) / (batches - 1)
 
 
+def _terms(name: str, value: Any) -> tuple[tuple[Tensor, ...], bool]:
+    """``value`` (a tensor or a non-empty tuple of tensors ``[rows, ...]``) as a tuple, checked:
+    floating point, on one device, at least one dimension, the same number of rows."""
+    if (
+        isinstance(value, Tensor)
+        and value.is_floating_point()
+        and value.dim()
+        and not value.is_meta
+    ):
+        return (value,), False  # one tensor, nothing to compare it with
+    is_tuple = isinstance(value, tuple)
+    parts = value if is_tuple else (value,)
+    if not parts:
+        raise TypeError(f"{name} must be a tensor or a non-empty tuple of tensors, got ()")
+    device, rows = None, None
+    for i, t in enumerate(parts):
+        label = f"{name}[{i}]" if is_tuple else name
+        if not isinstance(t, Tensor):
+            raise TypeError(
+                f"{label} must be a torch.Tensor [rows, *param.shape] (or a tuple of them), got "
+                f"{type(t).__name__}"
+            )
+        if not t.is_floating_point():
+            raise TypeError(f"{label} must be a floating-point tensor, got dtype {t.dtype}")
+        check_device(label, t, device, of=f"{name}[0]")
+        device = t.device
+        if t.dim() == 0:
+            raise ValueError(
+                f"{label} must have a leading dimension of rows [rows, *param.shape], got a "
+                "0-d tensor"
+            )
+        if rows is not None and t.shape[0] != rows:
+            raise ValueError(f"{label} has {t.shape[0]} rows, {name}[0] has {rows}")
+        rows = t.shape[0]
+    return parts, is_tuple
+
+
+def _extra(value: Any, grad: tuple[Tensor, ...], is_tuple: bool) -> tuple[Tensor, ...] | None:
+    """``extra_variance_of_mean`` as a tuple shaped like ``grad`` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    name = "extra_variance_of_mean"
+    if isinstance(value, tuple) != is_tuple or (is_tuple and len(value) != len(grad)):
+        raise TypeError(
+            f"{name} must be shaped like grad: "
+            + (f"a tuple of {len(grad)} tensors" if is_tuple else "a tensor")
+            + f", got {type(value).__name__}"
+        )
+    parts = value if is_tuple else (value,)
+    for i, (e, g) in enumerate(zip(parts, grad, strict=True)):
+        label = f"{name}[{i}]" if is_tuple else name
+        if not isinstance(e, Tensor) or not e.is_floating_point():
+            what = f"dtype {e.dtype}" if isinstance(e, Tensor) else type(e).__name__
+            raise TypeError(f"{label} must be a floating-point tensor shaped like grad, got {what}")
+        check_device(label, e, g.device, of="the terms")
+        if e.shape != g.shape:
+            raise ValueError(
+                f"{label} must be shaped like grad {list(g.shape)}, got {list(e.shape)}"
+            )
+    return parts
+
+
 def _stderr_checked(
-    grad: Params, variance: Params, n: int, extra: Params | None, method: str
-) -> Params:
-    """``sqrt(variance / n (+ extra))`` per parameter, after refusing a non-finite ``grad``."""
-    flat_grad = torch.cat([g.reshape(-1) for g in grad]) if isinstance(grad, tuple) else grad
+    grad: tuple[Tensor, ...],
+    variance: tuple[Tensor, ...],
+    n: int,
+    extra: tuple[Tensor, ...] | None,
+    method: str,
+    name: str = "per_sample",
+) -> tuple[Tensor, ...]:
+    """``sqrt(variance / n (+ extra))`` per parameter, refusing a non-finite ``grad``, a variance
+    that overflowed and an ``extra`` that is negative or not finite.
+
+    One synchronisation when all is well: the sum of the standard error (of ``grad`` for one
+    row, whose variance is NaN by design).
+    """
+    if extra is None and len(grad) == 1:  # the common case, with no more work than needed
+        g, se = grad[0], variance[0].div(n).sqrt_()
+        # a finite variance means finite terms and a finite mean (a NaN or infinite term, or
+        # an overflowing mean, makes it NaN or infinite): one sum to watch, as before
+        total = float((g if n == 1 else se).sum()) if g.numel() else 0.0
+        if math.isfinite(total):
+            return (se,)
+        stderr: tuple[Tensor, ...] = (se,)
+    elif extra is None:
+        stderr = tuple((v / n).sqrt() for v in variance)
+    else:
+        stderr = tuple((v / n + e).sqrt() for v, e in zip(variance, extra, strict=True))
+    watched = grad if n == 1 else tuple(g + se for g, se in zip(grad, stderr, strict=True))
+    flat = watched[0] if len(watched) == 1 else torch.cat([w.reshape(-1) for w in watched])
+    if extra is not None:
+        flat_extra = torch.cat([e.reshape(-1) for e in extra])
+        negative = (flat_extra < 0).any()
+        flat = flat.sum() + torch.where(negative, float("nan"), 0.0)
+    if _all_finite(flat):
+        return stderr
+    flat_grad = torch.cat([g.reshape(-1) for g in grad])
     if not _all_finite(flat_grad):
         raise ValueError(
-            f"{method}: the gradient estimate is not finite ({flat_grad}); a parameter may sit "
-            "on the boundary of its constraint (e.g. a probability of exactly 0 or 1)"
+            f"{method}: the gradient estimate is not finite ({flat_grad}): {name} holds "
+            "non-finite terms; a parameter may sit on the boundary of its constraint (e.g. a "
+            "probability of exactly 0 or 1)"
         )
-    if extra is None:
-        return _map(lambda v: (v / n).sqrt(), variance)
-    if isinstance(variance, tuple):
-        return tuple((v / n + e).sqrt() for v, e in zip(variance, extra, strict=True))
-    return (variance / n + extra).sqrt()
+    if extra is not None:
+        flat_extra = torch.cat([e.reshape(-1) for e in extra])
+        if not _all_finite(flat_extra) or bool((flat_extra < 0).any()):
+            raise ValueError(
+                f"extra_variance_of_mean must be finite and >= 0 (a variance), got {flat_extra}"
+            )
+    if n > 1 and not _all_finite(torch.cat([t.reshape(-1) for t in stderr])):
+        dtype = grad[0].dtype
+        raise ValueError(
+            f"{method}: the variance of the terms in {name} is not finite: their squares "
+            f"overflow {dtype} (largest {torch.finfo(dtype).max:.3g}); compute the terms in "
+            "float64, or rescale f"
+        )
+    return stderr  # finite parts whose sum overflowed
+
+
+def _flags(biased: Any, evaluations: Any) -> tuple[bool, int | None]:
+    """``biased`` a bool, ``evaluations`` ``None`` or an int >= 0 (plain values pass at once)."""
+    if biased is not True and biased is not False:
+        biased = check_bool("biased", biased)
+    if evaluations is not None and (type(evaluations) is not int or evaluations < 0):
+        evaluations = check_int("evaluations", evaluations, minimum=0)
+    return biased, evaluations
+
+
+def _sizes(sizes: Any, batches: int, device: torch.device) -> Tensor:
+    """``sizes`` of :meth:`GradientEstimate.from_batch_sums`: ``[B]`` integers >= 1."""
+    if not isinstance(sizes, Tensor):
+        raise TypeError(f"sizes must be an integer tensor [B], got {type(sizes).__name__}")
+    if sizes.is_floating_point() or sizes.is_complex() or sizes.dtype == torch.bool:
+        raise TypeError(f"sizes must be an integer tensor [B], got dtype {sizes.dtype}")
+    check_device("sizes", sizes, device, of="sums")
+    if sizes.shape != (batches,) or not bool((sizes >= 1).all()):
+        raise ValueError(
+            f"sizes must be [B] = [{batches}] batch sizes, each >= 1, got {sizes.tolist()}"
+        )
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -187,37 +323,45 @@ class GradientEstimate:
     ) -> GradientEstimate:
         """Build an estimate from per-sample terms (a tensor or a tuple of tensors).
 
-        ``extra_variance_of_mean`` (shaped like ``grad``) is added to ``variance / n`` in the
-        standard error, for estimators whose per-sample terms are not independent. With one
-        row ``variance`` and ``stderr`` are NaN (undefined; no warning here, the estimators
-        warn).
+        ``extra_variance_of_mean`` (shaped like ``grad``, finite and >= 0) is added to
+        ``variance / n`` in the standard error, for estimators whose per-sample terms are not
+        independent. With one row ``variance`` and ``stderr`` are NaN (undefined) and a
+        :class:`SingleSampleWarning` is issued.
 
         Raises:
-            ValueError: no rows, or a non-finite mean.
+            TypeError: ``per_sample`` not a floating-point tensor (or a tuple of them),
+                ``biased`` not a bool, ``evaluations`` not an int.
+            ValueError: no rows, tensors on another device (or ``meta``), a non-finite mean,
+                a variance that overflows the terms' dtype, ``evaluations < 0``, a negative or
+                non-finite ``extra_variance_of_mean``.
         """
-        first = per_sample[0] if isinstance(per_sample, tuple) else per_sample
-        if first.dim() == 0 or first.shape[0] == 0:
+        parts, is_tuple = _terms("per_sample", per_sample)
+        biased, evaluations = _flags(biased, evaluations)
+        n = int(parts[0].shape[0])
+        if n == 0:
             raise ValueError(
                 f"{method}: per_sample must hold at least one row [n >= 1, *param.shape], got "
-                f"shape {list(first.shape)}"
+                f"shape {list(parts[0].shape)}"
             )
-        n = int(first.shape[0])
-        if n > 1:
-            pairs = _map(_var_mean, per_sample)
-            if isinstance(per_sample, tuple):
-                variance = tuple(v for v, _ in pairs)
-                grad = tuple(m for _, m in pairs)
-            else:
-                variance, grad = pairs
+        if n > 1 and not is_tuple:
+            variance, mean = _var_mean(parts[0])
+            grad, variance = (mean,), (variance,)
+        elif n > 1:
+            pairs = [_var_mean(t) for t in parts]
+            variance = tuple(v for v, _ in pairs)
+            grad = tuple(m for _, m in pairs)
         else:
-            grad = _map(lambda t: t.mean(0), per_sample)
-            variance = _map(lambda t: torch.full_like(t[0], float("nan")), per_sample)
-        stderr = _stderr_checked(grad, variance, n, extra_variance_of_mean, method)
+            warn_single_sample(method, 1)
+            grad = tuple(t.mean(0) for t in parts)
+            variance = tuple(torch.full_like(t[0], float("nan")) for t in parts)
+        extra = _extra(extra_variance_of_mean, grad, is_tuple)
+        stderr = _stderr_checked(grad, variance, n, extra, method)
+        pack = tuple if is_tuple else (lambda xs: xs[0])
         return cls(
-            grad=grad,
+            grad=pack(grad),
             per_sample=per_sample,
-            variance=variance,
-            stderr=stderr,
+            variance=pack(variance),
+            stderr=pack(stderr),
             num_samples=n,
             method=method,
             biased=biased,
@@ -270,7 +414,9 @@ class GradientEstimate:
             The estimate, ``num_samples = sizes.sum()``.
 
         Raises:
-            ValueError: fewer than 2 batches, an empty batch, or a non-finite mean.
+            TypeError: ``sums`` not floating point, ``sizes`` not an integer tensor.
+            ValueError: fewer than 2 batches, an empty batch, a non-finite mean, tensors on
+                different devices (or ``meta``).
 
         >>> import torch
         >>> terms = torch.tensor([[1.0], [3.0], [2.0], [6.0]])  # two batches of two
@@ -281,30 +427,31 @@ class GradientEstimate:
         >>> est.variance  # (2 (2 - 3)^2 + 2 (4 - 3)^2) / (2 - 1)
         tensor([4.])
         """
-        first = sums[0] if isinstance(sums, tuple) else sums
-        batches = int(first.shape[0])
-        if sizes.shape != (batches,) or batches < 2 or not bool((sizes >= 1).all()):
+        parts, is_tuple = _terms("sums", sums)
+        batches = int(parts[0].shape[0])
+        if batches < 2:
             raise ValueError(
-                f"sizes must be [B] = [{batches}] positive batch sizes with B >= 2, got "
-                f"{sizes.tolist()}"
+                f"sums must hold B >= 2 batch sums [B, *param.shape] (a variance needs at least "
+                f"2 batch means), got {batches}"
             )
+        sizes = _sizes(sizes, batches, parts[0].device)
+        biased, evaluations = _flags(biased, evaluations)
         n = int(sizes.sum())
 
         def stats(total: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             # the mean, the variance of one term, and rows whose mean is the mean
             return total.sum(0) / n, batch_variance(total, sizes), total * (batches / n)
 
-        parts = _map(stats, sums)
-        if isinstance(sums, tuple):
-            grad, variance, rows = (tuple(p[k] for p in parts) for k in range(3))
-        else:
-            grad, variance, rows = parts
-        stderr = _stderr_checked(grad, variance, n, extra_variance_of_mean, method)
+        triples = [stats(t) for t in parts]
+        grad, variance, rows = (tuple(p[k] for p in triples) for k in range(3))
+        extra = _extra(extra_variance_of_mean, grad, is_tuple)
+        stderr = _stderr_checked(grad, variance, n, extra, method, "sums")
+        pack = tuple if is_tuple else (lambda xs: xs[0])
         return cls(
-            grad=grad,
-            per_sample=rows,
-            variance=variance,
-            stderr=stderr,
+            grad=pack(grad),
+            per_sample=pack(rows),
+            variance=pack(variance),
+            stderr=pack(stderr),
             num_samples=n,
             method=method,
             biased=biased,

@@ -48,6 +48,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
+from stochgrad._checks import check_bool, check_device, check_int
 from stochgrad.baselines import Baseline, resolve_baseline
 from stochgrad.tracking import (
     TrackedTensor,
@@ -91,7 +92,36 @@ def magic_box(tau: Tensor) -> Tensor:
         raise TypeError(
             f"tau must be a torch.Tensor (a sum of log-probabilities), got {type(tau).__name__}"
         )
+    if not tau.is_floating_point():
+        raise TypeError(f"tau must be a floating-point tensor, got dtype {tau.dtype}")
+    # exp(tau - tau) is NaN at an infinite tau (a log-probability of -inf: an impossible draw);
+    # a meta tensor has no values to check, only the shape the result keeps
+    if not tau.is_meta and not _core._all_finite(tau):
+        raise ValueError(
+            f"tau must be finite (a log-probability of -inf is a draw of probability 0), got {tau}"
+        )
+    return _magic_box(tau)
+
+
+def _magic_box(tau: Tensor) -> Tensor:
+    """:func:`magic_box` without the checks (the graph's own log-probabilities)."""
     return torch.exp(tau - tau.detach())
+
+
+def _check_dist_device(name: str, dist: Distribution) -> None:
+    """Refuse a distribution whose stored parameters are meta tensors (shapes without data)."""
+    base = _dists.unwrap(dist)
+    try:
+        names = list(base.arg_constraints)
+    except NotImplementedError:  # distributions that declare no constraints
+        return
+    for param in names:
+        value = base.__dict__.get(param)
+        if isinstance(value, Tensor) and value.is_meta:
+            raise ValueError(
+                f"sample({name!r}): dist must hold its parameters on a real device, got "
+                f"{type(base).__name__}.{param} on the 'meta' device (a shape without data)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,6 +392,10 @@ class StochasticGraph:
                 f"sample({name!r}): dist must be a torch.distributions.Distribution, "
                 f"got {type(dist).__name__}"
             )
+        reparam = check_bool("reparam", reparam)
+        if per_sample is not None:
+            per_sample = check_bool("per_sample", per_sample)
+        _check_dist_device(name, dist)
         with _disabled():
             _core.check_constraints(dist)
         dist_tags = _dist_tags(dist)
@@ -498,8 +532,9 @@ class StochasticGraph:
 
         Args:
             name: a name unique in this graph.
-            value: the per-sample cost (a tensor; numpy arrays and lists are converted). A
-                scalar is allowed only for a cost computed from no samples (broadcast).
+            value: the per-sample cost (a tensor; numpy arrays and lists are converted; a
+                plain number is refused: it carries no gradient). A 0-d tensor is allowed only
+                for a cost computed from no samples (broadcast).
             depends_on: ``"auto"`` (tracked), ``"all"`` (every node recorded so far) or a list
                 of node names (their ancestors are added); defaults to the graph's rule. A list
                 that omits a node the cost is visibly computed from is refused.
@@ -516,14 +551,22 @@ class StochasticGraph:
         """
         self._check_recording("cost")
         name = self._check_name(name, "cost")
+        if not isinstance(value, (Tensor, np.ndarray, list, tuple)):
+            raise TypeError(
+                f"cost {name!r}: value must be a tensor of shape [{self._n}] (or an array or "
+                f"list of {self._n} numbers), got {type(value).__name__}"
+            )
         if not isinstance(value, Tensor):
             try:
                 value = torch.as_tensor(np.asarray(value))
             except (TypeError, ValueError) as exc:
                 raise TypeError(
-                    f"cost {name!r} must be a tensor of shape [{self._n}], got "
-                    f"{type(value).__name__}"
+                    f"cost {name!r}: value must be a tensor of shape [{self._n}], got "
+                    f"{type(value).__name__} that is not an array of numbers"
                 ) from exc
+        if value.is_complex():
+            raise TypeError(f"cost {name!r}: value must hold real numbers, got {value.dtype}")
+        check_device(f"cost {name!r}: value", value)
         tags = _tags(value)
         value = _plain(value)
         n = self._n
@@ -534,14 +577,14 @@ class StochasticGraph:
                 else ""
             )
             raise ValueError(
-                f"cost {name!r} must have one value per sample, shape [{n}]; got shape "
+                f"cost {name!r}: value must have one value per sample, shape [{n}]; got shape "
                 f"{list(value.shape)}{hint}"
             )
         if not value.is_floating_point():
             value = value.to(torch.get_default_dtype())
         with _disabled():
             if not _core._all_finite(value):
-                raise ValueError(f"cost {name!r} has non-finite values: {value.detach()}")
+                raise ValueError(f"cost {name!r}: value must be finite, got {value.detach()}")
         deps = self._resolve(f"cost {name!r}", tags, depends_on)
         self._costs.append(_Cost(name, value, deps))
         self._cost_names.add(name)
@@ -589,6 +632,7 @@ class StochasticGraph:
         """
         if not callable(model):
             raise TypeError(f"model must be callable (graph -> None), got {model!r}")
+        max_configurations = check_int("max_configurations", max_configurations, minimum=1)
         probe = cls(1, depends_on=depends_on)
         probe._mode = "discover"
         with probe:
@@ -721,7 +765,7 @@ class StochasticGraph:
         def box(keys: frozenset) -> Tensor | None:
             if keys not in cache:
                 parts = [lps[k] for k in sorted(keys, key=lambda k: k.index) if k in lps]
-                cache[keys] = magic_box(sum(parts[1:], parts[0])) if parts else None
+                cache[keys] = _magic_box(sum(parts[1:], parts[0])) if parts else None
             return cache[keys]
 
         total: Tensor | None = None
@@ -734,7 +778,7 @@ class StochasticGraph:
             b = nd.baseline if nd.baseline is not None else deferred.get(nd.key.name)
             if b is None:
                 continue
-            own = 1.0 - magic_box(lps[nd.key])
+            own = 1.0 - _magic_box(lps[nd.key])
             up = box(nd.ancestors)
             term = own * b if up is None else up * own * b
             total = total + term

@@ -54,9 +54,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stochgrad._checks import check_bool, check_device, check_int, check_tensor
 from stochgrad._core import _all_finite
-from stochgrad.baselines import Baseline, Groups, OptimalBaseline, resolve_baseline
-from stochgrad.gradient_estimate import GradientEstimate, warn_single_sample
+from stochgrad.baselines import Baseline, Groups, OptimalBaseline, _values, resolve_baseline
+from stochgrad.gradient_estimate import GradientEstimate
 
 __all__ = ["Surrogate", "per_sample_gradients", "surrogate_loss"]
 
@@ -69,18 +70,52 @@ BATCHES = 64
 
 
 def _as_params(params: Tensor | Sequence[Tensor]) -> tuple[list[Tensor], bool]:
+    """``params`` (a tensor, a sequence of tensors or an ``nn.Module``) as a list of tensors
+    that require grad, on one device; ``TypeError``/``ValueError`` naming ``params``."""
     if isinstance(params, Tensor):
         if not params.requires_grad:
             raise ValueError("params: the tensor must require grad (the log-probabilities' input)")
+        check_device("params", params)
         return [params], False
     if isinstance(params, torch.nn.Module):
         params = [p for p in params.parameters() if p.requires_grad]
+    elif not isinstance(params, (list, tuple)):
+        raise TypeError(
+            "params must be a tensor, a sequence of tensors or an nn.Module, got "
+            f"{type(params).__name__}"
+        )
     params = list(params)
     if not params or not all(isinstance(p, Tensor) for p in params):
-        raise TypeError("params must be a tensor, a sequence of tensors or an nn.Module")
+        raise TypeError(
+            "params must be a tensor, a non-empty sequence of tensors or an nn.Module with "
+            "parameters that require grad"
+        )
     if not all(p.requires_grad for p in params):
         raise ValueError("params: every tensor must require grad (the log-probabilities' inputs)")
+    for i, p in enumerate(params):
+        check_device(f"params[{i}]", p, params[0].device, of="params[0]")
     return params, True
+
+
+def _log_probs(log_probs: Any) -> Tensor:
+    """``log_probs`` checked: a floating-point tensor ``[n >= 1, ...]`` on a real device."""
+    check_tensor("log_probs", log_probs, finite=False)
+    if log_probs.dim() == 0 or log_probs.shape[0] == 0:
+        raise ValueError(
+            f"log_probs must hold one log-probability per sample, [n >= 1], got shape "
+            f"{list(log_probs.shape)}"
+        )
+    return log_probs
+
+
+def _check_finite_log_probs(log_probs: Tensor) -> None:
+    if not _all_finite(log_probs):
+        bad = int((~torch.isfinite(log_probs.detach())).sum())
+        raise ValueError(
+            f"log_probs must be finite, got {bad} non-finite value(s) out of "
+            f"{log_probs.shape[0]} (a sample of probability 0 under the parameters, or a NaN "
+            "upstream)"
+        )
 
 
 def _weighted_gradients(log_probs: Tensor, leaves: list[Tensor], rows: Tensor) -> list[Tensor]:
@@ -119,14 +154,17 @@ def per_sample_gradients(log_probs: Tensor, params: Tensor | Sequence[Tensor]) -
     ``n``); memory ``n`` times the parameters' size.
     """
     leaves, _ = _as_params(params)
-    if not isinstance(log_probs, Tensor) or log_probs.dim() != 1 or log_probs.shape[0] == 0:
+    _log_probs(log_probs)
+    if log_probs.dim() != 1:
         raise ValueError(
-            "log_probs must be a tensor [n >= 1], one log-probability per sample, got "
-            + (
-                f"shape {list(log_probs.shape)}"
-                if isinstance(log_probs, Tensor)
-                else type(log_probs).__name__
-            )
+            f"log_probs must be a tensor [n >= 1], one log-probability per sample, got shape "
+            f"{list(log_probs.shape)}"
+        )
+    _check_finite_log_probs(log_probs)
+    if not log_probs.requires_grad:
+        raise ValueError(
+            "log_probs must depend on params (computed from them, with autograd on), got a "
+            "tensor without a gradient graph"
         )
     n = log_probs.shape[0]
     out: list[list[Tensor]] = [[] for _ in leaves]
@@ -189,11 +227,10 @@ class Surrogate:
             raise ValueError("params: name the parameters whose gradient to diagnose")
         leaves, is_tuple = _as_params(params)
         n = self.coefficients.shape[0]
-        if batches is None:
+        if batches is None:  # one sample: its one term, variance NaN (from_per_sample warns)
             batches = n if n <= PER_SAMPLE_LIMIT else BATCHES
-            warn_single_sample("surrogate", n)  # one sample: its one term, variance NaN
-        elif isinstance(batches, bool) or not isinstance(batches, int) or not 2 <= batches <= n:
-            raise ValueError(f"batches must be an int in [2, n = {n}], got {batches!r}")
+        else:
+            batches = check_int("batches", batches, minimum=2, maximum=n)
         info = {
             "advantage": self.rule.name,
             "importance_weighted": self.weights is not None,
@@ -217,7 +254,7 @@ class Surrogate:
         if count < batches:
             raise ValueError(f"batches={batches} exceeds the {count} groups")
         batch = (index.to(self.coefficients.device) * batches) // count
-        sizes = torch.bincount(batch, minlength=batches).to(self.coefficients.dtype)
+        sizes = torch.bincount(batch, minlength=batches)
         rows = torch.zeros(batches, n, dtype=self.log_probs.dtype, device=self.log_probs.device)
         rows[batch, torch.arange(n)] = self.coefficients.to(rows.dtype)
         sums = _weighted_gradients(self.log_probs, leaves, rows)  # [B, *p]: sum over the batch
@@ -272,25 +309,17 @@ def surrogate_loss(
         :class:`Surrogate` with ``loss``, the coefficients and :meth:`Surrogate.estimate`.
 
     Raises:
+        TypeError: an argument of the wrong type (a bool or complex tensor, a non-bool flag,
+            an unknown kind of ``advantage`` or ``params``).
         ValueError: mismatched shapes, non-finite values or weights, negative weights, a group
-            too small for the rule.
+            too small for the rule, a tensor on another device than ``log_probs`` (or on the
+            ``meta`` device), ``params`` that do not require grad.
     """
-    if not isinstance(log_probs, Tensor):
-        raise TypeError(f"log_probs must be a torch.Tensor, got {type(log_probs).__name__}")
-    if log_probs.dim() == 0 or log_probs.shape[0] == 0:
-        raise ValueError(
-            f"log_probs must hold one log-probability per sample, [n >= 1], got shape "
-            f"{list(log_probs.shape)}"
-        )
+    _log_probs(log_probs)
     n = log_probs.shape[0]
     if log_probs.dim() > 1:
         log_probs = log_probs.reshape(n, -1).sum(1)
-    if not _all_finite(log_probs):
-        bad = int((~torch.isfinite(log_probs.detach())).sum())
-        raise ValueError(
-            f"log_probs must be finite, got {bad} non-finite value(s) out of {n} (a sample of "
-            "probability 0 under the parameters, or a NaN upstream)"
-        )
+    _check_finite_log_probs(log_probs)
     if not isinstance(values, Tensor):
         try:
             values = torch.as_tensor(values, dtype=log_probs.dtype, device=log_probs.device)
@@ -298,11 +327,18 @@ def surrogate_loss(
             raise TypeError(
                 f"values must be a tensor of [n] = [{n}] numbers, got {type(values).__name__}"
             ) from exc
+    if values.dtype == torch.bool:
+        values = values.to(log_probs.dtype)
+    check_tensor(
+        "values", values, kind="real", device=log_probs.device, of="log_probs", finite=False
+    )
     if values.shape != (n,):
         raise ValueError(f"values must be [n] = [{n}], one per sample, got {tuple(values.shape)}")
-    if not isinstance(maximize, bool) or not isinstance(self_normalize, bool):
-        raise TypeError("maximize and self_normalize must be bools")
-    rule = resolve_baseline(advantage)
+    maximize = check_bool("maximize", maximize)
+    self_normalize = check_bool("self_normalize", self_normalize)
+    rule = resolve_baseline(advantage, "advantage")
+    if params is not None:
+        _as_params(params)  # refused now, not at estimate()
     values = values.detach().to(log_probs.dtype)
     correction = None
     if isinstance(rule, OptimalBaseline):
@@ -310,6 +346,7 @@ def surrogate_loss(
             raise ValueError("advantage 'optimal' needs params= (the per-sample scores)")
         if groups is not None:
             raise ValueError("advantage 'optimal' does not work within groups; drop groups=")
+        _values(values)  # finite (the other rules check it in advantages())
         adv, correction = _optimal(rule, log_probs, values, params)
     else:
         adv = rule.advantages(values, groups, context=context)
@@ -347,7 +384,14 @@ def surrogate_loss(
 
 def _weights(weights: Tensor, n: int, like: Tensor) -> Tensor:
     if not isinstance(weights, Tensor):
-        weights = torch.as_tensor(weights)
+        try:
+            weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(
+                f"weights must be a tensor of [n] = [{n}] importance weights, got "
+                f"{type(weights).__name__}"
+            ) from exc
+    check_tensor("weights", weights, kind="real", device=like.device, of="log_probs", finite=False)
     if weights.shape != (n,):
         raise ValueError(f"weights must be [n] = [{n}], one per sample, got {tuple(weights.shape)}")
     w = weights.detach().to(like.dtype)

@@ -20,8 +20,9 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
 from stochgrad import _core, _dists
+from stochgrad._checks import check_device
 from stochgrad.estimators.score import check_batch_dims, problem_shape
-from stochgrad.gradient_estimate import GradientEstimate, warn_single_sample
+from stochgrad.gradient_estimate import GradientEstimate
 
 SUPPORTED = "Bernoulli, Categorical or OneHotCategorical (optionally wrapped in Independent)"
 
@@ -50,7 +51,7 @@ def _st(hard: Tensor, soft: Tensor) -> Tensor:
 
 def _check_temperature(temperature: Any) -> float | Tensor:
     if isinstance(temperature, Tensor):
-        t = temperature.detach()
+        t = check_device("temperature", temperature.detach())
         if not t.is_floating_point() or not bool((torch.isfinite(t) & (t > 0)).all()):
             raise ValueError(f"temperature must be finite and > 0, got {temperature}")
         return temperature
@@ -83,7 +84,7 @@ def _check_tensor(t: Any, name: str, min_dim: int = 0) -> Tensor:
         raise ValueError(f"{name} must have at least {min_dim} dimension(s) (categories last)")
     if min_dim and t.shape[-1] == 0:
         raise ValueError(f"{name} must hold at least one category (last dimension), got 0")
-    values = t.detach()
+    values = check_device(name, t.detach())
     if name == "probs":
         bad = bool(((values < 0) | (values > 1) | (values != values)).any())
         if bad:
@@ -232,7 +233,7 @@ class _Setup:
 
 def _setup(f, dist_fn, params, num_samples, generator, seed, who: str, batch_dims=0) -> _Setup:
     """The checks and the distribution every relaxation estimator starts from; refuses a call
-    that cannot fit in memory and warns for one sample (the public function's caller)."""
+    that cannot fit in memory (one sample is warned about where the estimate is built)."""
     _core.check_f(f)
     tensors, is_tuple = _core.as_params(params)
     n = _core.check_num_samples(num_samples)
@@ -252,7 +253,6 @@ def _setup(f, dist_fn, params, num_samples, generator, seed, who: str, batch_dim
         },
         tensors[0],
     )
-    warn_single_sample(who, n, stacklevel=4)
     return _Setup(tensors, is_tuple, n, g, leaves, fam, problem)
 
 

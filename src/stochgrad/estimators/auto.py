@@ -91,7 +91,9 @@ def estimate(
 
     Raises:
         ValueError: ``num_samples < 2`` under ``"auto"``, an unknown ``method`` or ``cost``,
-            ``pilot_samples < 2``, no estimator applying; the chosen estimator's own errors.
+            ``pilot_samples < 2``, no estimator applying; the chosen estimator's own errors
+            (under ``"auto"``, the score function's error when it refuses the input: it
+            applies to every input the others do).
         TypeError: ``f`` not callable, arguments of the wrong type.
 
     >>> import torch, stochgrad as sg
@@ -128,6 +130,10 @@ def estimate(
         try:
             est, sec = _pilot(name, fn, f, dist_fn, params, n_pilot, g, sf_baseline, cost)
         except (ValueError, TypeError, NotImplementedError) as exc:
+            if name == "score_function":
+                # the estimator that applies to any input refuses it: its error is the answer
+                # (it names the argument, or it is the caller's own f or dist_fn failing)
+                raise
             report[name] = {"excluded": str(exc)}
             continue
         variance = est.flat("variance")

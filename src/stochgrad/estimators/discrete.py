@@ -44,7 +44,7 @@ from torch.distributions import Bernoulli, Distribution
 
 from stochgrad import _core, _dists
 from stochgrad.estimators.score import check_batch_dims, problem_shape, score_function
-from stochgrad.gradient_estimate import GradientEstimate, Params, warn_single_sample
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 
 def _bernoulli_of(d: Distribution, method: str) -> Bernoulli:
@@ -89,7 +89,6 @@ def _antithetic(
         {"antithetic pairs": 5 * _core.sample_size(d) + 2, "per-sample terms": size},
         tensors[0],
     )
-    warn_single_sample(method, n, stacklevel=4)
     logits_stored = _dists._stored(base, "logits")
     p = base.probs.detach()
     if not logits_stored and not bool(((p > 0) & (p < 1)).all()):

@@ -35,6 +35,10 @@ from stochgrad.gradient_estimate import GradientEstimate, Params
 
 __all__ = ["Relax", "rebar"]
 
+#: The most hidden units of :class:`Relax`'s default network (``hidden * (inputs + 2)``
+#: weights are built at the first call).
+MAX_HIDDEN = 2**20
+
 
 # ---------------------------------------------------------------------------------------------
 # unbiased estimators: REBAR and RELAX
@@ -93,6 +97,14 @@ def _control_variate_terms(
     reparam = _grad_or_zeros((c_z - c_zt).sum(), phi_rep, create_graph=create_graph)
     coef = fb.to(theta.dtype) - (c_zt if create_graph else c_zt.detach())
     per_phi = s.view(coef, phi_rep) * score + reparam
+    if not _core._all_finite(per_phi.detach()):
+        # f is finite (checked): the control variate overflowed or its derivative did
+        bad = int((~torch.isfinite(per_phi.detach())).sum())
+        raise ValueError(
+            f"{who}: {bad} per-sample term(s) are not finite in {theta.dtype}: the control "
+            f"variate overflows with eta = {float(eta):.3g} and temperature = "
+            f"{float(temperature):.3g}; use a smaller eta or a larger temperature"
+        )
     return _Terms(per_phi, evaluations)
 
 
@@ -229,7 +241,8 @@ class Relax:
     Args:
         net: a module mapping ``[m, D]`` relaxed samples to ``[m]`` (or ``[m, 1]``); default the
             MLP above.
-        hidden: hidden units of the default MLP (``0``: no network).
+        hidden: hidden units of the default MLP (``0``: no network; at most
+            :data:`MAX_HIDDEN`).
         temperature: initial :math:`\lambda > 0` (learned as :math:`\log \lambda`).
         eta: initial :math:`\eta` (learned).
         lr: Adam step size for :math:`\phi`.
@@ -264,7 +277,7 @@ class Relax:
             t0 = float(t0)
         self._init_temperature = float(t0)
         self._init_eta = _check_eta(eta)
-        hidden = check_int("hidden", hidden, minimum=0)
+        hidden = check_int("hidden", hidden, minimum=0, maximum=MAX_HIDDEN)
         lr = check_float("lr", lr, minimum=0.0, open_min=True)
         include_f = check_bool("include_f", include_f)
         seed = check_seed("seed", seed)

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from stochgrad import _core, _dists
-from stochgrad.gradient_estimate import GradientEstimate, Params, warn_single_sample
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 _SAMPLE_CHUNK = 512
 
@@ -242,7 +242,6 @@ def pathwise(
         tensors[0],
         batches=True,
     )
-    warn_single_sample("pathwise", n)
     batch = None if batches is None else (_core.batch_index(n, batches, tensors[0].device), batches)
     eps = _dists.normal_noise(d, n, g)
     if eps is not None:

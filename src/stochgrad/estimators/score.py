@@ -30,7 +30,6 @@ from stochgrad.gradient_estimate import (
     GradientEstimate,
     Params,
     batch_variance,
-    warn_single_sample,
 )
 
 if TYPE_CHECKING:  # annotations only: both modules import the estimators' helpers
@@ -386,7 +385,6 @@ def score_function(
         tensors[0],
         batches=True,
     )
-    warn_single_sample("score_function", n)
     if batch_dims:
         problem = problem_shape(batch_dims, d)
         x = _dists.sample(d, n, g)

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Distribution, Exponential, Normal, Poisson
 
 from stochgrad import _core, _dists
-from stochgrad.gradient_estimate import GradientEstimate, Params, warn_single_sample
+from stochgrad.gradient_estimate import GradientEstimate, Params
 
 
 class WeakDerivativePiece(NamedTuple):
@@ -330,7 +330,6 @@ def measure_valued(
         tensors[0],
         batches=True,
     )
-    warn_single_sample("measure_valued", n)
     x = _dists.sample(d, n, g)
     # Pieces whose parameter does not depend on params contribute nothing: skip their points.
     pieces = [p for p in weak(base, x, g) if p.param.requires_grad]
